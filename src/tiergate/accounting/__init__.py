@@ -1,0 +1,1 @@
+"""Token prices and cost accounting."""

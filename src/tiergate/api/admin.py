@@ -1,0 +1,79 @@
+"""Operational endpoints: models, liveness, readiness, Prometheus metrics, token counting."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tiergate.api.chat import error_response, new_request_id, read_body
+from tiergate.api.edges import ANTHROPIC, OPENAI
+from tiergate.api.state import AppState
+from tiergate.dialects.anthropic import convert_messages, system_text
+from tiergate.dialects.anthropic_wire import ACountTokensRequest
+from tiergate.dialects.common import decode_json, validate
+from tiergate.errors import TiergateError
+from tiergate.types import ChatRequest, ToolSpec
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.tiergate
+    return state
+
+
+async def models(request: Request) -> Response:
+    state = _state(request)
+    try:
+        state.keys.caller(request.headers)
+    except TiergateError as exc:
+        edge = ANTHROPIC if "anthropic-version" in request.headers else OPENAI
+        return error_response(edge, exc, new_request_id())
+    data = [
+        {"id": name, "object": "model", "type": "model", "created": 0, "created_at": "1970-01-01T00:00:00Z",
+         "display_name": name, "owned_by": "tiergate"}
+        for name in state.gateway.models()
+    ]
+    return JSONResponse({"object": "list", "data": data, "has_more": False,
+                         "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = _state(request)
+    backends = {
+        s.name: {"tier": s.config.tier.value, "kind": s.config.kind, "healthy": s.healthy,
+                 "in_flight": s.in_flight, "last_error": s.last_error}
+        for s in state.pool.states.values()
+    }
+    ready = state.ready and any(b["healthy"] for b in backends.values())
+    return JSONResponse({"ready": ready, "backends": backends}, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state = _state(request)
+    for s in state.pool.states.values():
+        state.metrics.backend_up.labels(s.name, s.config.tier.value).set(1 if s.healthy else 0)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def count_tokens(request: Request) -> Response:
+    state = _state(request)
+    rid = new_request_id()
+    try:
+        state.keys.caller(request.headers)
+        body = await read_body(request, state.config.server.max_body_bytes)
+        wire = validate(ACountTokensRequest, decode_json(body))
+        chat = ChatRequest(
+            model=wire.model,
+            messages=convert_messages(wire.messages),
+            system=system_text(wire.system),
+            tools=tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in wire.tools or ()),
+        )
+        tokens = await state.gateway.count_tokens(chat)
+    except TiergateError as exc:
+        return error_response(ANTHROPIC, exc, rid)
+    return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers={"x-request-id": rid})

@@ -1,0 +1,90 @@
+"""The Starlette app. Its lifespan builds every resource (backends, router, keys, metrics) and owns them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tiergate.accounting.cost import CostModel
+from tiergate.accounting.prices import load_price_table
+from tiergate.api import admin, chat
+from tiergate.api.auth import KeyRing
+from tiergate.api.edges import edge_for_path
+from tiergate.api.metrics import Metrics
+from tiergate.api.state import AppState
+from tiergate.backends import BackendFactory, default_registry
+from tiergate.backends.pool import Pool
+from tiergate.config import Config
+from tiergate.errors import MethodNotAllowed, NotFound, RequestError
+from tiergate.gateway import Gateway
+from tiergate.routing import build_router
+
+log = logging.getLogger("tiergate")
+HEALTH_INTERVAL_S = 30.0
+
+
+def build_state(config: Config, registry: dict[str, BackendFactory] | None = None) -> AppState:
+    """Everything but I/O: validates the whole configuration before anything starts."""
+    pool = Pool(config.backends, registry or default_registry())
+    overrides = {b.model: b.price for b in config.backends if b.model and b.price}
+    costs = CostModel(config, load_price_table(overrides))
+    gateway = Gateway(config, pool, build_router(config.router), costs)
+    return AppState(config, pool, gateway, KeyRing(config.keys), Metrics(), costs)
+
+
+async def _watch_health(pool: Pool) -> None:
+    while True:
+        await asyncio.sleep(HEALTH_INTERVAL_S)
+        await pool.check_health()
+
+
+def create_app(config: Config | None = None, registry: dict[str, BackendFactory] | None = None) -> Starlette:
+    config = config or Config()
+    state = build_state(config, registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.pool.start()
+        await state.pool.check_health()
+        state.ready = True
+        watcher = asyncio.create_task(_watch_health(state.pool))
+        log.info("tiergate ready: %s", ", ".join(f"{n} ({s.config.tier.value})" for n, s in state.pool.states.items()))
+        try:
+            yield
+        finally:
+            state.ready = False
+            watcher.cancel()
+            await state.pool.close()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        err: RequestError
+        if exc.status_code == 405:
+            err = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+        elif exc.status_code == 404:
+            err = NotFound(f"no such endpoint: {request.url.path}")
+        else:
+            err = RequestError(str(exc.detail))
+            err.status = exc.status_code
+        return chat.error_response(edge_for_path(request.url.path), err, chat.new_request_id())
+
+    routes = [
+        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/messages", chat.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", admin.count_tokens, methods=["POST"]),
+        Route("/v1/models", admin.models, methods=["GET"]),
+        Route("/healthz", admin.healthz, methods=["GET"]),
+        Route("/readyz", admin.readyz, methods=["GET"]),
+        Route("/metrics", admin.metrics, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.tiergate = state
+    return app

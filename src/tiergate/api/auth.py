@@ -1,0 +1,40 @@
+"""API keys: ``Authorization: Bearer KEY`` or ``x-api-key: KEY``, mapped to a :class:`Caller`."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from tiergate.config import KeyConfig
+from tiergate.errors import AuthenticationFailed, ConfigError
+from tiergate.gateway import Caller
+
+
+class KeyRing:
+    def __init__(self, keys: list[KeyConfig]) -> None:
+        self._callers: list[tuple[bytes, Caller]] = []
+        for k in keys:
+            secret = k.secret()
+            if secret is None:
+                raise ConfigError(f"keys.{k.name}: environment variable {k.key_env} is not set; export it or remove the key")
+            caller = Caller(name=k.name, sovereign=k.sovereign, default_tier=k.default_tier)
+            self._callers.append((secret.encode(), caller))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._callers)
+
+    def caller(self, headers: Mapping[str, str]) -> Caller:
+        if not self._callers:
+            return Caller()
+        presented = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if presented is None and auth[:7].lower() == "bearer ":
+            presented = auth[7:].strip()
+        if not presented:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+        given = presented.encode()
+        for secret, caller in self._callers:
+            if hmac.compare_digest(secret, given):
+                return caller
+        raise AuthenticationFailed("invalid API key")

@@ -1,0 +1,156 @@
+"""The chat endpoints of both dialects: parse at the edge, run the gateway, render in the caller's dialect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
+from tiergate.api.state import AppState
+from tiergate.errors import PayloadTooLarge, TiergateError, UpstreamError
+from tiergate.gateway import Outcome
+from tiergate.types import ChatRequest, StreamEnd, StreamEvent, Usage
+
+log = logging.getLogger("tiergate.requests")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:24]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over this gateway's limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over this gateway's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_response(edge: Edge, exc: TiergateError, request_id: str, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(edge.render_error(exc)).encode()
+    out = {"x-request-id": request_id, **(headers or {})}
+    if isinstance(exc, UpstreamError):
+        out.setdefault("x-tiergate-backend", exc.backend)
+        if exc.retry_after is not None and exc.status in (429, 503):
+            out["retry-after"] = str(int(exc.retry_after + 0.999))
+    return Response(body, status_code=exc.status, media_type="application/json", headers=out)
+
+
+def route_headers(outcome: Outcome, request_id: str, cost_usd: float) -> dict[str, str]:
+    return {
+        "x-request-id": request_id,
+        "x-tiergate-tier": outcome.tier.value,
+        "x-tiergate-backend": outcome.backend.name,
+        "x-tiergate-route": outcome.route,
+        "x-tiergate-cost-usd": f"{cost_usd:.8f}",
+    }
+
+
+@dataclass(slots=True)
+class Call:
+    """One request in flight: what accounting needs when it ends."""
+
+    state: AppState
+    edge: Edge
+    request_id: str
+    started: float
+
+    def record(self, outcome: Outcome, usage: Usage, status: str, ttft: float | None = None) -> float:
+        m, cfg = self.state.metrics, outcome.backend.config
+        cost = self.state.costs.cost(cfg, usage)
+        tier, name = cfg.tier.value, cfg.name
+        m.requests.labels(self.edge.dialect.value, tier, name, status).inc()
+        m.latency.labels(self.edge.dialect.value, tier, name).observe(time.perf_counter() - self.started)
+        m.tokens.labels(tier, name, "input").inc(usage.input_tokens)
+        m.tokens.labels(tier, name, "output").inc(usage.output_tokens)
+        m.cost.labels(tier, name).inc(cost.usd)
+        if ttft is not None:
+            m.ttft.labels(tier, name).observe(ttft)
+        if outcome.failovers:
+            m.failovers.labels(tier).inc()
+        return cost.usd
+
+    def record_error(self, exc: TiergateError) -> None:
+        backend = getattr(exc, "backend", "") or "none"
+        self.state.metrics.requests.labels(self.edge.dialect.value, "none", backend, str(exc.status)).inc()
+
+
+async def handle(request: Request, edge: Edge) -> Response:
+    state: AppState = request.app.state.tiergate
+    call = Call(state, edge, new_request_id(), time.perf_counter())
+    limits = state.config.server
+    try:
+        caller = state.keys.caller(request.headers)
+        body = await read_body(request, limits.max_body_bytes)
+        chat = edge.parse(body, request.headers, limits.max_tokens_limit)
+        plan = state.gateway.plan(chat, caller, request.headers.get("x-tiergate-tier"))
+        if chat.stream:
+            first, events, outcome = await state.gateway.stream(chat, plan)
+            return _stream(call, chat, first, events, outcome)
+        response, outcome = await state.gateway.complete(chat, plan)
+    except TiergateError as exc:
+        call.record_error(exc)
+        return error_response(edge, exc, call.request_id)
+    cost = call.record(outcome, response.usage, "ok")
+    payload = json.dumps(edge.render(response, call.request_id), separators=(",", ":")).encode()
+    return Response(payload, media_type="application/json", headers=route_headers(outcome, call.request_id, cost))
+
+
+def _stream(
+    call: Call, chat: ChatRequest, first: StreamEvent, events: AsyncIterator[StreamEvent], outcome: Outcome
+) -> Response:
+    prompt_tokens = sum(len(t) for t in chat.texts()) // 4  # a header-time estimate; the ledger has the truth
+    renderer = call.edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
+    estimate = call.state.costs.cost(outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True))
+    headers = route_headers(outcome, call.request_id, estimate.usd)
+    outcome.backend.in_flight += 1
+
+    async def body() -> AsyncIterator[bytes]:
+        usage, status, ttft = Usage(estimated=True), "error", None
+        try:
+            yield renderer.start()
+            ttft = time.perf_counter() - call.started
+            ev: StreamEvent = first
+            while True:
+                if isinstance(ev, StreamEnd):
+                    usage, status = ev.usage, "ok"
+                yield renderer.event(ev)
+                if isinstance(ev, StreamEnd):
+                    break
+                ev = await anext(events)
+        except UpstreamError as exc:
+            log.warning("stream from %s failed after bytes were sent: %s", outcome.backend.name, exc.message)
+            yield renderer.error(exc)
+        except StopAsyncIteration:
+            yield renderer.error(UpstreamError("stream ended without a final event", backend=outcome.backend.name))
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        finally:
+            outcome.backend.in_flight -= 1
+            await events.aclose()
+            call.record(outcome, usage, status, ttft)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+
+
+async def chat_completions(request: Request) -> Response:
+    return await handle(request, OPENAI)
+
+
+async def messages(request: Request) -> Response:
+    return await handle(request, ANTHROPIC)

@@ -1,0 +1,23 @@
+"""Everything a request needs, built once by the app's lifespan and handed to handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tiergate.accounting.cost import CostModel
+from tiergate.api.auth import KeyRing
+from tiergate.api.metrics import Metrics
+from tiergate.backends.pool import Pool
+from tiergate.config import Config
+from tiergate.gateway import Gateway
+
+
+@dataclass(slots=True)
+class AppState:
+    config: Config
+    pool: Pool
+    gateway: Gateway
+    keys: KeyRing
+    metrics: Metrics
+    costs: CostModel
+    ready: bool = False

@@ -1,0 +1,260 @@
+"""Claude through the official ``anthropic`` SDK: the first-party API, AWS Bedrock and Google Vertex.
+
+The three share one request path (``POST /v1/messages``, which the Bedrock and Vertex clients rewrite to
+their own URLs); only the client differs, chosen by a small factory per kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anthropic
+from anthropic import AsyncStream
+from anthropic.types import Message as AMessage
+from anthropic.types import MessageTokensCount, RawMessageStreamEvent
+
+from tiergate.backends.errors import from_http_error, malformed
+from tiergate.config import BackendConfig
+from tiergate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from tiergate.types import (
+    JSON,
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    StopReason,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolArgsDelta,
+    ToolCall,
+    ToolCallStart,
+    ToolResult,
+    Usage,
+)
+
+DEFAULT_MAX_TOKENS = 4096
+ClientFactory = Callable[[BackendConfig], anthropic.AsyncAnthropic | anthropic.AsyncAnthropicBedrock | anthropic.AsyncAnthropicVertex]
+
+
+def _block(part: object) -> JSON:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ImagePart):
+        return {"type": "image", "source": dict(part.source)}
+    if isinstance(part, ToolCall):
+        try:
+            args = json.loads(part.arguments or "{}")
+        except json.JSONDecodeError:
+            args = {}
+        return {"type": "tool_use", "id": part.id, "name": part.name, "input": args if isinstance(args, dict) else {}}
+    assert isinstance(part, ToolResult)
+    return {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content, "is_error": part.is_error}
+
+
+def messages_json(messages: list[Message]) -> list[JSON]:
+    """Canonical turns -> Anthropic messages; tool results become user turns, same-role turns merge."""
+    out: list[JSON] = []
+    for m in messages:
+        role = "user" if m.role == "tool" else m.role
+        blocks = [_block(p) for p in m.parts]
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return out
+
+
+def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
+    body: JSON = {
+        "model": model,
+        "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": messages_json(req.messages),
+        "stream": stream,
+    }
+    optional: JSON = {
+        "system": req.system,
+        "temperature": None if req.temperature is None else min(req.temperature, 1.0),
+        "top_p": req.top_p,
+        "stop_sequences": list(req.stop) or None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+    if req.tools:
+        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in req.tools]
+    if req.tool_choice is not None:
+        tc = req.tool_choice
+        body["tool_choice"] = {"type": tc.kind, "name": tc.name} if tc.kind == "tool" else {"type": tc.kind}
+    fmt = req.response_format
+    if fmt is not None and fmt.kind != "text":
+        # Claude has no generic JSON mode on this path: ask for it plainly (schema included when given).
+        schema = f" matching this JSON schema: {json.dumps(fmt.schema)}" if fmt.schema else ""
+        note = f"Answer with a single JSON object{schema}, and nothing else."
+        body["system"] = f"{req.system}\n\n{note}" if req.system else note
+    return body
+
+
+def usage_of(data: Any) -> Usage:
+    return Usage(
+        input_tokens=int(getattr(data, "input_tokens", 0) or 0),
+        output_tokens=int(getattr(data, "output_tokens", 0) or 0),
+        cache_read_tokens=int(getattr(data, "cache_read_input_tokens", 0) or 0),
+        cache_write_tokens=int(getattr(data, "cache_creation_input_tokens", 0) or 0),
+    )
+
+
+def _stop_reason(value: str | None) -> StopReason:
+    try:
+        return StopReason(value or "end_turn")
+    except ValueError:
+        return StopReason.END_TURN  # e.g. pause_turn: the turn ended without a stop we model
+
+
+def parse_message(msg: AMessage) -> ChatResponse:
+    parts: list[TextPart | ToolCall] = []
+    for block in msg.content:
+        if block.type == "text":
+            parts.append(TextPart(block.text))
+        elif block.type == "tool_use":
+            parts.append(ToolCall(block.id, block.name, json.dumps(block.input)))
+    return ChatResponse(
+        id=msg.id,
+        model=msg.model,
+        parts=parts,
+        stop_reason=_stop_reason(msg.stop_reason),
+        usage=usage_of(msg.usage),
+        stop_sequence=msg.stop_sequence,
+    )
+
+
+def translate(backend: str, exc: anthropic.APIError) -> UpstreamError:
+    """The SDK's exceptions -> ours, by class and status (the structured body rides along)."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return UpstreamTimeout("timed out", backend=backend)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return UpstreamUnavailable(f"cannot connect ({exc.__cause__ or exc})", backend=backend)
+    if isinstance(exc, anthropic.APIStatusError):
+        body = json.dumps(exc.body).encode() if exc.body is not None else b""
+        return from_http_error(backend, exc.status_code, exc.response.headers, body)
+    return UpstreamUnavailable(f"{type(exc).__name__}: {exc}", backend=backend)
+
+
+def _first_party(config: BackendConfig) -> anthropic.AsyncAnthropic:
+    key = os.environ.get(config.api_key_env or "ANTHROPIC_API_KEY") or None
+    return anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s)
+
+
+def _bedrock(config: BackendConfig) -> anthropic.AsyncAnthropicBedrock:
+    return anthropic.AsyncAnthropicBedrock(
+        aws_region=config.region, base_url=config.base_url, max_retries=0, timeout=config.timeout_s
+    )
+
+
+def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
+    kwargs: dict[str, Any] = {"max_retries": 0, "timeout": config.timeout_s, "base_url": config.base_url}
+    if config.region:
+        kwargs["region"] = config.region
+    if config.project_id:
+        kwargs["project_id"] = config.project_id
+    return anthropic.AsyncAnthropicVertex(**kwargs)
+
+
+class AnthropicBackend:
+    def __init__(self, config: BackendConfig, client_factory: ClientFactory = _first_party) -> None:
+        self.config = config
+        self.model = config.model or "claude-sonnet-4-5"
+        self._factory = client_factory
+        self._client: Any = None
+
+    async def start(self) -> None:
+        self._client = self._factory(self.config)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def health(self) -> bool:
+        # The Messages API has no free probe; liveness comes from passive signals of real traffic.
+        return self._client is not None
+
+    def _options(self, req: ChatRequest) -> Any:
+        return {"headers": dict(req.forward_headers)} if req.forward_headers else {}
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        body = request_json(request, self.model, False)
+        count_body = {k: body[k] for k in ("model", "messages", "system", "tools") if k in body}
+        try:
+            result = await self._client.post(
+                "/v1/messages/count_tokens", cast_to=MessageTokensCount, body=count_body, options=self._options(request)
+            )
+        except anthropic.APIError as exc:
+            raise translate(self.config.name, exc) from exc
+        return int(result.input_tokens)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        try:
+            msg = await self._client.post(
+                "/v1/messages",
+                cast_to=AMessage,
+                body=request_json(request, self.model, False),
+                options=self._options(request),
+            )
+        except anthropic.APIError as exc:
+            raise translate(self.config.name, exc) from exc
+        return parse_message(msg)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        name = self.config.name
+        usage = Usage()
+        stop: tuple[StopReason, str | None] | None = None
+        tools = 0
+        try:
+            events: AsyncStream[RawMessageStreamEvent] = await self._client.post(
+                "/v1/messages",
+                cast_to=AMessage,
+                body=request_json(request, self.model, True),
+                options=self._options(request),
+                stream=True,
+                stream_cls=AsyncStream[RawMessageStreamEvent],
+            )
+            async with events:
+                async for ev in events:
+                    if ev.type == "message_start":
+                        usage = usage_of(ev.message.usage)
+                    elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
+                        yield ToolCallStart(tools, ev.content_block.id, ev.content_block.name)
+                        tools += 1
+                    elif ev.type == "content_block_delta":
+                        if ev.delta.type == "text_delta":
+                            yield TextDelta(ev.delta.text)
+                        elif ev.delta.type == "input_json_delta" and ev.delta.partial_json:
+                            yield ToolArgsDelta(tools - 1, ev.delta.partial_json)
+                    elif ev.type == "message_delta":
+                        out = usage_of(ev.usage)
+                        usage = Usage(
+                            input_tokens=out.input_tokens or usage.input_tokens,
+                            output_tokens=out.output_tokens,
+                            cache_read_tokens=out.cache_read_tokens or usage.cache_read_tokens,
+                            cache_write_tokens=out.cache_write_tokens or usage.cache_write_tokens,
+                        )
+                        stop = (_stop_reason(ev.delta.stop_reason), ev.delta.stop_sequence)
+                    elif ev.type == "message_stop":
+                        break
+        except anthropic.APIError as exc:
+            raise translate(name, exc) from exc
+        except (ValueError, KeyError) as exc:
+            raise malformed(name, f"stream event could not be decoded ({exc})") from exc
+        if stop is None:
+            raise malformed(name, "stream ended without message_delta (truncated)")
+        yield StreamEnd(stop[0], usage, stop[1])
+
+
+def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:
+    add("anthropic", AnthropicBackend)
+    add("bedrock", lambda c: AnthropicBackend(c, _bedrock))
+    add("vertex", lambda c: AnthropicBackend(c, _vertex))

@@ -1,0 +1,251 @@
+"""Any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp server, LM Studio) over httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from tiergate.backends.errors import from_http_error, from_transport_error, malformed
+from tiergate.config import BackendConfig
+from tiergate.dialects.openai import STOP_REASON, tool_call_json
+from tiergate.errors import UpstreamError
+from tiergate.types import (
+    JSON,
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    StopReason,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolArgsDelta,
+    ToolCall,
+    ToolCallStart,
+    ToolResult,
+    Usage,
+)
+
+
+def _message_json(m: Message) -> list[JSON]:
+    if m.role == "tool":
+        return [
+            {"role": "tool", "tool_call_id": p.tool_call_id, "content": p.content}
+            for p in m.parts
+            if isinstance(p, ToolResult)
+        ]
+    if m.role == "assistant":
+        out: JSON = {"role": "assistant", "content": m.text_content or None}
+        if m.tool_calls:
+            out["tool_calls"] = [tool_call_json(c) for c in m.tool_calls]
+        return [out]
+    if all(isinstance(p, TextPart) for p in m.parts):
+        return [{"role": "user", "content": m.text_content}]
+    content: list[JSON] = []
+    for p in m.parts:
+        if isinstance(p, TextPart):
+            content.append({"type": "text", "text": p.text})
+        elif isinstance(p, ImagePart):
+            src = p.source
+            url = src.get("url") or f"data:{src.get('media_type')};base64,{src.get('data')}"
+            content.append({"type": "image_url", "image_url": {"url": url}})
+    return [{"role": "user", "content": content}]
+
+
+def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
+    messages: list[JSON] = [{"role": "system", "content": req.system}] if req.system else []
+    for m in req.messages:
+        messages.extend(_message_json(m))
+    body: JSON = {"model": model, "messages": messages, "stream": stream}
+    optional = {
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "seed": req.seed,
+        "user": req.user,
+        "stop": list(req.stop) or None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if req.tools:
+        body["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}
+            for t in req.tools
+        ]
+    if req.tool_choice is not None:
+        tc = req.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": tc.name}}
+            if tc.kind == "tool"
+            else {"auto": "auto", "none": "none", "any": "required"}[tc.kind]
+        )
+    fmt = req.response_format
+    if fmt is not None and fmt.kind == "json_schema":
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": fmt.name or "response", "schema": fmt.schema}}
+    elif fmt is not None:
+        body["response_format"] = {"type": fmt.kind}
+    return body
+
+
+def parse_usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    details = data.get("prompt_tokens_details") or {}
+    return Usage(
+        input_tokens=int(data.get("prompt_tokens") or 0),
+        output_tokens=int(data.get("completion_tokens") or 0),
+        cache_read_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+    )
+
+
+def parse_response(data: Any, model: str, backend: str) -> ChatResponse:
+    try:
+        choice = data["choices"][0]
+        msg = choice["message"]
+        parts: list[TextPart | ToolCall] = []
+        if msg.get("content"):
+            parts.append(TextPart(msg["content"]))
+        for call in msg.get("tool_calls") or ():
+            fn = call["function"]
+            parts.append(ToolCall(call["id"], fn["name"], fn.get("arguments") or "{}"))
+        reason = STOP_REASON.get(choice.get("finish_reason") or "stop", StopReason.END_TURN)
+        usage = parse_usage(data.get("usage"))
+        return ChatResponse(
+            id=str(data.get("id", "")),
+            model=str(data.get("model") or model),
+            parts=parts,
+            stop_reason=reason,
+            usage=usage or Usage(estimated=True),
+            refusal=msg.get("refusal"),
+        )
+    except (KeyError, IndexError, TypeError) as exc:
+        raise malformed(backend, f"response has no usable choices[0].message ({exc!r})") from exc
+
+
+class StreamParser:
+    """OpenAI ``chat.completion.chunk`` payloads -> canonical events (tool-call indices renumbered from 0)."""
+
+    def __init__(self) -> None:
+        self.finish: StopReason | None = None
+        self.usage: Usage | None = None
+        self._calls: dict[int, int] = {}
+
+    def feed(self, chunk: Any) -> list[StreamEvent]:
+        if not isinstance(chunk, dict):
+            raise TypeError("chunk is not an object")
+        self.usage = parse_usage(chunk.get("usage")) or self.usage
+        out: list[StreamEvent] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                out.append(TextDelta(delta["content"]))
+            for call in delta.get("tool_calls") or ():
+                upstream_index = int(call.get("index", 0))
+                fn = call.get("function") or {}
+                if upstream_index not in self._calls:
+                    self._calls[upstream_index] = len(self._calls)
+                    call_id = call.get("id") or f"call_{len(self._calls)}"
+                    out.append(ToolCallStart(self._calls[upstream_index], call_id, fn.get("name") or ""))
+                if fn.get("arguments"):
+                    out.append(ToolArgsDelta(self._calls[upstream_index], fn["arguments"]))
+            if choice.get("finish_reason"):
+                self.finish = STOP_REASON.get(choice["finish_reason"], StopReason.END_TURN)
+        return out
+
+    def end(self) -> StreamEnd | None:
+        if self.finish is None:
+            return None
+        return StreamEnd(self.finish, self.usage or Usage(estimated=True))
+
+
+class OpenAICompatBackend:
+    def __init__(self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if not config.base_url:
+            raise ValueError(f"backend {config.name!r}: kind 'openai' needs base_url (e.g. http://gpu-1:8000/v1)")
+        self.config = config
+        self.model = config.model or "default"
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("backend not started")
+        return self._client
+
+    async def start(self) -> None:
+        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.AsyncClient(
+            base_url=str(self.config.base_url).rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            transport=self._transport,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def health(self) -> bool:
+        try:
+            resp = await self.client.get("models", timeout=5.0)
+        except httpx.HTTPError:
+            return False
+        return resp.status_code < 500
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        name = self.config.name
+        try:
+            resp = await self.client.post("chat/completions", json=request_json(request, self.model, False))
+        except httpx.HTTPError as exc:
+            raise from_transport_error(name, exc) from exc
+        if resp.status_code >= 400:
+            raise from_http_error(name, resp.status_code, resp.headers, resp.content)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise malformed(name, "response body is not JSON") from exc
+        return parse_response(data, self.model, name)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        name = self.config.name
+        body = request_json(request, self.model, True)
+        parser = StreamParser()
+        try:
+            async with aconnect_sse(self.client, "POST", "chat/completions", json=body) as source:
+                resp = source.response
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise from_http_error(name, resp.status_code, resp.headers, resp.content)
+                async for sse in source.aiter_sse():
+                    if sse.data == "[DONE]":
+                        break
+                    if not sse.data:
+                        continue
+                    try:
+                        events = parser.feed(json.loads(sse.data))
+                    except (ValueError, TypeError) as exc:
+                        raise malformed(name, "stream carried a chunk that is not valid JSON") from exc
+                    for ev in events:
+                        yield ev
+        except UpstreamError:
+            raise
+        except (httpx.HTTPError, SSEError) as exc:
+            raise from_transport_error(name, exc) from exc
+        end = parser.end()
+        if end is None:
+            raise malformed(name, "stream ended without a finish_reason (truncated)")
+        yield end
+
+
+def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:
+    add("openai", OpenAICompatBackend)

@@ -1,0 +1,198 @@
+"""``tiergate.yaml``: read once at start-up into typed models.
+
+Every field is optional; no file means the embedded default (one open-weight model, in-process).
+Precedence: explicit argument, then environment (``TIERGATE_CONFIG``, ``TIERGATE_HOST``, ``TIERGATE_PORT``),
+then the file, then the defaults below. A wrong file fails with one line naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tiergate.errors import ConfigError
+from tiergate.types import Tier
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_tokens_limit: int = Field(131072, gt=0, description="largest max_tokens a caller may ask for")
+
+
+class GpuCost(_Model):
+    """Owned or rented hardware: amortised cost per token = gpu_hourly_usd x gpus / tokens per second."""
+
+    gpu_hourly_usd: float = Field(0.0, ge=0)
+    gpus: int = Field(1, ge=1)
+    tokens_per_second: float = Field(40.0, gt=0)
+
+
+class TokenPrice(_Model):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class BackendConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    tier: Tier
+    kind: str
+    model: str | None = None
+    model_path: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    perimeter: Literal["internal", "external"] | None = None
+    context_window: int | None = Field(None, gt=0)
+    max_concurrency: int = Field(8, ge=1)
+    max_queue: int = Field(64, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    cost: GpuCost | None = None
+    price: TokenPrice | None = None
+    # Cloud settings for bedrock / vertex.
+    region: str | None = None
+    project_id: str | None = None
+    # Embedded (llama.cpp) settings.
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: int | None = Field(None, ge=1)
+
+    @property
+    def in_perimeter(self) -> bool:
+        if self.perimeter is not None:
+            return self.perimeter == "internal"
+        return self.tier is Tier.OPEN
+
+
+class RouterConfig(_Model):
+    kind: str = "rules"
+    threshold: float | None = Field(None, ge=0, le=1)
+    strong_share: float | None = Field(None, ge=0, le=1)
+    artifact: str | None = None
+    seed: int = 0
+
+
+class SovereigntyConfig(_Model):
+    markers: list[str] = Field(default_factory=list)
+    pii: list[str] = Field(default_factory=list)
+    action: Literal["route", "redact"] = "route"
+
+
+class GuardConfig(_Model):
+    enabled: bool = False
+    on_flag: Literal["closed", "refuse"] = "closed"
+    threshold: float | None = Field(None, ge=0, le=1)
+
+
+class FailoverConfig(_Model):
+    closed_to_open: bool = True
+    open_to_closed: bool = True
+
+
+class PolicyConfig(_Model):
+    sovereignty: SovereigntyConfig = SovereigntyConfig()
+    guard: GuardConfig = GuardConfig()
+    failover: FailoverConfig = FailoverConfig()
+
+
+class KeyConfig(_Model):
+    name: str
+    key: str | None = None
+    key_env: str | None = None
+    sovereign: bool = False
+    default_tier: Tier | None = None
+    budget_usd_per_month: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KeyConfig:
+        if (self.key is None) == (self.key_env is None):
+            raise ValueError("give exactly one of 'key' or 'key_env'")
+        return self
+
+    def secret(self) -> str | None:
+        if self.key is not None:
+            return self.key
+        assert self.key_env is not None
+        return os.environ.get(self.key_env) or None
+
+
+class LedgerConfig(_Model):
+    url: str = "sqlite:///tiergate.db"
+
+
+class Config(_Model):
+    server: ServerConfig = ServerConfig()
+    backends: list[BackendConfig] = Field(
+        default_factory=lambda: [BackendConfig(name="local", tier=Tier.OPEN, kind="embedded")]
+    )
+    router: RouterConfig = RouterConfig()
+    policy: PolicyConfig = PolicyConfig()
+    keys: list[KeyConfig] = Field(default_factory=list)
+    ledger: LedgerConfig = LedgerConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        names = [b.name for b in self.backends]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"backend names must be unique; repeated: {', '.join(dupes)}")
+        reserved = {"auto", "open", "closed"} & set(names)
+        if reserved:
+            raise ValueError(f"backend name {sorted(reserved)[0]!r} is reserved; pick another name")
+        if not self.backends:
+            raise ValueError("at least one backend is needed; remove 'backends' to use the embedded default")
+        return self
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field; remove it or check its spelling against the README"
+    elif first["type"] == "missing":
+        msg = "required field is missing; add it"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def parse_config(data: object, source: str = "config") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (server, backends, ...)")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load ``path``, else ``$TIERGATE_CONFIG``, else ``./tiergate.yaml`` if present, else defaults."""
+    if path is None:
+        env = os.environ.get("TIERGATE_CONFIG")
+        if env:
+            path = env
+        elif Path("tiergate.yaml").is_file():
+            path = "tiergate.yaml"
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}; check indentation and quoting") from None
+    return parse_config(data, str(p))

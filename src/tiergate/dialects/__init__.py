@@ -1,0 +1,1 @@
+"""Inbound dialects: each parses its wire format into :mod:`tiergate.types` and renders the results back."""

@@ -1,0 +1,44 @@
+"""Economics: what each deployment costs per month, where self-hosting breaks even, and which to pick.
+
+    >>> from tiergate.economics import load_workload, make_plan, resolve_closed_price
+    >>> from tiergate.accounting.prices import load_price_table
+
+See ``docs/tco.md`` for the method and ``examples/workload.yaml`` for the input.
+"""
+
+from tiergate.economics.advice import Assumptions, BreakEven, Burden, ByOption, Option, Plan, make_plan, recommend
+from tiergate.economics.tco import (
+    DAYS_PER_MONTH,
+    HOURS_PER_MONTH,
+    ClosedTier,
+    Constraints,
+    OpenTier,
+    Operations,
+    Workload,
+    break_even_requests_per_day,
+    load_workload,
+    parse_workload,
+    resolve_closed_price,
+)
+
+__all__ = [
+    "DAYS_PER_MONTH",
+    "HOURS_PER_MONTH",
+    "Assumptions",
+    "BreakEven",
+    "Burden",
+    "ByOption",
+    "ClosedTier",
+    "Constraints",
+    "OpenTier",
+    "Operations",
+    "Option",
+    "Plan",
+    "Workload",
+    "break_even_requests_per_day",
+    "load_workload",
+    "make_plan",
+    "parse_workload",
+    "recommend",
+    "resolve_closed_price",
+]

@@ -1,0 +1,127 @@
+"""One exception tree for the whole gateway.
+
+::
+
+    TiergateError                      (status, kind: what the caller is told)
+    ├── ConfigError                    start-up only: a wrong tiergate.yaml
+    ├── RequestError                   the caller's fault, never retried
+    │   ├── InvalidRequest             400  malformed JSON, wrong types, bad values
+    │   ├── AuthenticationFailed       401  missing or wrong key
+    │   ├── NotFound                   404  unknown model or path
+    │   ├── MethodNotAllowed           405
+    │   ├── PayloadTooLarge            413
+    │   └── RateLimited                429  budget or rate limit of the caller's key
+    └── UpstreamError                  a backend failed; ``backend`` names it
+        ├── UpstreamClientError        the backend rejected the request (4xx): not retryable
+        │   └── ContextLengthExceeded  the prompt does not fit this backend's window
+        ├── UpstreamUnavailable        503  connection refused, 5xx, overloaded, no eligible backend
+        └── UpstreamTimeout            504  connect, first-token, stall or total deadline
+
+Edges render these in the caller's dialect (``dialects/openai.py``, ``dialects/anthropic.py``); backends
+translate their transport's exceptions into this tree once, by status code and structured error type.
+"""
+
+from __future__ import annotations
+
+
+class TiergateError(Exception):
+    status: int = 500
+    #: Anthropic's error ``type``; OpenAI envelopes derive their own from the status.
+    kind: str = "api_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(TiergateError):
+    pass
+
+
+class RequestError(TiergateError):
+    status = 400
+    kind = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class InvalidRequest(RequestError):
+    pass
+
+
+class AuthenticationFailed(RequestError):
+    status = 401
+    kind = "authentication_error"
+
+
+class NotFound(RequestError):
+    status = 404
+    kind = "not_found_error"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    kind = "invalid_request_error"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    kind = "request_too_large"
+
+
+class RateLimited(RequestError):
+    status = 429
+    kind = "rate_limit_error"
+
+
+class UpstreamError(TiergateError):
+    """A backend failed. ``retryable`` says whether trying again (here or elsewhere) may help."""
+
+    status = 502
+    kind = "api_error"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"backend {backend!r}: {message}")
+        self.backend = backend
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+
+class UpstreamClientError(UpstreamError):
+    status = 400
+    kind = "invalid_request_error"
+    retryable = False
+
+
+class ContextLengthExceeded(UpstreamClientError):
+    pass
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    kind = "overloaded_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "timeout_error"
+
+
+class NoBackendAvailable(UpstreamUnavailable):
+    """No eligible backend could take the request (all down, or none allowed by policy)."""
+
+    def __init__(self, message: str) -> None:
+        TiergateError.__init__(self, message)
+        self.backend = ""
+        self.upstream_status = None
+        self.retry_after = None

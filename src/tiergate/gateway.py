@@ -1,0 +1,167 @@
+"""The pipeline of one request: decide the targets, dispatch to them in order, account for the result.
+
+Edges (``api/``) parse and render; this module never sees a dialect. ``plan`` turns the model name, the
+caller and the router's score into an ordered list of targets with the reason; ``complete`` and ``stream``
+try them in order, failing over only on retryable upstream errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from tiergate.accounting.cost import CostModel
+from tiergate.backends.pool import BackendState, Pool
+from tiergate.config import Config
+from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
+from tiergate.routing import Router, Signals, decide
+from tiergate.types import ChatRequest, ChatResponse, StreamEvent, Tier
+
+TIER_NAMES = {"open": Tier.OPEN, "closed": Tier.CLOSED}
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the key's name and its policy (anonymous on an unauthenticated loopback gateway)."""
+
+    name: str = "anonymous"
+    sovereign: bool = False
+    default_tier: Tier | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    targets: list[BackendState]
+    route: str
+    tier: Tier
+    score: float | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Where a request was served, and why. ``failovers`` lists the backends that failed before it."""
+
+    backend: BackendState
+    route: str
+    failovers: list[str] = field(default_factory=list)
+
+    @property
+    def tier(self) -> Tier:
+        return self.backend.config.tier
+
+
+class Gateway:
+    def __init__(self, config: Config, pool: Pool, router: Router, costs: CostModel) -> None:
+        self.config = config
+        self.pool = pool
+        self.router = router
+        self.costs = costs
+
+    def models(self) -> list[str]:
+        return ["auto", "open", "closed", *self.pool.states]
+
+    def plan(self, request: ChatRequest, caller: Caller, tier_header: str | None = None) -> Plan:
+        model = request.model
+        named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
+        if named is not None:
+            return Plan([named], f"explicit:{named.name}", named.config.tier)
+        if model not in ("auto", *TIER_NAMES):
+            raise NotFound(
+                f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
+                param="model",
+            )
+        score: float | None = None
+        if model in TIER_NAMES:
+            tier, route = TIER_NAMES[model], f"explicit:{model}"
+        elif tier_header in TIER_NAMES:
+            tier, route = TIER_NAMES[tier_header], f"header:{tier_header}"
+        elif caller.default_tier is not None:
+            tier, route = caller.default_tier, f"key:{caller.name}:{caller.default_tier.value}"
+        else:
+            decision = decide(self.router, request, Signals())
+            tier, route, score = decision.tier, decision.reason, decision.score
+        return self._targets(tier, route, score)
+
+    def _targets(self, tier: Tier, route: str, score: float | None) -> Plan:
+        other = Tier.CLOSED if tier is Tier.OPEN else Tier.OPEN
+        if not self.pool.has_tier(tier):
+            if not self.pool.has_tier(other):
+                raise NoBackendAvailable(f"no backend is configured for the {tier.value} tier")
+            return Plan(self.pool.tier(other), f"{route};no-{tier.value}-backend", other, score)
+        targets = self.pool.tier(tier)
+        failover = self.config.policy.failover
+        if (tier is Tier.CLOSED and failover.closed_to_open) or (tier is Tier.OPEN and failover.open_to_closed):
+            targets = targets + self.pool.tier(other)
+        return Plan(targets, route, tier, score)
+
+    async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
+        failed: list[str] = []
+        last: UpstreamError | None = None
+        for state in plan.targets:
+            state.in_flight += 1
+            try:
+                response = await state.backend.complete(request)
+            except UpstreamError as exc:
+                self.pool.mark(state, ok=False, error=exc.message)
+                if not exc.retryable:
+                    raise
+                failed.append(state.name)
+                last = exc
+                continue
+            finally:
+                state.in_flight -= 1
+            self.pool.mark(state, ok=True)
+            return response, Outcome(state, _route(plan, state, failed), failed)
+        raise _exhausted(plan, last)
+
+    async def stream(self, request: ChatRequest, plan: Plan) -> tuple[StreamEvent, AsyncIterator[StreamEvent], Outcome]:
+        """Open a stream on the first target that produces a first event (failover is free until then)."""
+        failed: list[str] = []
+        last: UpstreamError | None = None
+        for state in plan.targets:
+            events = state.backend.stream(request)
+            try:
+                first = await anext(events)
+            except UpstreamError as exc:
+                await events.aclose()
+                self.pool.mark(state, ok=False, error=exc.message)
+                if not exc.retryable:
+                    raise
+                failed.append(state.name)
+                last = exc
+                continue
+            except StopAsyncIteration:
+                last = UpstreamError("stream ended before any event", backend=state.name)
+                failed.append(state.name)
+                continue
+            return first, events, Outcome(state, _route(plan, state, failed), failed)
+        raise _exhausted(plan, last)
+
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """Input tokens by the most authoritative counter configured (closed tier first), else an estimate."""
+        for tier in (Tier.CLOSED, Tier.OPEN):
+            for state in self.pool.tier(tier):
+                counter = getattr(state.backend, "count_tokens", None)
+                if counter is None:
+                    continue
+                try:
+                    count: int = await counter(request)
+                except UpstreamError:
+                    continue
+                return count
+        return max(1, sum(len(t) for t in request.texts()) // 4)
+
+
+def _route(plan: Plan, state: BackendState, failed: list[str]) -> str:
+    if not failed:
+        return plan.route
+    if state.config.tier is not plan.tier:
+        return f"{plan.route};failover:{plan.tier.value}-down"
+    return f"{plan.route};failover:{failed[-1]}-down"
+
+
+def _exhausted(plan: Plan, last: UpstreamError | None) -> UpstreamError:
+    if last is None:
+        return NoBackendAvailable("no backend is available for this request")
+    return last

