@@ -73,4 +73,5 @@ def from_transport_error(backend: str, exc: Exception) -> UpstreamError:
 
 
 def malformed(backend: str, what: str) -> UpstreamError:
-    return UpstreamUnavailable(f"malformed upstream reply: {what}", backend=backend)
+    """A reply that does not follow the protocol: 502 Bad Gateway (retryable elsewhere)."""
+    return UpstreamError(f"malformed upstream reply: {what}", backend=backend)

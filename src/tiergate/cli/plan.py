@@ -1,5 +1,7 @@
 """``tiergate plan WORKLOAD.yaml``: the cost of all-closed, all-open and hybrid, and which to pick.
 
+Usage::
+
     tiergate plan examples/workload.yaml
     tiergate plan examples/workload.yaml --json | jq .recommendation
     tiergate plan examples/workload.yaml --html report.html

@@ -59,8 +59,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-
-
 # --- the plan --------------------------------------------------------------------------------------
 
 MIN_SAVING = 0.10  # below this, self-hosting does not pay for its people and pager

@@ -57,8 +57,14 @@ def cost_chart_png(w: Workload, price: ModelPrice, plan: Plan) -> bytes:
         y = getattr(monthly_costs(w, price, be), option)
         ax.axvline(be, color=_COLOURS[option], linestyle=":", linewidth=1)
         ax.plot([be], [y], marker="o", color=_COLOURS[option])
-        ax.annotate(f"break-even ({option})\n{be:,.0f} req/day", (be, y), textcoords="offset points",
-                    xytext=(6, -28), fontsize=8, color=_COLOURS[option])
+        ax.annotate(
+            f"break-even ({option})\n{be:,.0f} req/day",
+            (be, y),
+            textcoords="offset points",
+            xytext=(6, -28),
+            fontsize=8,
+            color=_COLOURS[option],
+        )
     ax.axvline(w.requests_per_day, color="#555555", linestyle="--", linewidth=1, label="your volume")
     ax.set_xlabel("requests per day")
     ax.set_ylabel("USD per month (730 h / 30.4 days)")

@@ -183,7 +183,6 @@ def break_even_tokens_per_day(w: Workload, requests_per_day: float | None) -> fl
     return None if requests_per_day is None else requests_per_day * (w.input_tokens + w.output_tokens)
 
 
-
 # --- reading the file ------------------------------------------------------------------------------
 
 _EXAMPLE = "see examples/workload.yaml"
