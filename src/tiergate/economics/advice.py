@@ -2,7 +2,8 @@
 
 Hard constraints decide first (air-gapped or sovereign means open weights, whatever the cost); then
 fine-tuning favours open or hybrid; otherwise the cheapest option wins, except that self-hosting must
-save at least 10% over all-closed Claude to pay for the people and the pager it needs.
+save at least 10% over all-closed Claude to pay for the people and the pager it needs, and all-open
+competes only for a narrow task (``open_share >= 0.95``).
 
     >>> from tiergate.accounting.prices import load_price_table
     >>> from tiergate.economics.tco import resolve_closed_price
@@ -13,7 +14,7 @@ save at least 10% over all-closed Claude to pay for the people and the pager it 
     ...     "operations": {"engineers_fte": 0.5, "engineer_yearly_usd": 200_000}})
     >>> table = load_price_table()
     >>> make_plan(w, resolve_closed_price(w.closed, table), table.version).recommendation
-    'open'
+    'hybrid'
 """
 
 from __future__ import annotations

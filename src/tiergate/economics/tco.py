@@ -195,7 +195,8 @@ def parse_workload(data: object, source: str = "workload") -> Workload:
     try:
         return Workload.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # A misspelt key also shows up as a missing one; the misspelling is the more useful report.
+        first = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
         if first["type"] == "extra_forbidden":
             fix = "unknown field; remove it or check its spelling"

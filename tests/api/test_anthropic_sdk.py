@@ -1,0 +1,122 @@
+"""The official Anthropic SDK against the gateway, served by every backend kind (OpenAI-compatible included)."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from tests.fakes import FakeAnthropic
+
+BACKENDS = ["local", "vllm", "claude"]
+WEATHER = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@pytest.fixture
+def client(full_gateway: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=full_gateway, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_message(client: anthropic.Anthropic, backend: str) -> None:
+    raw = client.messages.with_raw_response.create(
+        model=backend,
+        system=[{"type": "text", "text": "Answer briefly."}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Name a fruit."}]}],
+        max_tokens=8,
+    )
+    msg = raw.parse()
+    assert raw.headers["x-tiergate-backend"] == backend
+    assert raw.headers["x-tiergate-tier"] == ("closed" if backend == "claude" else "open")
+    assert msg.content[0].type == "text" and msg.content[0].text
+    assert msg.stop_reason in ("end_turn", "max_tokens")
+    assert msg.usage.output_tokens > 0 and msg.usage.input_tokens > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stream_event_sequence(client: anthropic.Anthropic, backend: str) -> None:
+    with client.messages.stream(
+        model=backend, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start"
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+    assert "content_block_start" in kinds and "content_block_stop" in kinds
+    assert final.content[0].type == "text" and final.content[0].text
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert final.usage.output_tokens > 0
+
+
+def test_raw_stream_has_ping_after_first_block(full_gateway: str) -> None:
+    body = {"model": "vllm", "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", full_gateway + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}) as r:
+        events = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
+    assert events[:3] == ["message_start", "content_block_start", "ping"]
+    assert set(events[3:-3]) == {"content_block_delta"}
+    assert events[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tool_use_round_trip(client: anthropic.Anthropic, backend: str) -> None:
+    question = {"role": "user", "content": "What is the weather in Lima?"}
+    first = client.messages.create(
+        model=backend, messages=[question], tools=[WEATHER], tool_choice={"type": "any"}, max_tokens=40  # type: ignore[list-item]
+    )
+    assert first.stop_reason == "tool_use"
+    call = next(b for b in first.content if b.type == "tool_use")
+    assert call.name == "get_weather"
+    assert isinstance(call.input["city"], str)  # type: ignore[index]
+    second = client.messages.create(
+        model=backend,
+        tools=[WEATHER],  # type: ignore[list-item]
+        max_tokens=12,
+        messages=[
+            question,  # type: ignore[list-item]
+            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Foggy, 16 C"}]},
+        ],
+    )
+    assert second.content[0].type == "text" and second.content[0].text
+
+
+@pytest.mark.parametrize("backend", ["vllm", "claude"])
+def test_streaming_tool_use(client: anthropic.Anthropic, backend: str) -> None:
+    with client.messages.stream(
+        model=backend,
+        messages=[{"role": "user", "content": "Weather in Quito?"}],
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "tool", "name": "get_weather"},
+        max_tokens=40,
+    ) as stream:
+        final = stream.get_final_message()
+    call = next(b for b in final.content if b.type == "tool_use")
+    assert call.name == "get_weather"
+    assert "city" in call.input  # type: ignore[operator]
+    assert final.stop_reason == "tool_use"
+
+
+def test_headers_forwarded_to_claude(full_gateway: str, fake_claude: tuple[FakeAnthropic, str]) -> None:
+    fake, _ = fake_claude
+    client = anthropic.Anthropic(
+        base_url=full_gateway, api_key="unused", max_retries=0, default_headers={"anthropic-beta": "tools-2099-01-01", "anthropic-version": "2023-06-01"}
+    )
+    before = len(fake.received)
+    client.messages.create(model="claude", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    seen = fake.received[before].headers
+    assert seen["anthropic-beta"] == "tools-2099-01-01"
+    assert seen["anthropic-version"] == "2023-06-01"
+    # The backend's own key (the 2.x SDK sends it as a bearer token), never the caller's.
+    assert "sk-ant-test" in seen.get("x-api-key", seen.get("authorization", ""))
+    assert "unused" not in (seen.get("x-api-key", "") + seen.get("authorization", ""))
+
+
+def test_count_tokens(client: anthropic.Anthropic) -> None:
+    counted = client.messages.count_tokens(
+        model="auto", system="You are terse.", messages=[{"role": "user", "content": "How many tokens is this?"}]
+    )
+    assert counted.input_tokens > 5
