@@ -109,6 +109,9 @@ class KeyConfig(_Model):
     sovereign: bool = False
     default_tier: Tier | None = None
     budget_usd_per_month: float | None = Field(None, ge=0)
+    over_budget: Literal["reject", "downgrade"] = "reject"
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> KeyConfig:

@@ -7,7 +7,6 @@ try them in order, failing over only on retryable upstream errors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from tiergate.accounting.cost import CostModel
@@ -15,7 +14,7 @@ from tiergate.backends.pool import BackendState, Pool
 from tiergate.config import Config
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.routing import Router, Signals, decide
-from tiergate.types import ChatRequest, ChatResponse, StreamEvent, Tier
+from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
 TIER_NAMES = {"open": Tier.OPEN, "closed": Tier.CLOSED}
 
@@ -114,7 +113,7 @@ class Gateway:
             return response, Outcome(state, _route(plan, state, failed), failed)
         raise _exhausted(plan, last)
 
-    async def stream(self, request: ChatRequest, plan: Plan) -> tuple[StreamEvent, AsyncIterator[StreamEvent], Outcome]:
+    async def stream(self, request: ChatRequest, plan: Plan) -> tuple[StreamEvent, EventStream, Outcome]:
         """Open a stream on the first target that produces a first event (failover is free until then)."""
         failed: list[str] = []
         last: UpstreamError | None = None
@@ -136,7 +135,6 @@ class Gateway:
                 continue
             return first, events, Outcome(state, _route(plan, state, failed), failed)
         raise _exhausted(plan, last)
-
 
     async def count_tokens(self, request: ChatRequest) -> int:
         """Input tokens by the most authoritative counter configured (closed tier first), else an estimate."""

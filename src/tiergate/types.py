@@ -11,7 +11,7 @@ edge, and every backend speaks them. Nothing in the core ever sees a dialect's d
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -222,4 +222,4 @@ class StreamEnd:
 
 
 StreamEvent: TypeAlias = TextDelta | ToolCallStart | ToolArgsDelta | StreamEnd
-EventStream: TypeAlias = AsyncIterator[StreamEvent]
+EventStream: TypeAlias = AsyncGenerator[StreamEvent, None]

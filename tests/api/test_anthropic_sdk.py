@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import httpx
 import pytest
@@ -9,11 +11,13 @@ import pytest
 from tests.fakes import FakeAnthropic
 
 BACKENDS = ["local", "vllm", "claude"]
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "name": "get_weather",
     "description": "Current weather for a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
+TOOLS: list[Any] = [WEATHER]
+ANY: Any = {"type": "any"}
 
 
 @pytest.fixture
@@ -32,9 +36,11 @@ def test_message(client: anthropic.Anthropic, backend: str) -> None:
     msg = raw.parse()
     assert raw.headers["x-tiergate-backend"] == backend
     assert raw.headers["x-tiergate-tier"] == ("closed" if backend == "claude" else "open")
-    assert msg.content[0].type == "text" and msg.content[0].text
+    assert msg.content[0].type == "text"
+    assert msg.content[0].text
     assert msg.stop_reason in ("end_turn", "max_tokens")
-    assert msg.usage.output_tokens > 0 and msg.usage.input_tokens > 0
+    assert msg.usage.output_tokens > 0
+    assert msg.usage.input_tokens > 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -46,15 +52,19 @@ def test_stream_event_sequence(client: anthropic.Anthropic, backend: str) -> Non
         final = stream.get_final_message()
     assert kinds[0] == "message_start"
     assert kinds[-2:] == ["message_delta", "message_stop"]
-    assert "content_block_start" in kinds and "content_block_stop" in kinds
-    assert final.content[0].type == "text" and final.content[0].text
+    assert "content_block_start" in kinds
+    assert "content_block_stop" in kinds
+    assert final.content[0].type == "text"
+    assert final.content[0].text
     assert final.stop_reason in ("end_turn", "max_tokens")
     assert final.usage.output_tokens > 0
 
 
 def test_raw_stream_has_ping_after_first_block(full_gateway: str) -> None:
     body = {"model": "vllm", "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.stream("POST", full_gateway + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}) as r:
+    with httpx.stream(
+        "POST", full_gateway + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
+    ) as r:
         events = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
     assert events[:3] == ["message_start", "content_block_start", "ping"]
     assert set(events[3:-3]) == {"content_block_delta"}
@@ -63,25 +73,30 @@ def test_raw_stream_has_ping_after_first_block(full_gateway: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tool_use_round_trip(client: anthropic.Anthropic, backend: str) -> None:
-    question = {"role": "user", "content": "What is the weather in Lima?"}
+    question: Any = {"role": "user", "content": "What is the weather in Lima?"}
     first = client.messages.create(
-        model=backend, messages=[question], tools=[WEATHER], tool_choice={"type": "any"}, max_tokens=40  # type: ignore[list-item]
+        model=backend,
+        messages=[question],
+        tools=TOOLS,
+        tool_choice=ANY,
+        max_tokens=40,
     )
     assert first.stop_reason == "tool_use"
     call = next(b for b in first.content if b.type == "tool_use")
     assert call.name == "get_weather"
-    assert isinstance(call.input["city"], str)  # type: ignore[index]
+    assert isinstance(call.input["city"], str)
     second = client.messages.create(
         model=backend,
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=TOOLS,
         max_tokens=12,
-        messages=[
-            question,  # type: ignore[list-item]
-            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+        messages=[  # the SDK types these as TypedDicts; applications pass plain dicts
+            question,
+            {"role": "assistant", "content": first.content},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Foggy, 16 C"}]},
         ],
     )
-    assert second.content[0].type == "text" and second.content[0].text
+    assert second.content[0].type == "text"
+    assert second.content[0].text
 
 
 @pytest.mark.parametrize("backend", ["vllm", "claude"])
@@ -89,21 +104,24 @@ def test_streaming_tool_use(client: anthropic.Anthropic, backend: str) -> None:
     with client.messages.stream(
         model=backend,
         messages=[{"role": "user", "content": "Weather in Quito?"}],
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=TOOLS,
         tool_choice={"type": "tool", "name": "get_weather"},
         max_tokens=40,
     ) as stream:
         final = stream.get_final_message()
     call = next(b for b in final.content if b.type == "tool_use")
     assert call.name == "get_weather"
-    assert "city" in call.input  # type: ignore[operator]
+    assert "city" in call.input
     assert final.stop_reason == "tool_use"
 
 
 def test_headers_forwarded_to_claude(full_gateway: str, fake_claude: tuple[FakeAnthropic, str]) -> None:
     fake, _ = fake_claude
     client = anthropic.Anthropic(
-        base_url=full_gateway, api_key="unused", max_retries=0, default_headers={"anthropic-beta": "tools-2099-01-01", "anthropic-version": "2023-06-01"}
+        base_url=full_gateway,
+        api_key="unused",
+        max_retries=0,
+        default_headers={"anthropic-beta": "tools-2099-01-01", "anthropic-version": "2023-06-01"},
     )
     before = len(fake.received)
     client.messages.create(model="claude", messages=[{"role": "user", "content": "hi"}], max_tokens=5)

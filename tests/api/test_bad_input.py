@@ -180,12 +180,14 @@ def strict_gateway(fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[Fa
     """Keys configured, a small body limit and a short upstream timeout."""
     backends = backend_configs(fake_claude[1], fake_openai[1])
     backends[1]["timeout_s"] = 1.0
-    config = parse_config({
-        "server": {"max_body_bytes": 4096},
-        "backends": backends,
-        "keys": [{"name": "team-a", "key": "tg-secret-a"}],
-        "policy": {"failover": {"closed_to_open": False, "open_to_closed": False}},
-    })
+    config = parse_config(
+        {
+            "server": {"max_body_bytes": 4096},
+            "backends": backends,
+            "keys": [{"name": "team-a", "key": "tg-secret-a"}],
+            "policy": {"failover": {"closed_to_open": False, "open_to_closed": False}},
+        }
+    )
     with serve_gateway(config) as url:
         yield url
 
@@ -204,12 +206,16 @@ def test_missing_key(strict_gateway: str) -> None:
 
 
 def test_wrong_key(strict_gateway: str) -> None:
-    resp = post(strict_gateway, AN, {"model": "auto", "max_tokens": 5, "messages": user()}, headers={"x-api-key": "nope"})
+    resp = post(
+        strict_gateway, AN, {"model": "auto", "max_tokens": 5, "messages": user()}, headers={"x-api-key": "nope"}
+    )
     anthropic_error(resp, 401, err_type="authentication_error", contains="invalid API key")
 
 
 def test_right_key_passes(strict_gateway: str) -> None:
-    resp = post(strict_gateway, OA, {"model": "vllm", "messages": user()}, headers={"authorization": "Bearer tg-secret-a"})
+    resp = post(
+        strict_gateway, OA, {"model": "vllm", "messages": user()}, headers={"authorization": "Bearer tg-secret-a"}
+    )
     assert resp.status_code == 200
     assert resp.headers["x-tiergate-backend"] == "vllm"
 

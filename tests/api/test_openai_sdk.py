@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import openai
 import pytest
 
 from tests.fakes import FakeAnthropic
 
+# The SDK types its parameters as TypedDicts; plain dicts are what applications actually pass.
+AnyList = list[Any]
+
+
 BACKENDS = ["local", "vllm", "claude"]
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -18,6 +23,7 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
+TOOLS: AnyList = [WEATHER]
 
 
 @pytest.fixture
@@ -41,7 +47,9 @@ def test_completion(client: openai.OpenAI, backend: str) -> None:
     assert raw.headers["x-request-id"]
     assert resp.choices[0].message.content
     assert resp.choices[0].finish_reason in ("stop", "length")
-    assert resp.usage is not None and resp.usage.completion_tokens > 0 and resp.usage.prompt_tokens > 0
+    assert resp.usage is not None
+    assert resp.usage.completion_tokens > 0
+    assert resp.usage.prompt_tokens > 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -62,26 +70,32 @@ def test_streaming_with_usage(client: openai.OpenAI, backend: str) -> None:
             finish = choice.finish_reason or finish
     assert text
     assert finish in ("stop", "length")
-    assert usage is not None and usage.completion_tokens > 0
+    assert usage is not None
+    assert usage.completion_tokens > 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tool_call_round_trip(client: openai.OpenAI, backend: str) -> None:
-    messages: list[dict[str, object]] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    messages: AnyList = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = client.chat.completions.create(
-        model=backend, messages=messages, tools=[WEATHER], tool_choice="required", max_tokens=40  # type: ignore[arg-type,list-item]
+        model=backend,
+        messages=messages,
+        tools=TOOLS,
+        tool_choice="required",
+        max_tokens=40,
     )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
-    call = choice.message.tool_calls[0]  # type: ignore[index]
-    assert call.function.name == "get_weather"  # type: ignore[union-attr]
-    args = json.loads(call.function.arguments)  # type: ignore[union-attr]
+    assert choice.message.tool_calls
+    call: Any = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    args = json.loads(call.function.arguments)
     assert isinstance(args["city"], str)
     messages += [
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
         {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
     ]
-    second = client.chat.completions.create(model=backend, messages=messages, tools=[WEATHER], max_tokens=12)  # type: ignore[arg-type,list-item]
+    second = client.chat.completions.create(model=backend, messages=messages, tools=TOOLS, max_tokens=12)
     assert second.choices[0].message.content
     assert second.choices[0].finish_reason in ("stop", "length")
 
@@ -91,7 +105,7 @@ def test_streaming_tool_call(client: openai.OpenAI, backend: str) -> None:
     stream = client.chat.completions.create(
         model=backend,
         messages=[{"role": "user", "content": "Weather in Oslo?"}],
-        tools=[WEATHER],  # type: ignore[list-item]
+        tools=TOOLS,
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         stream=True,
     )

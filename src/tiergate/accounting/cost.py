@@ -36,8 +36,8 @@ class CostModel:
                 c = b.cost
                 self._per_token[b.name] = amortised_cost_per_token(c.gpu_hourly_usd, c.gpus, c.tokens_per_second, 1.0)
         closed = next((b for b in config.backends if b.tier is Tier.CLOSED), None)
-        self.reference = self._prices.get(closed.name) if closed is not None else None
-        self.reference = self.reference or table.price_of(REFERENCE_MODEL)
+        configured = self._prices.get(closed.name) if closed is not None else None
+        self.reference: ModelPrice = configured or table.price_of(REFERENCE_MODEL)
 
     def price_of(self, backend: BackendConfig) -> ModelPrice | None:
         return self._prices.get(backend.name)
@@ -48,7 +48,9 @@ class CostModel:
         )
         price = self._prices.get(backend.name)
         if price is not None:
-            usd = token_cost(price, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
+            usd = token_cost(
+                price, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens
+            )
         else:
             usd = self._per_token.get(backend.name, 0.0) * usage.output_tokens
         return Cost(usd, counterfactual)

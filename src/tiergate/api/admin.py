@@ -30,12 +30,20 @@ async def models(request: Request) -> Response:
         edge = ANTHROPIC if "anthropic-version" in request.headers else OPENAI
         return error_response(edge, exc, new_request_id())
     data = [
-        {"id": name, "object": "model", "type": "model", "created": 0, "created_at": "1970-01-01T00:00:00Z",
-         "display_name": name, "owned_by": "tiergate"}
+        {
+            "id": name,
+            "object": "model",
+            "type": "model",
+            "created": 0,
+            "created_at": "1970-01-01T00:00:00Z",
+            "display_name": name,
+            "owned_by": "tiergate",
+        }
         for name in state.gateway.models()
     ]
-    return JSONResponse({"object": "list", "data": data, "has_more": False,
-                         "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+    return JSONResponse(
+        {"object": "list", "data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+    )
 
 
 async def healthz(request: Request) -> Response:
@@ -45,8 +53,13 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     state = _state(request)
     backends = {
-        s.name: {"tier": s.config.tier.value, "kind": s.config.kind, "healthy": s.healthy,
-                 "in_flight": s.in_flight, "last_error": s.last_error}
+        s.name: {
+            "tier": s.config.tier.value,
+            "kind": s.config.kind,
+            "healthy": s.healthy,
+            "in_flight": s.in_flight,
+            "last_error": s.last_error,
+        }
         for s in state.pool.states.values()
     }
     ready = state.ready and any(b["healthy"] for b in backends.values())

@@ -16,7 +16,9 @@ class KeyRing:
         for k in keys:
             secret = k.secret()
             if secret is None:
-                raise ConfigError(f"keys.{k.name}: environment variable {k.key_env} is not set; export it or remove the key")
+                raise ConfigError(
+                    f"keys.{k.name}: environment variable {k.key_env} is not set; export it or remove the key"
+                )
             caller = Caller(name=k.name, sovereign=k.sovereign, default_tier=k.default_tier)
             self._callers.append((secret.encode(), caller))
 

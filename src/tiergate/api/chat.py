@@ -17,7 +17,7 @@ from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
 from tiergate.api.state import AppState
 from tiergate.errors import PayloadTooLarge, TiergateError, UpstreamError
 from tiergate.gateway import Outcome
-from tiergate.types import ChatRequest, StreamEnd, StreamEvent, Usage
+from tiergate.types import ChatRequest, EventStream, StreamEnd, StreamEvent, Usage
 
 log = logging.getLogger("tiergate.requests")
 
@@ -110,9 +110,7 @@ async def handle(request: Request, edge: Edge) -> Response:
     return Response(payload, media_type="application/json", headers=route_headers(outcome, call.request_id, cost))
 
 
-def _stream(
-    call: Call, chat: ChatRequest, first: StreamEvent, events: AsyncIterator[StreamEvent], outcome: Outcome
-) -> Response:
+def _stream(call: Call, chat: ChatRequest, first: StreamEvent, events: EventStream, outcome: Outcome) -> Response:
     prompt_tokens = sum(len(t) for t in chat.texts()) // 4  # a header-time estimate; the ledger has the truth
     renderer = call.edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
     estimate = call.state.costs.cost(outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True))

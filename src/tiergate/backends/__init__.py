@@ -1,8 +1,8 @@
 """Backend kinds, by name. Built-in kinds register through the same path as any plug-in would.
 
-    >>> registry = default_registry()
-    >>> sorted(registry)
-    ['anthropic', 'bedrock', 'embedded', 'openai', 'vertex']
+>>> registry = default_registry()
+>>> sorted(registry)
+['anthropic', 'bedrock', 'embedded', 'openai', 'vertex']
 """
 
 from __future__ import annotations

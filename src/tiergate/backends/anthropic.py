@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anthropic
+import httpx2
 from anthropic import AsyncStream
 from anthropic.types import Message as AMessage
 from anthropic.types import MessageTokensCount, RawMessageStreamEvent
@@ -23,6 +24,7 @@ from tiergate.types import (
     JSON,
     ChatRequest,
     ChatResponse,
+    EventStream,
     ImagePart,
     Message,
     StopReason,
@@ -38,7 +40,9 @@ from tiergate.types import (
 )
 
 DEFAULT_MAX_TOKENS = 4096
-ClientFactory = Callable[[BackendConfig], anthropic.AsyncAnthropic | anthropic.AsyncAnthropicBedrock | anthropic.AsyncAnthropicVertex]
+ClientFactory = Callable[
+    [BackendConfig], anthropic.AsyncAnthropic | anthropic.AsyncAnthropicBedrock | anthropic.AsyncAnthropicVertex
+]
 
 
 def _block(part: object) -> JSON:
@@ -86,7 +90,9 @@ def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
     if req.user:
         body["metadata"] = {"user_id": req.user}
     if req.tools:
-        body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in req.tools]
+        body["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in req.tools
+        ]
     if req.tool_choice is not None:
         tc = req.tool_choice
         body["tool_choice"] = {"type": tc.kind, "name": tc.name} if tc.kind == "tool" else {"type": tc.kind}
@@ -208,7 +214,7 @@ class AnthropicBackend:
             raise translate(self.config.name, exc) from exc
         return parse_message(msg)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
         usage = Usage()
         stop: tuple[StopReason, str | None] | None = None
@@ -247,6 +253,10 @@ class AnthropicBackend:
                         break
         except anthropic.APIError as exc:
             raise translate(name, exc) from exc
+        except httpx2.TimeoutException as exc:  # raised by the SDK's transport while reading the stream
+            raise UpstreamTimeout(f"stream timed out ({type(exc).__name__})", backend=name) from exc
+        except httpx2.HTTPError as exc:
+            raise UpstreamUnavailable(f"stream broke off ({exc})", backend=name) from exc
         except (ValueError, KeyError) as exc:
             raise malformed(name, f"stream event could not be decoded ({exc})") from exc
         if stop is None:

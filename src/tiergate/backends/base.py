@@ -24,11 +24,11 @@ A backend kind registers a factory in :mod:`tiergate.backends` (``register("kind
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 from tiergate.config import BackendConfig
-from tiergate.types import ChatRequest, ChatResponse, StreamEvent
+from tiergate.types import ChatRequest, ChatResponse, EventStream
 
 
 class Backend(Protocol):
@@ -47,7 +47,7 @@ class Backend(Protocol):
 
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> EventStream:
         """Yield events ending with exactly one ``StreamEnd``; raise ``UpstreamError`` on failure."""
         ...
 

@@ -27,6 +27,7 @@ from tiergate.types import (
     JSON,
     ChatRequest,
     ChatResponse,
+    EventStream,
     Message,
     StopReason,
     StreamEnd,
@@ -81,7 +82,9 @@ def _chat_messages(req: ChatRequest) -> list[JSON]:
 
 def _plain(m: Message) -> JSON:
     if m.role == "tool":
-        text = "\n".join(f"Result of tool call {p.tool_call_id}: {p.content}" for p in m.parts if isinstance(p, ToolResult))
+        text = "\n".join(
+            f"Result of tool call {p.tool_call_id}: {p.content}" for p in m.parts if isinstance(p, ToolResult)
+        )
         return {"role": "user", "content": text}
     text = m.text_content
     for call in m.tool_calls:
@@ -206,7 +209,7 @@ class EmbeddedBackend:
         )
 
     def _forced_tool_call(self, req: ChatRequest) -> ChatResponse:
-        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
         assert req.tool_choice is not None
         schema, wrapped = _tool_schema(req.tools, req.tool_choice.name)
@@ -242,7 +245,7 @@ class EmbeddedBackend:
             yield ToolArgsDelta(0, call.arguments)
             yield StreamEnd(StopReason.TOOL_USE, resp.usage)
             return
-        chunks = self.llm.create_chat_completion(**self._kwargs(req), stream=True)
+        chunks: Iterator[Any] = self.llm.create_chat_completion(**self._kwargs(req), stream=True)  # type: ignore[assignment]
         produced = 0
         reason = StopReason.END_TURN
         for chunk in chunks:
@@ -266,7 +269,7 @@ class EmbeddedBackend:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, self._generate, request)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> EventStream:
         self._admit()
         async with self._slots:
             loop = asyncio.get_running_loop()

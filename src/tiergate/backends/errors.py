@@ -34,7 +34,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             value = float(raw) * scale
         except ValueError:
             continue
-        if 0 <= value:
+        if value >= 0:
             return min(value, MAX_RETRY_AFTER_S)
     return None
 

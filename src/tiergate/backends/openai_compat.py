@@ -13,11 +13,12 @@ from httpx_sse import SSEError, aconnect_sse
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
 from tiergate.config import BackendConfig
 from tiergate.dialects.openai import STOP_REASON, tool_call_json
-from tiergate.errors import UpstreamError
+from tiergate.errors import UpstreamError, UpstreamUnavailable
 from tiergate.types import (
     JSON,
     ChatRequest,
     ChatResponse,
+    EventStream,
     ImagePart,
     Message,
     StopReason,
@@ -76,7 +77,10 @@ def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
         body["stream_options"] = {"include_usage": True}
     if req.tools:
         body["tools"] = [
-            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.input_schema},
+            }
             for t in req.tools
         ]
     if req.tool_choice is not None:
@@ -88,7 +92,10 @@ def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
         )
     fmt = req.response_format
     if fmt is not None and fmt.kind == "json_schema":
-        body["response_format"] = {"type": "json_schema", "json_schema": {"name": fmt.name or "response", "schema": fmt.schema}}
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": fmt.name or "response", "schema": fmt.schema},
+        }
     elif fmt is not None:
         body["response_format"] = {"type": fmt.kind}
     return body
@@ -129,6 +136,12 @@ def parse_response(data: Any, model: str, backend: str) -> ChatResponse:
         raise malformed(backend, f"response has no usable choices[0].message ({exc!r})") from exc
 
 
+class InStreamError(Exception):
+    def __init__(self, error: JSON) -> None:
+        super().__init__(str(error.get("message") or error))
+        self.error = error
+
+
 class StreamParser:
     """OpenAI ``chat.completion.chunk`` payloads -> canonical events (tool-call indices renumbered from 0)."""
 
@@ -140,6 +153,8 @@ class StreamParser:
     def feed(self, chunk: Any) -> list[StreamEvent]:
         if not isinstance(chunk, dict):
             raise TypeError("chunk is not an object")
+        if isinstance(chunk.get("error"), dict):  # vLLM and others report failures inside the stream
+            raise InStreamError(chunk["error"])
         self.usage = parse_usage(chunk.get("usage")) or self.usage
         out: list[StreamEvent] = []
         for choice in chunk.get("choices") or ():
@@ -216,7 +231,7 @@ class OpenAICompatBackend:
             raise malformed(name, "response body is not JSON") from exc
         return parse_response(data, self.model, name)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
         body = request_json(request, self.model, True)
         parser = StreamParser()
@@ -233,6 +248,8 @@ class OpenAICompatBackend:
                         continue
                     try:
                         events = parser.feed(json.loads(sse.data))
+                    except InStreamError as exc:
+                        raise UpstreamUnavailable(f"error inside the stream: {exc}", backend=name) from exc
                     except (ValueError, TypeError) as exc:
                         raise malformed(name, "stream carried a chunk that is not valid JSON") from exc
                     for ev in events:

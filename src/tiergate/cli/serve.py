@@ -42,7 +42,9 @@ def resolve(config_path: Path | None, host: str | None, port: int | None) -> Con
 
 
 def serve(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="tiergate.yaml (default: $TIERGATE_CONFIG)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="tiergate.yaml (default: $TIERGATE_CONFIG)")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8787).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",

@@ -178,7 +178,7 @@ class StreamRenderer:
         self._pinged = False
 
     def start(self) -> bytes:
-        message = {
+        message: JSON = {
             "id": self._id,
             "type": "message",
             "role": "assistant",
@@ -194,7 +194,9 @@ class StreamRenderer:
         out = self._close_block()
         self._index += 1
         self._open = kind
-        out += _sse("content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block})
+        out += _sse(
+            "content_block_start", {"type": "content_block_start", "index": self._index, "content_block": block}
+        )
         if not self._pinged:
             self._pinged = True
             out += _sse("ping", {"type": "ping"})

@@ -1,8 +1,8 @@
 """Router kinds, by name (a plain registry, as RouteLLM does it).
 
-    >>> router = build_router(RouterConfig(kind="rules"))
-    >>> router.kind
-    'rules'
+>>> router = build_router(RouterConfig(kind="rules"))
+>>> router.kind
+'rules'
 """
 
 from __future__ import annotations

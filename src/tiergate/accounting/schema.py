@@ -1,0 +1,103 @@
+"""The ledger's one table, ``requests``: one row per request the gateway answered (or refused).
+
+The table is created and evolved by the Alembic migrations in ``accounting/migrations/``; this module
+is the typed view the code reads and writes through. Columns are plain SQL types that SQLite and
+PostgreSQL both store natively; money is USD in double precision, durations are milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias
+
+from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table
+
+__all__ = ["STATUSES", "LedgerRow", "Status", "metadata", "requests"]
+
+Status: TypeAlias = Literal["ok", "error", "refused", "cancelled"]
+STATUSES: tuple[Status, ...] = ("ok", "error", "refused", "cancelled")
+
+metadata = MetaData()
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_id", String(64), nullable=False),
+    Column("key_name", String(200), nullable=False),
+    Column("dialect", String(16), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("tier", String(16), nullable=True),
+    Column("backend", String(200), nullable=True),
+    Column("route", String(1000), nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cache_read_tokens", Integer, nullable=False),
+    Column("cache_write_tokens", Integer, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("counterfactual_usd", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("ttft_ms", Float, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("failovers", Integer, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One request, as the ledger stores it.
+
+    ``route`` is the ``x-tiergate-route`` header (reasons joined by ``;``); ``counterfactual_usd`` what
+    the reference closed model would have charged for the same tokens; ``estimated`` is true when the
+    backend reported no usage and the token counts are the gateway's estimate.
+
+        >>> row = LedgerRow(request_id="r1", key_name="hr-app", dialect="openai", model="auto",
+        ...                 tier="open", backend="vllm", route="router:0.12<0.41", status="ok")
+        >>> row.reasons
+        ['router:0.12<0.41']
+    """
+
+    request_id: str
+    key_name: str
+    dialect: str
+    model: str
+    tier: str | None
+    backend: str | None
+    route: str
+    status: Status
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    counterfactual_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    http_status: int = 200
+    failovers: int = 0
+    estimated: bool = False
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def reasons(self) -> list[str]:
+        return [r for r in self.route.split(";") if r]
+
+    def values(self) -> dict[str, Any]:
+        """The row as column values for an INSERT."""
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, row: Any) -> LedgerRow:
+        """Read a result row (a SQLAlchemy ``RowMapping``); SQLite returns naive UTC times."""
+        values = {name: row[name] for name in _FIELDS}
+        ts: datetime = values["ts"]
+        values["ts"] = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+        values["estimated"] = bool(values["estimated"])
+        return cls(**values)
+
+
+_FIELDS = tuple(LedgerRow.__dataclass_fields__)
