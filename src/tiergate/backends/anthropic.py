@@ -162,7 +162,10 @@ def _bedrock(config: BackendConfig) -> anthropic.AsyncAnthropicBedrock:
 
 
 def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
+    """Google Vertex: credentials from Application Default Credentials, or an access token in api_key_env."""
     kwargs: dict[str, Any] = {"max_retries": 0, "timeout": config.timeout_s, "base_url": config.base_url}
+    if config.api_key_env and os.environ.get(config.api_key_env):
+        kwargs["access_token"] = os.environ[config.api_key_env]
     if config.region:
         kwargs["region"] = config.region
     if config.project_id:

@@ -145,10 +145,12 @@ class InStreamError(Exception):
 class StreamParser:
     """OpenAI ``chat.completion.chunk`` payloads -> canonical events (tool-call indices renumbered from 0)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prompt_chars: int = 0) -> None:
         self.finish: StopReason | None = None
         self.usage: Usage | None = None
         self._calls: dict[int, int] = {}
+        self._prompt_chars = prompt_chars
+        self._deltas = 0
 
     def feed(self, chunk: Any) -> list[StreamEvent]:
         if not isinstance(chunk, dict):
@@ -160,6 +162,7 @@ class StreamParser:
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             if delta.get("content"):
+                self._deltas += 1
                 out.append(TextDelta(delta["content"]))
             for call in delta.get("tool_calls") or ():
                 upstream_index = int(call.get("index", 0))
@@ -169,6 +172,7 @@ class StreamParser:
                     call_id = call.get("id") or f"call_{len(self._calls)}"
                     out.append(ToolCallStart(self._calls[upstream_index], call_id, fn.get("name") or ""))
                 if fn.get("arguments"):
+                    self._deltas += 1
                     out.append(ToolArgsDelta(self._calls[upstream_index], fn["arguments"]))
             if choice.get("finish_reason"):
                 self.finish = STOP_REASON.get(choice["finish_reason"], StopReason.END_TURN)
@@ -177,7 +181,9 @@ class StreamParser:
     def end(self) -> StreamEnd | None:
         if self.finish is None:
             return None
-        return StreamEnd(self.finish, self.usage or Usage(estimated=True))
+        # No usage from the server: estimate (one token a delta, four characters a prompt token) and say so.
+        estimate = Usage(input_tokens=self._prompt_chars // 4, output_tokens=self._deltas, estimated=True)
+        return StreamEnd(self.finish, self.usage or estimate)
 
 
 class OpenAICompatBackend:
@@ -234,7 +240,7 @@ class OpenAICompatBackend:
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
         body = request_json(request, self.model, True)
-        parser = StreamParser()
+        parser = StreamParser(sum(len(t) for t in request.texts()))
         try:
             async with aconnect_sse(self.client, "POST", "chat/completions", json=body) as source:
                 resp = source.response

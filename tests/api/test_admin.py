@@ -1,0 +1,68 @@
+"""Liveness, readiness, metrics and the model list; /healthz stays responsive while the model is busy."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+
+
+def test_healthz_answers_while_embedded_model_generates(full_gateway: str) -> None:
+    done = threading.Event()
+
+    def generate() -> None:
+        body = {"model": "local", "messages": [{"role": "user", "content": "Write a long poem."}], "max_tokens": 96}
+        httpx.post(full_gateway + "/v1/chat/completions", json=body, timeout=120)
+        done.set()
+
+    worker = threading.Thread(target=generate)
+    worker.start()
+    try:
+        busy = False
+        for _ in range(200):  # wait until the generation is in flight
+            backends = httpx.get(full_gateway + "/readyz").json()["backends"]
+            if backends["local"]["in_flight"] > 0:
+                busy = True
+                break
+            threading.Event().wait(0.02)
+        assert busy
+        resp = httpx.get(full_gateway + "/healthz", timeout=5)
+        assert resp.status_code == 200
+        assert resp.json() == {"status": "ok"}
+        assert not done.is_set()  # answered while the model was still generating
+    finally:
+        worker.join()
+
+
+def test_readyz_lists_backends(full_gateway: str) -> None:
+    resp = httpx.get(full_gateway + "/readyz")
+    assert resp.status_code == 200
+    data = resp.json()
+    assert data["ready"] is True
+    assert data["backends"]["claude"]["tier"] == "closed"
+    assert data["backends"]["local"]["kind"] == "embedded"
+
+
+def test_metrics_count_requests_tokens_and_latency(fast_gateway: str) -> None:
+    body = {"model": "vllm", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(fast_gateway + "/v1/chat/completions", json=body).status_code == 200
+    text = httpx.get(fast_gateway + "/metrics").text
+    assert 'tiergate_requests_total{backend="vllm",dialect="openai",status="ok",tier="open"}' in text
+    assert 'tiergate_tokens_total{backend="vllm",direction="output",tier="open"}' in text
+    assert 'tiergate_request_seconds_bucket{backend="vllm",dialect="openai",le="0.005",tier="open"}' in text
+    assert 'tiergate_backend_up{backend="claude",tier="closed"} 1.0' in text
+
+
+def test_error_requests_are_counted(fast_gateway: str) -> None:
+    httpx.post(fast_gateway + "/v1/chat/completions", json={"model": "nope", "messages": []})
+    text = httpx.get(fast_gateway + "/metrics").text
+    assert 'status="400"' in text
+
+
+def test_models_for_the_anthropic_sdk(fast_gateway: str) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=fast_gateway, api_key="x", max_retries=0)
+    ids = [m.id for m in client.models.list()]
+    assert ids[:3] == ["auto", "open", "closed"]
+    assert "claude" in ids

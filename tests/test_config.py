@@ -1,0 +1,148 @@
+"""tiergate.yaml: typed, strict, and a wrong file fails with one line naming the field and the fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiergate.cli.serve import resolve
+from tiergate.config import Config, load_config, parse_config
+from tiergate.errors import ConfigError
+from tiergate.types import Tier
+
+DESIGN_EXAMPLE = """
+server: {host: 127.0.0.1, port: 8787}
+backends:
+  - name: local
+    tier: open
+    kind: embedded
+    model_path: null
+    cost: {gpu_hourly_usd: 0.0, tokens_per_second: 40}
+  - name: vllm-a
+    tier: open
+    kind: openai
+    base_url: http://gpu-1:8000/v1
+    model: meta-llama/Llama-3.1-8B-Instruct
+    cost: {gpu_hourly_usd: 2.69, tokens_per_second: 3400}
+  - name: claude
+    tier: closed
+    kind: anthropic
+    model: claude-sonnet-4-5
+    api_key_env: ANTHROPIC_API_KEY
+    base_url: null
+    price: {input_per_mtok: 3.0, output_per_mtok: 15.0}
+router: {kind: rules, strong_share: 0.3}
+policy:
+  sovereignty: {markers: ["CONFIDENTIAL"], pii: [EMAIL_ADDRESS, PHONE_NUMBER, IBAN_CODE, CREDIT_CARD, US_SSN]}
+  guard: {enabled: true, on_flag: closed}
+  failover: {closed_to_open: true, open_to_closed: true}
+keys:
+  - {name: hr-app, key_env: HR_APP_KEY, sovereign: true, budget_usd_per_month: 500}
+ledger: {url: "sqlite:///tiergate.db"}
+"""
+
+
+def test_no_file_means_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TIERGATE_CONFIG", raising=False)
+    config = load_config()
+    assert [(b.name, b.kind, b.tier) for b in config.backends] == [("local", "embedded", Tier.OPEN)]
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8787)
+
+
+def test_design_example_loads(tmp_path: Path) -> None:
+    path = tmp_path / "tiergate.yaml"
+    path.write_text(DESIGN_EXAMPLE)
+    config = load_config(path)
+    assert [b.name for b in config.backends] == ["local", "vllm-a", "claude"]
+    assert config.backends[2].price is not None and config.backends[2].price.output_per_mtok == 15.0
+    assert config.keys[0].sovereign is True
+    assert config.backends[0].in_perimeter and not config.backends[2].in_perimeter
+
+
+def test_env_var_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text("server: {port: 9999}\n")
+    monkeypatch.setenv("TIERGATE_CONFIG", str(path))
+    assert load_config().server.port == 9999
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("server: {prot: 80}", "server.prot: unknown field; remove it or check its spelling"),
+        ("server: {port: eighty}", "server.port: Input should be a valid integer"),
+        ("backends: [{name: a, kind: openai}]", "backends.0.tier: required field is missing; add it"),
+        ("backends: [{name: a, tier: middle, kind: openai}]", "backends.0.tier: Input should be 'open' or 'closed'"),
+        ("router: {kind: learned, threshold: 7}", "router.threshold: Input should be less than or equal to 1"),
+        ("keys: [{name: k}]", "keys.0: Value error, give exactly one of 'key' or 'key_env'"),
+        ("- just\n- a list", "the top level must be a mapping"),
+        ("server: {port: [1, 2}", "not valid YAML at line 1"),
+        (
+            "backends: [{name: a, tier: open, kind: embedded}, {name: a, tier: open, kind: embedded}]",
+            "backend names must be unique; repeated: a",
+        ),
+    ],
+)
+def test_wrong_file_names_field_and_fix(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "tiergate.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    assert expected in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_precedence_argument_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tiergate.yaml"
+    path.write_text("server: {port: 7001}\n")
+    assert resolve(path, None, None).server.port == 7001
+    monkeypatch.setenv("TIERGATE_PORT", "7002")
+    assert resolve(path, None, None).server.port == 7002
+    assert resolve(path, None, 7003).server.port == 7003
+
+
+def test_public_bind_needs_keys() -> None:
+    with pytest.raises(ConfigError, match="without API keys"):
+        resolve(None, "0.0.0.0", None)
+
+
+def test_unknown_backend_kind_fails_at_start() -> None:
+    from tiergate.api.app import build_state
+
+    config = parse_config({"backends": [{"name": "x", "tier": "open", "kind": "tgi-magic"}]})
+    with pytest.raises(ConfigError, match=r"backends.x.kind: unknown kind 'tgi-magic'; use one of: anthropic"):
+        build_state(config)
+
+
+def test_serve_with_wrong_file_prints_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "tiergate.yaml"
+    path.write_text("backends: [{name: a, tier: open, kind: embedded, modle_path: x.gguf}]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tiergate", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TIERGATE_CONFIG": ""},
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "backends.0.modle_path: unknown field" in lines[0]
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(ValueError, match="frozen"):
+        config.server.port = 1  # type: ignore[misc]
