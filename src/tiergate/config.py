@@ -52,9 +52,16 @@ class BackendConfig(_Model):
     api_key_env: str | None = None
     perimeter: Literal["internal", "external"] | None = None
     context_window: int | None = Field(None, gt=0)
-    max_concurrency: int = Field(8, ge=1)
-    max_queue: int = Field(64, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(64, ge=1, description="requests in flight at once; more wait in the queue")
+    max_queue: int = Field(256, ge=0, description="requests waiting for a slot; beyond it the backend is saturated")
+    weight: float = Field(1.0, gt=0, description="share of load among replicas of a tier")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_token_timeout_s: float = Field(60.0, gt=0, description="request sent -> first event (or whole answer)")
+    stall_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream events")
+    timeout_s: float = Field(300.0, gt=0, description="total time for one attempt")
+    breaker_failures: int = Field(5, ge=1, description="failures within breaker_window_s that open the circuit")
+    breaker_window_s: float = Field(30.0, gt=0)
+    breaker_cooldown_s: float = Field(10.0, gt=0, description="open -> half-open after this long")
     cost: GpuCost | None = None
     price: TokenPrice | None = None
     # Cloud settings for bedrock / vertex.
@@ -69,6 +76,16 @@ class BackendConfig(_Model):
         if self.perimeter is not None:
             return self.perimeter == "internal"
         return self.tier is Tier.OPEN
+
+
+class DispatchConfig(_Model):
+    attempts: int = Field(2, ge=1, description="tries per backend (the first included) for retryable failures")
+    backoff_base_s: float = Field(0.05, ge=0)
+    backoff_cap_s: float = Field(2.0, ge=0)
+    retry_after_cap_s: float = Field(5.0, ge=0)
+    deadline_s: float = Field(300.0, gt=0, description="total time for a request, retries and failover included")
+    health_interval_s: float = Field(15.0, gt=0)
+    seed: int | None = None
 
 
 class RouterConfig(_Model):
@@ -136,6 +153,7 @@ class Config(_Model):
         default_factory=lambda: [BackendConfig(name="local", tier=Tier.OPEN, kind="embedded")]
     )
     router: RouterConfig = RouterConfig()
+    dispatch: DispatchConfig = DispatchConfig()
     policy: PolicyConfig = PolicyConfig()
     keys: list[KeyConfig] = Field(default_factory=list)
     ledger: LedgerConfig = LedgerConfig()

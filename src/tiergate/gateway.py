@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from tiergate.accounting.cost import CostModel
 from tiergate.backends.pool import BackendState, Pool
 from tiergate.config import Config
+from tiergate.dispatch import Dispatcher, Served
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.routing import Router, Signals, decide
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
@@ -53,6 +54,7 @@ class Gateway:
     def __init__(self, config: Config, pool: Pool, router: Router, costs: CostModel) -> None:
         self.config = config
         self.pool = pool
+        self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
         self.costs = costs
 
@@ -94,47 +96,13 @@ class Gateway:
         return Plan(targets, route, tier, score)
 
     async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
-        failed: list[str] = []
-        last: UpstreamError | None = None
-        for state in plan.targets:
-            state.in_flight += 1
-            try:
-                response = await state.backend.complete(request)
-            except UpstreamError as exc:
-                self.pool.mark(state, ok=False, error=exc.message)
-                if not exc.retryable:
-                    raise
-                failed.append(state.name)
-                last = exc
-                continue
-            finally:
-                state.in_flight -= 1
-            self.pool.mark(state, ok=True)
-            return response, Outcome(state, _route(plan, state, failed), failed)
-        raise _exhausted(plan, last)
+        response, served = await self.dispatcher.complete(request, plan.targets)
+        return response, _outcome(plan, served)
 
     async def stream(self, request: ChatRequest, plan: Plan) -> tuple[StreamEvent, EventStream, Outcome]:
-        """Open a stream on the first target that produces a first event (failover is free until then)."""
-        failed: list[str] = []
-        last: UpstreamError | None = None
-        for state in plan.targets:
-            events = state.backend.stream(request)
-            try:
-                first = await anext(events)
-            except UpstreamError as exc:
-                await events.aclose()
-                self.pool.mark(state, ok=False, error=exc.message)
-                if not exc.retryable:
-                    raise
-                failed.append(state.name)
-                last = exc
-                continue
-            except StopAsyncIteration:
-                last = UpstreamError("stream ended before any event", backend=state.name)
-                failed.append(state.name)
-                continue
-            return first, events, Outcome(state, _route(plan, state, failed), failed)
-        raise _exhausted(plan, last)
+        """Open a stream; failover is transparent until the first event, continuation after it."""
+        first, events, served = await self.dispatcher.stream(request, plan.targets)
+        return first, events, _outcome(plan, served)
 
     async def count_tokens(self, request: ChatRequest) -> int:
         """Input tokens by the most authoritative counter configured (closed tier first), else an estimate."""
@@ -151,15 +119,11 @@ class Gateway:
         return max(1, sum(len(t) for t in request.texts()) // 4)
 
 
-def _route(plan: Plan, state: BackendState, failed: list[str]) -> str:
-    if not failed:
-        return plan.route
-    if state.config.tier is not plan.tier:
-        return f"{plan.route};failover:{plan.tier.value}-down"
-    return f"{plan.route};failover:{failed[-1]}-down"
-
-
-def _exhausted(plan: Plan, last: UpstreamError | None) -> UpstreamError:
-    if last is None:
-        return NoBackendAvailable("no backend is available for this request")
-    return last
+def _outcome(plan: Plan, served: Served) -> Outcome:
+    failed = served.attempts.failed
+    route = plan.route
+    if failed:
+        state = served.state
+        what = f"{plan.tier.value}-down" if state.config.tier is not plan.tier else f"{failed[-1]}-down"
+        route = f"{route};failover:{what}"
+    return Outcome(served.state, route, failed)

@@ -1,24 +1,40 @@
-"""The configured backends, by name and by tier, with what the gateway knows of their health."""
+"""The configured backends, by name and tier: health, circuit breakers and per-backend concurrency limits.
+
+Each backend has ``max_concurrency`` slots and a wait queue of ``max_queue``; when both are full the
+backend is *saturated* and :meth:`Pool.slot` refuses at once, so the dispatcher overflows to the next
+target by decision rather than queueing without bound.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from tiergate.backends import Backend, BackendFactory, build_backend
+from tiergate.backends.breaker import Breaker
 from tiergate.config import BackendConfig
+from tiergate.errors import UpstreamUnavailable
 from tiergate.types import Tier
 
 log = logging.getLogger("tiergate.backends")
 
 
+class Saturated(UpstreamUnavailable):
+    """Every slot and queue place of the backend is taken: overflow, not a fault of the backend."""
+
+
 @dataclass(slots=True)
 class BackendState:
     backend: Backend
+    breaker: Breaker
+    slots: asyncio.Semaphore
     healthy: bool = True
     in_flight: int = 0
+    waiting: int = 0
     last_error: str | None = None
+    served: int = field(default=0)
 
     @property
     def config(self) -> BackendConfig:
@@ -28,16 +44,20 @@ class BackendState:
     def name(self) -> str:
         return self.backend.config.name
 
+    @property
+    def load(self) -> float:
+        return (self.in_flight + self.waiting) / self.config.weight
+
+
+def _state(backend: Backend) -> BackendState:
+    c = backend.config
+    breaker = Breaker(failures=c.breaker_failures, window_s=c.breaker_window_s, cooldown_s=c.breaker_cooldown_s)
+    return BackendState(backend, breaker, asyncio.Semaphore(c.max_concurrency))
+
 
 class Pool:
     def __init__(self, configs: list[BackendConfig], registry: dict[str, BackendFactory]) -> None:
-        self.states = {c.name: BackendState(build_backend(c, registry)) for c in configs}
-
-    @classmethod
-    def of(cls, backends: list[Backend]) -> Pool:
-        pool = cls([], {})
-        pool.states = {b.config.name: BackendState(b) for b in backends}
-        return pool
+        self.states = {c.name: _state(build_backend(c, registry)) for c in configs}
 
     async def start(self) -> None:
         await asyncio.gather(*(s.backend.start() for s in self.states.values()))
@@ -52,9 +72,10 @@ class Pool:
         return next((s for s in self.states.values() if s.backend.model == model), None)
 
     def tier(self, tier: Tier) -> list[BackendState]:
-        """Backends of ``tier``: healthy first, then fewest requests in flight (least outstanding)."""
+        """Backends of ``tier`` in the order to try them: available first, then least outstanding per weight."""
+        now = time.monotonic()
         members = [s for s in self.states.values() if s.config.tier is tier]
-        return sorted(members, key=lambda s: (not s.healthy, s.in_flight))
+        return sorted(members, key=lambda s: (s.breaker.state == "open" and not _cooled(s, now), not s.healthy, s.load))
 
     def has_tier(self, tier: Tier) -> bool:
         return any(s.config.tier is tier for s in self.states.values())
@@ -63,14 +84,42 @@ class Pool:
         results = await asyncio.gather(*(s.backend.health() for s in self.states.values()), return_exceptions=True)
         out: dict[str, bool] = {}
         for state, ok in zip(self.states.values(), results, strict=True):
+            was = state.healthy
             state.healthy = ok is True
+            if was != state.healthy:
+                log.warning("backend %s is now %s", state.name, "healthy" if state.healthy else "unhealthy")
             out[state.name] = state.healthy
         return out
 
-    def mark(self, state: BackendState, *, ok: bool, error: str | None = None) -> None:
-        if ok:
-            state.healthy, state.last_error = True, None
-        else:
-            if state.healthy:
-                log.warning("backend %s marked unhealthy: %s", state.name, error)
-            state.healthy, state.last_error = False, error
+    async def acquire(self, state: BackendState) -> None:
+        """Take one of the backend's concurrency slots; refuse at once when slots and queue are full."""
+        if state.slots.locked() and state.waiting >= state.config.max_queue:
+            raise Saturated(
+                f"saturated ({state.config.max_concurrency} in flight, {state.waiting} waiting)", backend=state.name
+            )
+        state.waiting += 1
+        try:
+            await state.slots.acquire()
+        finally:
+            state.waiting -= 1
+        state.in_flight += 1
+
+    def release(self, state: BackendState) -> None:
+        state.in_flight -= 1
+        state.slots.release()
+
+    def success(self, state: BackendState) -> None:
+        state.breaker.record_success(time.monotonic())
+        state.healthy, state.last_error = True, None
+        state.served += 1
+
+    def failure(self, state: BackendState, error: str) -> None:
+        before = state.breaker.state
+        state.breaker.record_failure(time.monotonic())
+        state.last_error = error
+        if state.breaker.state == "open" and before != "open":
+            log.warning("circuit for backend %s opened: %s", state.name, error)
+
+
+def _cooled(state: BackendState, now: float) -> bool:
+    return now - state.breaker.opened_at >= state.breaker.cooldown_s

@@ -1,0 +1,51 @@
+"""Retry and failover decisions as small pure functions (no I/O, no clock of their own).
+
+    >>> import random
+    >>> policy = RetryPolicy(base_s=0.1, cap_s=2.0, retry_after_cap_s=5.0)
+    >>> policy.backoff(attempt=3, retry_after=None, rng=random.Random(0)) <= 0.8
+    True
+    >>> policy.backoff(attempt=1, retry_after=30.0, rng=random.Random(0))
+    5.0
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from tiergate.errors import ContextLengthExceeded, UpstreamError
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 2  # per backend, the first try included
+    base_s: float = 0.1
+    cap_s: float = 2.0
+    retry_after_cap_s: float = 5.0
+
+    def backoff(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds to wait before try ``attempt + 1``: the server's Retry-After (capped) or full jitter."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.retry_after_cap_s)
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
+
+
+def retry_same(exc: UpstreamError, attempt: int, policy: RetryPolicy, bytes_sent: bool) -> bool:
+    """Try the same backend again? Only for retryable failures before any byte reached the client."""
+    if bytes_sent or not exc.retryable or attempt >= policy.attempts:
+        return False
+    return exc.upstream_status is None or exc.upstream_status in RETRYABLE_STATUS
+
+
+def may_fail_over(exc: UpstreamError) -> bool:
+    """Try another backend? Client errors would fail the same way anywhere, except a context overflow."""
+    return exc.retryable or isinstance(exc, ContextLengthExceeded)
+
+
+def fits_context(failed_window: int | None, candidate_window: int | None) -> bool:
+    """After a context-length error, only a backend with a strictly larger (known) window may help."""
+    if candidate_window is None:
+        return False
+    return failed_window is None or candidate_window > failed_window

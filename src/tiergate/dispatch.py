@@ -1,0 +1,264 @@
+"""Dispatch: try a plan's targets in order, with retries, timeouts, breakers and failover; streams included.
+
+Rules (decided by the pure functions in :mod:`tiergate.backends.retry`):
+
+- retry the same backend only for retryable failures before any byte reached the client, with backoff
+  (full jitter, or the server's Retry-After up to a cap), within the request's total deadline;
+- never retry a client error (it would fail the same way); after a context-length error, go only to a
+  backend with a strictly larger known context window;
+- skip a backend whose circuit is open; a saturated backend is overflow, not a failure;
+- a stream that fails before its first event fails over transparently; one that fails after bytes were
+  sent is *continued* on another backend that supports it (the partial answer is resent as an assistant
+  prefix and only the new part is streamed), else it ends with an explicit error, never as if complete.
+
+Every target a plan lists already passed hard policy (sovereignty, guard), so failover cannot bypass it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from tiergate.backends.pool import BackendState, Pool, Saturated
+from tiergate.backends.retry import RetryPolicy, fits_context, may_fail_over, retry_same
+from tiergate.config import DispatchConfig
+from tiergate.errors import ContextLengthExceeded, NoBackendAvailable, UpstreamError, UpstreamTimeout
+from tiergate.types import (
+    ChatRequest,
+    ChatResponse,
+    EventStream,
+    Message,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    Tier,
+    ToolArgsDelta,
+    ToolCallStart,
+    Usage,
+)
+
+log = logging.getLogger("tiergate.dispatch")
+T = TypeVar("T")
+#: Backend kinds that can continue an assistant message given as a prefix.
+CONTINUABLE_KINDS = frozenset({"anthropic", "bedrock", "vertex", "openai"})
+
+
+@dataclass(slots=True)
+class Attempts:
+    """What happened on the way to an answer: failed backends (in order) and the last error."""
+
+    failed: list[str] = field(default_factory=list)
+    last: UpstreamError | None = None
+    context_window: int | None = None
+    context_failed: bool = False
+
+
+@dataclass(slots=True)
+class Served:
+    state: BackendState
+    attempts: Attempts
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool, config: DispatchConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self.policy = RetryPolicy(config.attempts, config.backoff_base_s, config.backoff_cap_s, config.retry_after_cap_s)
+        self.rng = random.Random(config.seed)
+
+    async def _run(
+        self,
+        targets: list[BackendState],
+        attempts: Attempts,
+        deadline: float,
+        call: Callable[[BackendState, float], Awaitable[T]],
+        hold: bool = False,
+    ) -> tuple[T, BackendState]:
+        """Run ``call`` on the targets in order. With ``hold``, the winner's slot stays taken (streams)."""
+        for state in targets:
+            if attempts.context_failed and not fits_context(attempts.context_window, state.config.context_window):
+                continue
+            for attempt in range(1, self.policy.attempts + 1):
+                now = time.monotonic()
+                if now >= deadline:
+                    raise attempts.last or UpstreamTimeout("request deadline passed", backend=state.name)
+                if not state.breaker.allow(now):
+                    attempts.failed.append(state.name)
+                    break
+                try:
+                    await self.pool.acquire(state)
+                except Saturated as exc:
+                    state.breaker.release()
+                    attempts.failed.append(state.name)
+                    attempts.last = exc
+                    break
+                try:
+                    try:
+                        result = await call(state, deadline)
+                    except (UpstreamError, asyncio.CancelledError):
+                        raise
+                    except Exception as exc:  # a backend bug must still be an upstream error, never a 500
+                        log.exception("backend %s raised an unexpected error", state.name)
+                        raise UpstreamError(f"unexpected {type(exc).__name__}: {exc}", backend=state.name) from exc
+                except UpstreamError as exc:
+                    self.pool.release(state)
+                    attempts.last = exc
+                    if not may_fail_over(exc):
+                        state.breaker.release()
+                        raise
+                    self.pool.failure(state, exc.message)
+                    if isinstance(exc, ContextLengthExceeded):
+                        attempts.context_failed = True
+                        attempts.context_window = state.config.context_window
+                        attempts.failed.append(state.name)
+                        break
+                    if retry_same(exc, attempt, self.policy, bytes_sent=False):
+                        pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
+                        if time.monotonic() + pause < deadline:
+                            await asyncio.sleep(pause)
+                            continue
+                    attempts.failed.append(state.name)
+                    break
+                except BaseException:
+                    self.pool.release(state)
+                    state.breaker.release()
+                    raise
+                if not hold:
+                    self.pool.release(state)
+                    self.pool.success(state)
+                return result, state
+        raise attempts.last or NoBackendAvailable("no backend is available for this request")
+
+    async def complete(self, request: ChatRequest, targets: list[BackendState]) -> tuple[ChatResponse, Served]:
+        attempts = Attempts()
+        deadline = time.monotonic() + self.config.deadline_s
+
+        async def call(state: BackendState, deadline: float) -> ChatResponse:
+            limit = min(state.config.timeout_s, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(limit):
+                    return await state.backend.complete(request)
+            except TimeoutError:
+                raise UpstreamTimeout(f"no answer within {limit:.1f}s", backend=state.name) from None
+
+        response, state = await self._run(targets, attempts, deadline, call)
+        return response, Served(state, attempts)
+
+    async def stream(
+        self, request: ChatRequest, targets: list[BackendState]
+    ) -> tuple[StreamEvent, EventStream, Served]:
+        """Open a stream on the first target that yields a first event within its first-token timeout."""
+        attempts = Attempts()
+        deadline = time.monotonic() + self.config.deadline_s
+        opened: dict[str, EventStream] = {}
+
+        async def call(state: BackendState, deadline: float) -> StreamEvent:
+            events = state.backend.stream(request)
+            limit = min(state.config.first_token_timeout_s, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(limit):
+                    first = await anext(events)
+            except TimeoutError:
+                await events.aclose()
+                raise UpstreamTimeout(f"no first token within {limit:.1f}s", backend=state.name) from None
+            except StopAsyncIteration:
+                raise UpstreamError("stream ended before any event", backend=state.name) from None
+            except BaseException:
+                await events.aclose()
+                raise
+            opened[state.name] = events
+            return first
+
+        first, state = await self._run(targets, attempts, deadline, call, hold=True)
+        served = Served(state, attempts)
+        events = self._guard(request, targets, served, first, opened[state.name], deadline)
+        return first, events, served
+
+    async def _guard(
+        self,
+        request: ChatRequest,
+        targets: list[BackendState],
+        served: Served,
+        first: StreamEvent,
+        events: EventStream,
+        deadline: float,
+    ) -> EventStream:
+        """The rest of the stream, under stall and total timeouts, continued elsewhere if it breaks."""
+        text: list[str] = [first.text] if isinstance(first, TextDelta) else []
+        tools_started = isinstance(first, ToolCallStart | ToolArgsDelta)
+        produced = 1 if isinstance(first, TextDelta | ToolArgsDelta) else 0
+        state = served.state
+        try:
+            while True:
+                limit = min(state.config.stall_timeout_s, deadline - time.monotonic())
+                try:
+                    async with asyncio.timeout(limit):
+                        ev = await anext(events)
+                except TimeoutError:
+                    raise UpstreamTimeout(f"stream stalled for {limit:.1f}s", backend=state.name) from None
+                except StopAsyncIteration:
+                    raise UpstreamError("stream ended without a final event", backend=state.name) from None
+                yield ev
+                if isinstance(ev, StreamEnd):
+                    self.pool.success(state)
+                    break
+                produced += 1
+                if isinstance(ev, TextDelta):
+                    text.append(ev.text)
+                else:
+                    tools_started = True
+        except UpstreamError as exc:
+            self.pool.failure(state, exc.message)
+            served.attempts.failed.append(state.name)
+            served.attempts.last = exc
+            if tools_started or not text:
+                raise
+            log.warning("stream from %s broke after %d events; continuing elsewhere: %s", state.name, produced, exc)
+            async for ev in self._continue(request, targets, served, "".join(text), produced, deadline):
+                yield ev
+        finally:
+            await events.aclose()
+            self.pool.release(state)
+
+    async def _continue(
+        self, request: ChatRequest, targets: list[BackendState], served: Served, prefix: str, produced: int, deadline: float
+    ) -> EventStream:
+        failed = served.attempts.last
+        assert failed is not None
+        candidates = [
+            s for s in targets if s.name not in served.attempts.failed and s.config.kind in CONTINUABLE_KINDS
+        ]
+        if not candidates:
+            raise failed
+        continued = replace(request, messages=[*request.messages, Message("assistant", (TextPart(prefix),))])
+        try:
+            first, events, again = await self.stream(continued, candidates)
+        except UpstreamError:
+            raise failed from None
+        served.state = again.state
+        served.attempts.failed.extend(again.attempts.failed)
+        ev: StreamEvent = first
+        async for ev in _chain(first, events):
+            if isinstance(ev, StreamEnd):
+                usage = ev.usage
+                ev = StreamEnd(ev.stop_reason, replace(usage, output_tokens=usage.output_tokens + produced), ev.stop_sequence)
+            yield ev
+
+
+async def _chain(first: StreamEvent, events: EventStream) -> EventStream:
+    yield first
+    async for ev in events:
+        yield ev
+
+
+def tier_of(served: Served) -> Tier:
+    return served.state.config.tier
+
+
+__all__ = ["Attempts", "Dispatcher", "Served", "Usage"]

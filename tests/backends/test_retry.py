@@ -1,0 +1,73 @@
+"""Retry and failover decisions as pure functions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tiergate.backends.retry import RetryPolicy, fits_context, may_fail_over, retry_same
+from tiergate.errors import (
+    ContextLengthExceeded,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+POLICY = RetryPolicy(attempts=3, base_s=0.1, cap_s=1.0, retry_after_cap_s=5.0)
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
+def test_retryable_statuses(status: int) -> None:
+    assert retry_same(UpstreamUnavailable("x", backend="b", upstream_status=status), 1, POLICY, bytes_sent=False)
+
+
+def test_connect_errors_and_timeouts_before_bytes_are_retried() -> None:
+    assert retry_same(UpstreamUnavailable("refused", backend="b"), 1, POLICY, bytes_sent=False)
+    assert retry_same(UpstreamTimeout("slow", backend="b"), 1, POLICY, bytes_sent=False)
+
+
+def test_nothing_is_retried_after_bytes_were_sent() -> None:
+    assert not retry_same(UpstreamTimeout("stall", backend="b"), 1, POLICY, bytes_sent=True)
+
+
+def test_client_errors_are_never_retried() -> None:
+    err = UpstreamClientError("bad", backend="b", upstream_status=400)
+    assert not retry_same(err, 1, POLICY, bytes_sent=False)
+    assert not may_fail_over(err)
+
+
+def test_attempts_are_bounded() -> None:
+    err = UpstreamUnavailable("x", backend="b", upstream_status=503)
+    assert retry_same(err, 2, POLICY, bytes_sent=False)
+    assert not retry_same(err, 3, POLICY, bytes_sent=False)
+
+
+def test_context_length_may_fail_over_but_only_to_a_larger_window() -> None:
+    err = ContextLengthExceeded("too long", backend="b", upstream_status=400)
+    assert not retry_same(err, 1, POLICY, bytes_sent=False)
+    assert may_fail_over(err)
+    assert fits_context(8192, 200_000)
+    assert not fits_context(8192, 8192)
+    assert not fits_context(8192, 4096)
+    assert not fits_context(8192, None)
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    rng = random.Random(7)
+    for attempt in range(1, 8):
+        bound = min(1.0, 0.1 * 2 ** (attempt - 1))
+        samples = [POLICY.backoff(attempt, None, rng) for _ in range(200)]
+        assert all(0 <= s <= bound for s in samples)
+        assert max(samples) > bound * 0.8  # jitter spans the range
+
+
+def test_retry_after_is_honoured_up_to_a_cap() -> None:
+    rng = random.Random(0)
+    assert POLICY.backoff(1, 0.7, rng) == 0.7
+    assert POLICY.backoff(1, 120.0, rng) == 5.0
+
+
+def test_malformed_replies_may_fail_over() -> None:
+    assert may_fail_over(UpstreamError("garbage", backend="b"))
