@@ -27,6 +27,7 @@ class ServerConfig(_Model):
     port: int = Field(8787, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_tokens_limit: int = Field(131072, gt=0, description="largest max_tokens a caller may ask for")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
 
 
 class GpuCost(_Model):

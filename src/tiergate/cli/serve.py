@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +44,23 @@ def resolve(config_path: Path | None, host: str | None, port: int | None) -> Con
     return config
 
 
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """SIGTERM: stop accepting, finish in-flight requests (up to the grace period), flush, exit 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # uvicorn re-raises the captured signal after shutting down; for a graceful SIGTERM the
+                # process managers we run under expect a plain exit 0 instead.
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+    return GracefulServer
+
+
 def serve(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="tiergate.yaml (default: $TIERGATE_CONFIG)")
@@ -61,14 +81,15 @@ def serve(
         typer.echo(f"tiergate: {exc}", err=True)
         raise typer.Exit(2) from None
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    server_config = uvicorn.Config(
         app,
         host=cfg.server.host,
         port=cfg.server.port,
         log_level=log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s),
         access_log=False,
     )
+    _graceful_server_class()(server_config).run()
 
 
 def register(app: typer.Typer) -> None:
