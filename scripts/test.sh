@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Install the test dependencies into .venv and run every check: ruff, mypy --strict, pytest.
-# Works on a fresh machine (Python 3.11+, a C compiler for llama-cpp-python; pip caches its wheel).
+# Install the test dependencies and services, then run every check: ruff, mypy --strict, pytest.
+# Works on a fresh Debian machine as root (Python 3.11+, a C compiler for llama-cpp-python; pip caches
+# its wheel): installs Chromium (dashboard test) and PostgreSQL (ledger tests) from Debian when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+TIERGATE_TEST_POSTGRES_URL="$(scripts/start-postgres.sh)"
+export TIERGATE_TEST_POSTGRES_URL
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

@@ -12,7 +12,7 @@ import pytest
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.support.servers import serve_app
 from tiergate.api import create_app
-from tiergate.config import Config, parse_config
+from tiergate.config import Config, LedgerConfig, parse_config
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CLAUDE_KEY_ENV = "TIERGATE_TEST_CLAUDE_KEY"
@@ -34,14 +34,28 @@ def fake_openai() -> Iterator[tuple[FakeOpenAI, str]]:
 
 def backend_configs(fake_claude_url: str, fake_openai_url: str) -> list[dict[str, Any]]:
     return [
-        {"name": "vllm", "tier": "open", "kind": "openai", "base_url": fake_openai_url + "/v1", "model": "fake-llama-8b"},
-        {"name": "claude", "tier": "closed", "kind": "anthropic", "base_url": fake_claude_url,
-         "model": "claude-sonnet-4-5", "api_key_env": CLAUDE_KEY_ENV},
+        {
+            "name": "vllm",
+            "tier": "open",
+            "kind": "openai",
+            "base_url": fake_openai_url + "/v1",
+            "model": "fake-llama-8b",
+        },
+        {
+            "name": "claude",
+            "tier": "closed",
+            "kind": "anthropic",
+            "base_url": fake_claude_url,
+            "model": "claude-sonnet-4-5",
+            "api_key_env": CLAUDE_KEY_ENV,
+        },
     ]
 
 
 def serve_gateway(config: Config) -> Any:
     os.environ.setdefault(CLAUDE_KEY_ENV, "sk-ant-test")
+    if "ledger" not in config.model_fields_set:  # never write ./tiergate.db from a test
+        config = config.model_copy(update={"ledger": LedgerConfig(url="sqlite:///:memory:")})
     return serve_app(create_app(config))
 
 

@@ -59,9 +59,11 @@ def test_design_example_loads(tmp_path: Path) -> None:
     path.write_text(DESIGN_EXAMPLE)
     config = load_config(path)
     assert [b.name for b in config.backends] == ["local", "vllm-a", "claude"]
-    assert config.backends[2].price is not None and config.backends[2].price.output_per_mtok == 15.0
+    assert config.backends[2].price is not None
+    assert config.backends[2].price.output_per_mtok == 15.0
     assert config.keys[0].sovereign is True
-    assert config.backends[0].in_perimeter and not config.backends[2].in_perimeter
+    assert config.backends[0].in_perimeter
+    assert not config.backends[2].in_perimeter
 
 
 def test_env_var_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,8 +16,18 @@ import httpx
 import pytest
 
 from tests.conftest import CLAUDE_KEY_ENV, serve_gateway
-from tests.fakes import ContextLength, CutStream, Delay, FakeAnthropic, FakeOpenAI, Fault, Hang, MalformedStream
-from tests.fakes import Refusal, StallStream
+from tests.fakes import (
+    ContextLength,
+    CutStream,
+    Delay,
+    FakeAnthropic,
+    FakeOpenAI,
+    Fault,
+    Hang,
+    MalformedStream,
+    Refusal,
+    StallStream,
+)
 from tests.support.servers import free_port, serve_app
 from tiergate.api import create_app
 from tiergate.backends.breaker import Breaker

@@ -21,8 +21,8 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None
         port = free_port()
         config = tmp_path / "tiergate.yaml"
         config.write_text(
-            "backends: [{name: up, tier: open, kind: openai, base_url: '%s/v1', model: m}]\n"
-            "ledger: {url: 'sqlite:///%s'}\n" % (upstream, tmp_path / "ledger.db")
+            "backends: [{{name: up, tier: open, kind: openai, base_url: '{}/v1', model: m}}]\n"
+            "ledger: {{url: 'sqlite:///{}'}}\n".format(upstream, tmp_path / "ledger.db")
         )
         proc = subprocess.Popen(
             [
@@ -106,4 +106,5 @@ def test_client_disconnect_cancels_the_upstream_stream(fast_gateway: str) -> Non
     cancelled = [
         ln for ln in metrics.splitlines() if 'status="cancelled"' in ln and ln.startswith("tiergate_requests_total")
     ]
-    assert cancelled and float(cancelled[0].rsplit(" ", 1)[1]) >= 1
+    assert cancelled
+    assert float(cancelled[0].rsplit(" ", 1)[1]) >= 1

@@ -90,7 +90,7 @@ class DispatchConfig(_Model):
 
 
 class RouterConfig(_Model):
-    kind: str = "rules"
+    kind: str = "learned"
     threshold: float | None = Field(None, ge=0, le=1)
     strong_share: float | None = Field(None, ge=0, le=1)
     artifact: str | None = None

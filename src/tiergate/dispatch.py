@@ -69,7 +69,9 @@ class Dispatcher:
     def __init__(self, pool: Pool, config: DispatchConfig) -> None:
         self.pool = pool
         self.config = config
-        self.policy = RetryPolicy(config.attempts, config.backoff_base_s, config.backoff_cap_s, config.retry_after_cap_s)
+        self.policy = RetryPolicy(
+            config.attempts, config.backoff_base_s, config.backoff_cap_s, config.retry_after_cap_s
+        )
         self.rng = random.Random(config.seed)
 
     async def _run(
@@ -227,13 +229,17 @@ class Dispatcher:
             self.pool.release(state)
 
     async def _continue(
-        self, request: ChatRequest, targets: list[BackendState], served: Served, prefix: str, produced: int, deadline: float
+        self,
+        request: ChatRequest,
+        targets: list[BackendState],
+        served: Served,
+        prefix: str,
+        produced: int,
+        deadline: float,
     ) -> EventStream:
         failed = served.attempts.last
         assert failed is not None
-        candidates = [
-            s for s in targets if s.name not in served.attempts.failed and s.config.kind in CONTINUABLE_KINDS
-        ]
+        candidates = [s for s in targets if s.name not in served.attempts.failed and s.config.kind in CONTINUABLE_KINDS]
         if not candidates:
             raise failed
         continued = replace(request, messages=[*request.messages, Message("assistant", (TextPart(prefix),))])
@@ -247,7 +253,9 @@ class Dispatcher:
         async for ev in _chain(first, events):
             if isinstance(ev, StreamEnd):
                 usage = ev.usage
-                ev = StreamEnd(ev.stop_reason, replace(usage, output_tokens=usage.output_tokens + produced), ev.stop_sequence)
+                ev = StreamEnd(
+                    ev.stop_reason, replace(usage, output_tokens=usage.output_tokens + produced), ev.stop_sequence
+                )
             yield ev
 
 

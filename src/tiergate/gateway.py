@@ -15,7 +15,14 @@ from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Served
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.routing import Router, Signals, decide
+from tiergate.signals.encoder import Encoder
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """A cheap prompt-size estimate (four characters a token) for rules that must not wait for a tokenizer."""
+    return sum(len(t) for t in request.texts()) // 4
+
 
 TIER_NAMES = {"open": Tier.OPEN, "closed": Tier.CLOSED}
 
@@ -51,8 +58,11 @@ class Outcome:
 
 
 class Gateway:
-    def __init__(self, config: Config, pool: Pool, router: Router, costs: CostModel) -> None:
+    def __init__(
+        self, config: Config, pool: Pool, router: Router, costs: CostModel, encoder: Encoder | None = None
+    ) -> None:
         self.config = config
+        self.encoder = encoder
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
@@ -61,7 +71,8 @@ class Gateway:
     def models(self) -> list[str]:
         return ["auto", "open", "closed", *self.pool.states]
 
-    def plan(self, request: ChatRequest, caller: Caller, tier_header: str | None = None) -> Plan:
+    async def plan(self, request: ChatRequest, caller: Caller, tier_header: str | None = None) -> Plan:
+        """Rules first (explicit tier, header, key default, context window), then the router's score."""
         model = request.model
         named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
         if named is not None:
@@ -78,10 +89,32 @@ class Gateway:
             tier, route = TIER_NAMES[tier_header], f"header:{tier_header}"
         elif caller.default_tier is not None:
             tier, route = caller.default_tier, f"key:{caller.name}:{caller.default_tier.value}"
+        elif (too_long := self._over_open_context(request)) is not None:
+            tier, route = Tier.CLOSED, f"rule:context>{too_long}"
+        elif not (self.pool.has_tier(Tier.OPEN) and self.pool.has_tier(Tier.CLOSED)):
+            tier = Tier.OPEN if self.pool.has_tier(Tier.OPEN) else Tier.CLOSED
+            route = f"single-tier:{tier.value}"
         else:
-            decision = decide(self.router, request, Signals())
+            decision = decide(self.router, request, await self.signals(request))
             tier, route, score = decision.tier, decision.reason, decision.score
         return self._targets(tier, route, score)
+
+    async def signals(self, request: ChatRequest) -> Signals:
+        """Inspection shared by every stage: one encoder pass per request, only when a stage needs it."""
+        signals = Signals(prompt_tokens=estimate_tokens(request))
+        if self.router.needs_embedding:
+            if self.encoder is None:
+                raise RuntimeError("the router needs the encoder, but none was loaded")
+            signals.embedding = await self.encoder.embed(request.last_user_text() or "\n".join(request.texts()))
+        return signals
+
+    def _over_open_context(self, request: ChatRequest) -> int | None:
+        """The open tier's largest known window, when the prompt cannot fit any open backend."""
+        windows = [s.config.context_window for s in self.pool.tier(Tier.OPEN)]
+        if not windows or None in windows or not self.pool.has_tier(Tier.CLOSED):
+            return None
+        largest = max(w for w in windows if w is not None)
+        return largest if estimate_tokens(request) + (request.max_tokens or 0) > largest else None
 
     def _targets(self, tier: Tier, route: str, score: float | None) -> Plan:
         other = Tier.CLOSED if tier is Tier.OPEN else Tier.OPEN

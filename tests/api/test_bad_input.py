@@ -187,7 +187,7 @@ def strict_gateway(fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[Fa
             "server": {"max_body_bytes": 4096},
             "backends": backends,
             "keys": [{"name": "team-a", "key": "tg-secret-a"}],
-        "dispatch": {"attempts": 1},
+            "dispatch": {"attempts": 1},
             "policy": {"failover": {"closed_to_open": False, "open_to_closed": False}},
         }
     )

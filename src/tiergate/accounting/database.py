@@ -46,12 +46,14 @@ def _parse(url: str) -> URL:
 
 def async_url(url: str) -> str:
     """The SQLAlchemy async URL for a ledger URL as users write it (``sqlite:///``, ``postgresql://``)."""
-    return _parse(url).render_as_string(hide_password=False)
+    parsed = _parse(url)
+    return parsed.drivername + url[url.index(":") :]
 
 
 def describe(url: str) -> str:
     """The URL with its password masked, for messages."""
-    return _parse(url).render_as_string(hide_password=True)
+    parsed = _parse(url)
+    return parsed.render_as_string(hide_password=True) if parsed.password else async_url(url)
 
 
 def sqlite_path(url: str) -> Path | None:

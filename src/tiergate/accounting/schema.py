@@ -13,10 +13,20 @@ from typing import Any, Literal, TypeAlias
 
 from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table
 
-__all__ = ["STATUSES", "LedgerRow", "Status", "metadata", "requests"]
+__all__ = ["STATUSES", "LedgerRow", "Status", "metadata", "requests", "status_of"]
 
 Status: TypeAlias = Literal["ok", "error", "refused", "cancelled"]
 STATUSES: tuple[Status, ...] = ("ok", "error", "refused", "cancelled")
+
+
+
+def status_of(value: str) -> Status:
+    """``value`` as a ledger status; anything unknown is an error."""
+    for status in STATUSES:
+        if status == value:
+            return status
+    return "error"
+
 
 metadata = MetaData()
 
@@ -51,9 +61,11 @@ requests = Table(
 class LedgerRow:
     """One request, as the ledger stores it.
 
-    ``route`` is the ``x-tiergate-route`` header (reasons joined by ``;``); ``counterfactual_usd`` what
-    the reference closed model would have charged for the same tokens; ``estimated`` is true when the
-    backend reported no usage and the token counts are the gateway's estimate.
+    ``ts`` is when the request ended (UTC); ``route`` the ``x-tiergate-route`` header (reasons joined by
+    ``;``); ``counterfactual_usd`` what the reference closed model would have charged for the same
+    tokens; ``estimated`` is true when the backend reported no usage and the token counts are the
+    gateway's estimate. ``status``: ``ok``, ``error`` (any 4xx/5xx, or a stream that failed after its
+    first byte), ``refused`` (a budget or rate limit: 429) or ``cancelled`` (the client went away).
 
         >>> row = LedgerRow(request_id="r1", key_name="hr-app", dialect="openai", model="auto",
         ...                 tier="open", backend="vllm", route="router:0.12<0.41", status="ok")

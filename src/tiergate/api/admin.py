@@ -57,6 +57,7 @@ async def readyz(request: Request) -> Response:
             "tier": s.config.tier.value,
             "kind": s.config.kind,
             "healthy": s.healthy,
+            "circuit": s.breaker.state,
             "in_flight": s.in_flight,
             "last_error": s.last_error,
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -13,9 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tiergate.accounting.budgets import Budgets, month_start
 from tiergate.accounting.cost import CostModel
+from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.prices import load_price_table
-from tiergate.api import admin, chat
+from tiergate.api import admin, chat, dashboard
 from tiergate.api.auth import KeyRing
 from tiergate.api.edges import edge_for_path
 from tiergate.api.metrics import Metrics
@@ -26,9 +29,9 @@ from tiergate.config import Config
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
 from tiergate.gateway import Gateway
 from tiergate.routing import build_router
+from tiergate.types import Tier
 
 log = logging.getLogger("tiergate")
-HEALTH_INTERVAL_S = 30.0
 
 
 def build_state(config: Config, registry: dict[str, BackendFactory] | None = None) -> AppState:
@@ -37,12 +40,13 @@ def build_state(config: Config, registry: dict[str, BackendFactory] | None = Non
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
     gateway = Gateway(config, pool, build_router(config.router), costs)
-    return AppState(config, pool, gateway, KeyRing(config.keys), Metrics(), costs)
+    ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
+    return AppState(config, pool, gateway, KeyRing(config.keys), Metrics(), costs, ledger, budgets)
 
 
-async def _watch_health(pool: Pool) -> None:
+async def _watch_health(pool: Pool, interval_s: float) -> None:
     while True:
-        await asyncio.sleep(HEALTH_INTERVAL_S)
+        await asyncio.sleep(interval_s)
         await pool.check_health()
 
 
@@ -52,10 +56,16 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.ledger.start()
+        state.budgets.load(await state.ledger.spend_by_key(month_start(now := time.time())), now)
         await state.pool.start()
+        if state.gateway.router.needs_embedding and state.pool.has_tier(Tier.OPEN) and state.pool.has_tier(Tier.CLOSED):
+            from tiergate.signals.encoder import Encoder
+
+            state.gateway.encoder = await asyncio.to_thread(Encoder.load)
         await state.pool.check_health()
         state.ready = True
-        watcher = asyncio.create_task(_watch_health(state.pool))
+        watcher = asyncio.create_task(_watch_health(state.pool, config.dispatch.health_interval_s))
         log.info("tiergate ready: %s", ", ".join(f"{n} ({s.config.tier.value})" for n, s in state.pool.states.items()))
         try:
             yield
@@ -63,6 +73,9 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
             state.ready = False
             watcher.cancel()
             await state.pool.close()
+            if state.gateway.encoder is not None:
+                state.gateway.encoder.close()
+            await state.ledger.close()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -84,6 +97,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         Route("/healthz", admin.healthz, methods=["GET"]),
         Route("/readyz", admin.readyz, methods=["GET"]),
         Route("/metrics", admin.metrics, methods=["GET"]),
+        *dashboard.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.tiergate = state

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from tiergate.accounting.budgets import Reservation
+from tiergate.accounting.schema import LedgerRow, status_of
 from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
+from tiergate.api.limits import admit
 from tiergate.api.state import AppState
-from tiergate.errors import PayloadTooLarge, TiergateError, UpstreamError
+from tiergate.errors import PayloadTooLarge, RateLimited, TiergateError, UpstreamError
 from tiergate.gateway import Outcome
 from tiergate.types import ChatRequest, EventStream, StreamEnd, StreamEvent, Usage
 
@@ -68,13 +71,17 @@ class Call:
     edge: Edge
     request_id: str
     started: float
+    caller: str = ""
+    model: str = ""
+    reservation: Reservation | None = None
 
     def record(self, outcome: Outcome, usage: Usage, status: str, ttft: float | None = None) -> float:
         m, cfg = self.state.metrics, outcome.backend.config
         cost = self.state.costs.cost(cfg, usage)
         tier, name = cfg.tier.value, cfg.name
+        elapsed = time.perf_counter() - self.started
         m.requests.labels(self.edge.dialect.value, tier, name, status).inc()
-        m.latency.labels(self.edge.dialect.value, tier, name).observe(time.perf_counter() - self.started)
+        m.latency.labels(self.edge.dialect.value, tier, name).observe(elapsed)
         m.tokens.labels(tier, name, "input").inc(usage.input_tokens)
         m.tokens.labels(tier, name, "output").inc(usage.output_tokens)
         m.cost.labels(tier, name).inc(cost.usd)
@@ -82,11 +89,32 @@ class Call:
             m.ttft.labels(tier, name).observe(ttft)
         if outcome.failovers:
             m.failovers.labels(tier).inc()
+        self.state.budgets.settle(self.reservation, cost.usd, usage.input_tokens + usage.output_tokens)
+        self.state.ledger.record(
+            LedgerRow(
+                request_id=self.request_id, key_name=self.caller, dialect=self.edge.dialect.value, model=self.model,
+                tier=tier, backend=name, route=outcome.route, status=status_of(status),
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+                cost_usd=cost.usd, counterfactual_usd=cost.counterfactual_usd, latency_ms=elapsed * 1000,
+                ttft_ms=None if ttft is None else ttft * 1000, failovers=len(outcome.failovers),
+                estimated=usage.estimated,
+            )
+        )
         return cost.usd
 
     def record_error(self, exc: TiergateError) -> None:
         backend = getattr(exc, "backend", "") or "none"
         self.state.metrics.requests.labels(self.edge.dialect.value, "none", backend, str(exc.status)).inc()
+        self.state.budgets.settle(self.reservation, 0.0, 0)
+        self.state.ledger.record(
+            LedgerRow(
+                request_id=self.request_id, key_name=self.caller, dialect=self.edge.dialect.value, model=self.model,
+                tier=None, backend=None if backend == "none" else backend, route="",
+                status="refused" if isinstance(exc, RateLimited) else "error", http_status=exc.status,
+                latency_ms=(time.perf_counter() - self.started) * 1000,
+            )
+        )
 
 
 async def handle(request: Request, edge: Edge) -> Response:
@@ -95,9 +123,12 @@ async def handle(request: Request, edge: Edge) -> Response:
     limits = state.config.server
     try:
         caller = state.keys.caller(request.headers)
+        call.caller = caller.name
         body = await read_body(request, limits.max_body_bytes)
         chat = edge.parse(body, request.headers, limits.max_tokens_limit)
-        plan = state.gateway.plan(chat, caller, request.headers.get("x-tiergate-tier"))
+        call.model = chat.model
+        plan = await state.gateway.plan(chat, caller, request.headers.get("x-tiergate-tier"))
+        plan, call.reservation = admit(state, caller, chat, plan)
         if chat.stream:
             first, events, outcome = await state.gateway.stream(chat, plan)
             return _stream(call, chat, first, events, outcome)
@@ -115,10 +146,9 @@ def _stream(call: Call, chat: ChatRequest, first: StreamEvent, events: EventStre
     renderer = call.edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
     estimate = call.state.costs.cost(outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True))
     headers = route_headers(outcome, call.request_id, estimate.usd)
-    outcome.backend.in_flight += 1
 
     async def body() -> AsyncIterator[bytes]:
-        usage, status, ttft = Usage(estimated=True), "error", None
+        usage, status, ttft, produced = Usage(estimated=True), "error", None, 0
         try:
             yield renderer.start()
             ttft = time.perf_counter() - call.started
@@ -126,6 +156,8 @@ def _stream(call: Call, chat: ChatRequest, first: StreamEvent, events: EventStre
             while True:
                 if isinstance(ev, StreamEnd):
                     usage, status = ev.usage, "ok"
+                else:
+                    produced += 1
                 yield renderer.event(ev)
                 if isinstance(ev, StreamEnd):
                     break
@@ -135,11 +167,12 @@ def _stream(call: Call, chat: ChatRequest, first: StreamEvent, events: EventStre
             yield renderer.error(exc)
         except StopAsyncIteration:
             yield renderer.error(UpstreamError("stream ended without a final event", backend=outcome.backend.name))
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away: closing ``events`` below cancels the upstream request at once.
             status = "cancelled"
+            usage = Usage(input_tokens=prompt_tokens, output_tokens=produced, estimated=True)
             raise
         finally:
-            outcome.backend.in_flight -= 1
             await events.aclose()
             call.record(outcome, usage, status, ttft)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tiergate.accounting.budgets import Budgets
 from tiergate.accounting.cost import CostModel
+from tiergate.accounting.ledger import Ledger
 from tiergate.api.auth import KeyRing
 from tiergate.api.metrics import Metrics
 from tiergate.backends.pool import Pool
@@ -20,4 +22,6 @@ class AppState:
     keys: KeyRing
     metrics: Metrics
     costs: CostModel
+    ledger: Ledger
+    budgets: Budgets
     ready: bool = False

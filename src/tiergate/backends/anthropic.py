@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -29,7 +29,6 @@ from tiergate.types import (
     Message,
     StopReason,
     StreamEnd,
-    StreamEvent,
     TextDelta,
     TextPart,
     ToolArgsDelta,

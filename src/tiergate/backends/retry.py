@@ -1,11 +1,11 @@
 """Retry and failover decisions as small pure functions (no I/O, no clock of their own).
 
-    >>> import random
-    >>> policy = RetryPolicy(base_s=0.1, cap_s=2.0, retry_after_cap_s=5.0)
-    >>> policy.backoff(attempt=3, retry_after=None, rng=random.Random(0)) <= 0.8
-    True
-    >>> policy.backoff(attempt=1, retry_after=30.0, rng=random.Random(0))
-    5.0
+>>> import random
+>>> policy = RetryPolicy(base_s=0.1, cap_s=2.0, retry_after_cap_s=5.0)
+>>> policy.backoff(attempt=3, retry_after=None, rng=random.Random(0)) <= 0.8
+True
+>>> policy.backoff(attempt=1, retry_after=30.0, rng=random.Random(0))
+5.0
 """
 
 from __future__ import annotations

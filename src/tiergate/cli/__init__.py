@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from tiergate.cli import plan, serve
+from tiergate.cli import plan, report, route, serve
+from tiergate.cli.router import router_app
 
 
 def build_app() -> typer.Typer:
@@ -15,14 +16,9 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    serve.register(app)
-    plan.register(app)
-    try:
-        from tiergate.cli.router import router_app
-    except ImportError:  # pragma: no cover - the router tools are part of the package
-        pass
-    else:
-        app.add_typer(router_app, name="router", help="Train, score, evaluate and calibrate the router.")
+    for module in (serve, route, plan, report):
+        module.register(app)
+    app.add_typer(router_app, name="router", help="Train, score, evaluate and calibrate the router.")
     return app
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from tiergate.routing.metrics import Array, ArrayLike, quality_curve, share_for_quality
+from tiergate.routing.metrics import ArrayLike, quality_curve, share_for_quality
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ def realised_share(scores: ArrayLike, threshold: float) -> float:
 
 
 def quality_at_threshold(scores: ArrayLike, weak: ArrayLike, strong: ArrayLike, threshold: float) -> float:
-    routed: Array = np.asarray(scores, dtype=np.float64) >= threshold
+    routed = np.asarray(scores, dtype=np.float64) >= threshold
     return float(np.mean(np.where(routed, np.asarray(strong, dtype=np.float64), np.asarray(weak, dtype=np.float64))))
 
 
@@ -103,7 +103,8 @@ def calibrate(
         threshold = threshold_for_quality(scores, weak, strong, quality)
     got_quality = got_fraction = None
     if has_outcomes:
-        assert weak is not None and strong is not None
+        assert weak is not None
+        assert strong is not None
         got_quality = quality_at_threshold(scores, weak, strong, threshold)
         strong_only = float(np.mean(np.asarray(strong, dtype=np.float64)))
         got_fraction = got_quality / strong_only if strong_only else None

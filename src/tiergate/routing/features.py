@@ -43,7 +43,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_MATH = re.compile(r"[=+*/^<>%×÷√π∑∫≤≥]|\s-\s")
+_MATH = re.compile(r"[=+*/^<>%\u00d7\u00f7\u221a\u03c0\u2211\u222b\u2264\u2265]|\s-\s")
 _LATEX = re.compile(r"\\[A-Za-z]+|\$")
 _CODE_LINE = re.compile(
     r"^\s*(?:def |class |import |from \S+ import|return\b|for\b.*:|while\b|if\b.*[:{]|#include|public |"

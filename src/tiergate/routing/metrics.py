@@ -55,7 +55,7 @@ class RoutingMetrics:
     share_at_95: float
 
     def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+        return {k: (v if k == "n" else float(v)) for k, v in asdict(self).items()}
 
 
 def _arrays(scores: ArrayLike, weak: ArrayLike, strong: ArrayLike) -> tuple[Array, Array, Array]:

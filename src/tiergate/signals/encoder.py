@@ -47,8 +47,8 @@ def load_tokenizer(max_tokens: int = MAX_TOKENS) -> Tokenizer:
     """The model's WordPiece tokenizer, truncating at ``max_tokens`` and padding to the batch's longest."""
     from tokenizers import Tokenizer
 
-    text = importlib.resources.files("tiergate.signals").joinpath("minilm", "tokenizer.json").read_text("utf-8")
-    tokenizer = Tokenizer.from_str(text)
+    resource = importlib.resources.files("tiergate.signals").joinpath("minilm").joinpath("tokenizer.json")
+    tokenizer = Tokenizer.from_str(resource.read_text("utf-8"))
     tokenizer.enable_truncation(max_length=max_tokens)
     tokenizer.enable_padding(pad_id=0, pad_type_id=0, pad_token="[PAD]")  # no length: the batch's longest
     return tokenizer

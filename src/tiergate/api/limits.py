@@ -1,0 +1,70 @@
+"""Budgets and rate limits on the request path: reserve before dispatch (here), settle when it ends (``Call``).
+
+The reservation is an upper estimate: prompt characters / 3 tokens in, ``max_tokens`` (or
+``DEFAULT_OUTPUT_TOKENS``) out, priced on the dearest backend the plan may try. A key with
+``over_budget: downgrade`` that cannot afford it is served by the open-tier targets of the same plan only,
+so hard policy (which chose the eligible targets) still holds; a plan that must stay closed is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from tiergate.accounting.budgets import OverLimit, Reservation
+from tiergate.accounting.cost import CostModel
+from tiergate.api.state import AppState
+from tiergate.errors import RateLimited
+from tiergate.gateway import Caller, Plan
+from tiergate.types import ChatRequest, Tier, Usage
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "admit", "downgraded", "estimate_usage"]
+
+DEFAULT_OUTPUT_TOKENS = 4096
+_CLOSED_BY_POLICY = ("guard:",)  # route reasons that oblige the closed tier: never downgraded
+
+
+def estimate_usage(chat: ChatRequest) -> Usage:
+    chars = sum(len(t) for t in chat.texts())
+    prompt = math.ceil(chars / 3) + 8 * len(chat.messages) + 64 * len(chat.tools)
+    return Usage(input_tokens=prompt, output_tokens=chat.max_tokens or DEFAULT_OUTPUT_TOKENS, estimated=True)
+
+
+def downgraded(plan: Plan) -> Plan | None:
+    """The plan restricted to its open-tier targets, or ``None`` where policy forbids or none exist."""
+    if any(reason in plan.route for reason in _CLOSED_BY_POLICY):
+        return None
+    targets = [t for t in plan.targets if t.config.tier is Tier.OPEN]
+    if not targets:
+        return None
+    if len(targets) == len(plan.targets):
+        return plan
+    return Plan(targets, f"{plan.route};budget:downgrade", Tier.OPEN, plan.score)
+
+
+def _worst(costs: CostModel, plan: Plan, usage: Usage) -> float:
+    return max((costs.cost(t.config, usage).usd for t in plan.targets), default=0.0)
+
+
+def admit(state: AppState, caller: Caller, chat: ChatRequest, plan: Plan) -> tuple[Plan, Reservation | None]:
+    """Reserve this request against its key's limits: the plan to dispatch, and the reservation to settle.
+
+    Raises :class:`RateLimited` (429, in the caller's dialect) when a limit would be broken.
+    """
+    if state.budgets.limits(caller.name) is None:
+        return plan, None
+    usage = estimate_usage(chat)
+    fallback = downgraded(plan)
+    try:
+        reservation = state.budgets.admit(
+            caller.name,
+            _worst(state.costs, plan, usage),
+            usage.input_tokens + usage.output_tokens,
+            time.time(),
+            fallback_usd=None if fallback is None else _worst(state.costs, fallback, usage),
+        )
+    except OverLimit as exc:
+        raise RateLimited(exc.message) from exc
+    if reservation is not None and reservation.downgraded and fallback is not None:
+        return fallback, reservation
+    return plan, reservation

@@ -1,0 +1,243 @@
+"""``tiergate router``: train, score, evaluate and calibrate the learned router on routing-outcome files.
+
+Usage::
+
+    tiergate router train data/routing/mmlu.jsonl data/routing/gsm8k.jsonl --out my-router/ --seed 0
+    tiergate router score prompts.jsonl --out preds.jsonl [--artifact my-router/]
+    tiergate router eval data/routing/gsm8k.jsonl --plot curve.png
+    tiergate router calibrate data/routing/mmlu.jsonl --strong-share 0.3
+
+Files are JSONL as ``data/routing/SOURCES.md`` describes; ``score`` needs only ``id`` and ``prompt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tiergate.errors import ConfigError
+from tiergate.routing.calibrate import Calibration, calibrate, quality_at_threshold, realised_share
+from tiergate.routing.features import batch_features
+from tiergate.routing.learned import LearnedModel
+from tiergate.routing.metrics import Curve, RoutingMetrics, evaluate, oracle_curve, quality_curve, random_curve
+from tiergate.routing.train import DataError, Outcomes, load_outcomes, load_prompts, train_router
+
+__all__ = ["router_app"]
+
+router_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+_CHUNK = 256
+_CAPTION = (
+    "CPT50/80: strong share reaching 50%/80% of the quality gap; Q@20%/50%: quality at 20%/50% strong calls; "
+    "s@95%: strong share reaching 95% of strong-only quality"
+)
+ArtifactOpt = Annotated[
+    Path | None, typer.Option("--artifact", help="Router folder from 'train' (default: the shipped router).")
+]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime threads for the encoder.")]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except (ValueError, ConfigError) as exc:  # DataError is a ValueError
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+
+def _embed(prompts: Sequence[str], threads: int) -> npt.NDArray[np.float32]:
+    from tiergate.signals.encoder import Encoder
+
+    err = Console(stderr=True)
+    encoder = Encoder.load(intra_op_num_threads=threads)
+    parts = []
+    try:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task("Encoding prompts", total=len(prompts))
+            for start in range(0, len(prompts), _CHUNK):
+                parts.append(encoder.encode(prompts[start : start + _CHUNK]))
+                progress.advance(task, len(parts[-1]))
+    finally:
+        encoder.close()
+    return np.concatenate(parts)
+
+
+def _model(artifact: Path | None) -> LearnedModel:
+    return LearnedModel.load(artifact) if artifact is not None else LearnedModel.default()
+
+
+def _score(model: LearnedModel, prompts: Sequence[str], threads: int) -> npt.NDArray[np.float64]:
+    return model.predict(_embed(prompts, threads), batch_features(prompts))
+
+
+@router_app.command()
+def train(
+    data: Annotated[list[Path], typer.Argument(help="Routing-outcome JSONL files.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for learned.json and learned.npz.", show_default=False)],
+    seed: Annotated[int, typer.Option(help="Seed of the held-out group split.")] = 0,
+    quality: Annotated[float, typer.Option(min=0.01, max=1.0, help="Calibrate to this x strong-only quality.")] = 0.95,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Train the learned router, calibrate it on held-out task groups and write the artifact."""
+    with _errors():
+        outcomes = load_outcomes(data)
+        model = train_router(outcomes, _embed(outcomes.prompts, threads), seed=seed, quality=quality)
+        model.save(out)
+    cal, held = model.meta["calibration"], model.meta["data"]
+    typer.echo(
+        f"Trained on {held['train_rows']} prompts, calibrated on {held['holdout_rows']} held out: threshold "
+        f"{cal['threshold']:.4f} sends {cal['strong_share']:.1%} to {outcomes.strong_model}. Wrote {out}/"
+    )
+
+
+@router_app.command()
+def score(
+    data: Annotated[Path, typer.Argument(help="JSONL with 'id' and 'prompt'.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Predictions JSONL: {id, score}.", show_default=False)],
+    artifact: ArtifactOpt = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Score prompts: the need for the strong model, in [0, 1]."""
+    import json
+
+    with _errors():
+        ids, prompts = load_prompts(data)
+        scores = _score(_model(artifact), prompts, threads)
+        with out.open("w", encoding="utf-8") as fh:
+            for id_, value in zip(ids, scores, strict=True):
+                fh.write(json.dumps({"id": id_, "score": round(float(value), 6)}) + "\n")
+    typer.echo(f"Wrote {len(ids)} scores to {out}")
+
+
+def _metrics_table(title: str, rows: list[tuple[str, RoutingMetrics]]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption=_CAPTION)
+    for name in ("set", "n", "weak", "strong", "APGR", "CPT50", "CPT80", "Q@20%", "Q@50%", "s@95%"):
+        table.add_column(name, justify="left" if name == "set" else "right")
+    for name, m in rows:
+        cells = (m.weak, m.strong, m.apgr, m.cpt50, m.cpt80, m.quality_at_20, m.quality_at_50, m.share_at_95)
+        table.add_row(name, str(m.n), *(f"{v:.3f}" for v in cells))
+    return table
+
+
+def _by_family(outcomes: Outcomes, scores: npt.NDArray[np.float64]) -> list[tuple[str, RoutingMetrics]]:
+    families = np.array(outcomes.families)
+    rows = []
+    names = sorted(set(outcomes.families))
+    for name in (names if len(names) > 1 else []) + ["all"]:
+        mask = np.ones(len(outcomes), bool) if name == "all" else families == name
+        if outcomes.strong[mask].mean() != outcomes.weak[mask].mean():
+            rows.append((name, evaluate(scores[mask], outcomes.weak[mask], outcomes.strong[mask])))
+    if not rows:
+        raise DataError("strong-only and weak-only quality are equal on this data: nothing to evaluate")
+    return rows
+
+
+@router_app.command("eval")
+def eval_(
+    data: Annotated[Path, typer.Argument(help="Routing-outcome JSONL.", show_default=False)],
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw quality against strong share (PNG).")] = None,
+    artifact: ArtifactOpt = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """RouteLLM's metrics of the router on a file: APGR, CPT, quality at 20%/50%, share at 95%."""
+    with _errors():
+        outcomes = load_outcomes([data])
+        model = _model(artifact)
+        scores = _score(model, outcomes.prompts, threads)
+        rows = _by_family(outcomes, scores)
+        console = Console()
+        console.print(_metrics_table(f"Learned router on {data.name}", rows))
+        threshold = model.threshold
+        console.print(
+            f"At the artifact's threshold {threshold:.4f}: {realised_share(scores, threshold):.1%} strong calls, "
+            f"quality {quality_at_threshold(scores, outcomes.weak, outcomes.strong, threshold):.3f} "
+            f"(strong-only {outcomes.strong.mean():.3f}, weak-only {outcomes.weak.mean():.3f})."
+        )
+        if plot is not None:
+            _plot(plot, quality_curve(scores, outcomes.weak, outcomes.strong), outcomes, data.name)
+            console.print(f"Plot written to {plot}")
+
+
+def _plot(path: Path, curve: Curve, outcomes: Outcomes, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    oracle = oracle_curve(outcomes.weak, outcomes.strong)
+    rand = random_curve(outcomes.weak, outcomes.strong)
+    ax.plot(curve.share * 100, curve.quality, label="learned router", color="C0", linewidth=2)
+    ax.plot(rand.share * 100, rand.quality, label="random", color="grey", linestyle="--")
+    ax.plot(oracle.share * 100, oracle.quality, label="oracle", color="C2", linestyle=":")
+    ax.axhline(curve.strong, color="C3", linewidth=0.8, label=f"strong only ({outcomes.strong_model})")
+    ax.axhline(curve.weak, color="C1", linewidth=0.8, label=f"weak only ({outcomes.weak_model})")
+    ax.axhline(0.95 * curve.strong, color="C3", linewidth=0.6, linestyle=":", label="95% of strong only")
+    ax.set(xlabel="strong model calls (%)", ylabel="quality", title=f"Quality against strong calls: {name}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@router_app.command("calibrate")
+def calibrate_(
+    data: Annotated[Path, typer.Argument(help="Routing-outcome JSONL (prompts alone for --strong-share).")],
+    strong_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Target share of strong calls.")] = None,
+    quality: Annotated[float | None, typer.Option(min=0.01, max=1.0, help="Target x strong-only quality.")] = None,
+    artifact: ArtifactOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write a copy of the router with this threshold.")] = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Find the threshold that hits a share of strong calls or a quality target on a file."""
+    if (strong_share is None) == (quality is None):
+        _fail("give exactly one of --strong-share or --quality")
+    with _errors():
+        model = _model(artifact)
+        weak: Any = None
+        strong: Any = None
+        if quality is None:
+            _, prompts = load_prompts(data)
+        else:
+            outcomes = load_outcomes([data])
+            prompts, weak, strong = outcomes.prompts, outcomes.weak, outcomes.strong
+        scores = _score(model, prompts, threads)
+        cal = calibrate(scores, weak, strong, strong_share=strong_share, quality=quality)
+        _show_calibration(cal)
+        if out is not None:
+            meta = {**model.meta, "calibration": {**cal.as_dict(), "set": data.name}}
+            quantiles = np.quantile(scores, np.linspace(0, 1, 1001)).astype(np.float32)
+            LearnedModel.from_parts(meta, {**model.arrays, "calibration_quantiles": quantiles}).save(out)
+            typer.echo(f"Wrote {out}/")
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _show_calibration(cal: Calibration) -> None:
+    table = Table(title=f"Calibration ({cal.method} = {cal.target:g}, {cal.n} prompts)")
+    for name in ("threshold", "strong share", "quality", "x strong-only"):
+        table.add_column(name, justify="right")
+    table.add_row(f"{cal.threshold:.4f}", f"{cal.strong_share:.1%}", _num(cal.quality), _num(cal.quality_fraction))
+    Console().print(table)
+    typer.echo(f"router: {{kind: learned, threshold: {cal.threshold:.4f}}}")

@@ -1,0 +1,276 @@
+"""Data sovereignty: which requests must stay inside the perimeter, and why.
+
+A request is sovereign when any of these holds, cheapest first:
+
+- ``key``: its API key is configured ``sovereign: true``;
+- ``header``: the caller sent ``x-tiergate-sovereign: true`` (``1``, ``yes``, ``on`` too; ``false``, ``0``,
+  ``no``, ``off`` say no; anything else is a 400);
+- ``metadata``: the body's ``metadata`` carries ``tiergate_sovereign``: OpenAI's metadata is a map of strings,
+  so ``"metadata": {"tiergate_sovereign": "true"}``; Anthropic's takes ``"tiergate_sovereign": true`` beside
+  ``user_id``. The gateway never forwards the key: Anthropic backends send only ``user_id`` upstream and
+  OpenAI-compatible ones send no metadata;
+- ``marker``: a text contains one of ``policy.sovereignty.markers``, case-insensitively: a marker is a
+  whole word or phrase (``CONFIDENTIAL``, ``INTERNAL ONLY``, a project code name; any whitespace between
+  its words), or a regular expression when written ``re:PATTERN`` (``re:PRJ-\\d{4}``);
+- ``pii``: a text contains personal data of a kind in ``policy.sovereignty.pii`` (``EMAIL_ADDRESS``,
+  ``PHONE_NUMBER``, ``CREDIT_CARD``, ``IBAN_CODE``, ``US_SSN``, ``IP_ADDRESS``, ... see :func:`pii_kinds`).
+
+The texts are the system prompt, every turn's text, tool results, and the strings and numbers inside tool
+calls' arguments. Images are not inspected. Personal data is found by presidio-analyzer's pattern
+recognizers with their checks (Luhn for cards, the IBAN checksum, known top-level domains for e-mail), with
+no NLP model: names and places (``PERSON``, ``LOCATION``) would need spaCy's NER, ten times the whole
+budget of about a millisecond a prompt. A recognizer's context words (``ssn`` before ``219099999``) lift a
+weak match the way presidio does.
+
+Every verdict says why, never what: ``policy:sovereign:key``, ``policy:sovereign:header``,
+``policy:sovereign:metadata``, ``policy:sovereign:marker``, ``policy:sovereign:pii=CREDIT_CARD,EMAIL_ADDRESS``.
+With ``action: redact``, a request whose only finding is personal data is not held in: its reason is
+``policy:redact:pii=...``, and :meth:`SovereigntyInspector.redact` replaces the values with placeholders
+that the answer gets back (:mod:`tiergate.signals.redact`). Markers and caller flags cannot be redacted.
+
+The app's lifespan builds one inspector (presidio is imported and its recognizers built then, never at
+import)::
+
+    inspector = SovereigntyInspector(config.policy.sovereignty)
+    verdict = inspector.inspect(request, key_sovereign=caller.sovereign, header=headers.get(HEADER))
+    if verdict.action == "redact":
+        request, restorer = inspector.redact(request)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from tiergate.config import SovereigntyConfig
+from tiergate.errors import ConfigError, InvalidRequest
+from tiergate.signals.redact import Restorer, Span, json_texts, redact_request
+from tiergate.types import ChatRequest, TextPart, ToolCall, ToolResult
+
+if TYPE_CHECKING:
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+HEADER = "x-tiergate-sovereign"
+METADATA_KEY = "tiergate_sovereign"
+#: Lowest recognizer score that counts (presidio's scale): phone numbers score 0.4, checked values 1.0.
+MIN_SCORE = 0.4
+#: What a context word adds to a weak match, and the least it then scores (presidio's defaults).
+CONTEXT_BOOST, CONTEXT_FLOOR = 0.35, 0.4
+_FLAG = dict.fromkeys(["true", "1", "yes", "on"], True) | dict.fromkeys(["false", "0", "no", "off", ""], False)
+_WORD = re.compile(r"[^\W\d_]+")
+# Digits with the punctuation phone numbers are written with (a superset of libphonenumber's); the phone
+# matcher, which tries every region on every candidate, only reads the runs with enough digits to be one.
+_PHONE_RUN = re.compile(
+    r"[+\uff0b(\uff08\[]?\d(?:[\s\-\u2010-\u2015\u2212\u30fc\uff0d-\uff0f()\uff08\uff09.\[\]/~]*\d)*"
+)
+_PHONE_MIN_DIGITS = 5
+#: Texts whose findings are remembered (a 16-byte digest and a few offsets each).
+CACHE_SIZE = 8192
+_DIGIT, _AT = re.compile(r"\d"), re.compile("@")
+# Kinds that cannot match a text without this character: most prose skips their recognizers entirely.
+_NEEDS = {"EMAIL_ADDRESS": _AT} | dict.fromkeys(
+    ["CREDIT_CARD", "IBAN_CODE", "US_SSN", "PHONE_NUMBER", "US_ITIN", "UK_NHS", "US_BANK_NUMBER"], _DIGIT
+)
+# Checked recognizers first: each masks what it found from the ones after it, so a card number is not
+# also a phone number, and the costly phone matcher (last) sees the least text.
+_ORDER = ["CREDIT_CARD", "IBAN_CODE", "EMAIL_ADDRESS", "US_SSN", "IP_ADDRESS", "URL"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``sovereign``: some rule fired. ``action``: ``route`` keeps the request on in-perimeter backends;
+    ``redact`` lets it out once :meth:`SovereigntyInspector.redact` has replaced its personal data.
+    ``reasons``: one per rule that fired. ``entity_kinds``: the kinds of personal data found, sorted."""
+
+    sovereign: bool
+    action: Literal["route", "redact"] = "route"
+    reasons: tuple[str, ...] = ()
+    entity_kinds: tuple[str, ...] = ()
+
+
+def flag(value: object, where: str) -> bool:
+    """A caller's yes/no: ``True``/``False`` or one of the strings in the module docstring."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (answer := _FLAG.get(value.strip().lower())) is not None:
+        return answer
+    raise InvalidRequest(f"{where}: expected true or false", param=where)
+
+
+def texts(request: ChatRequest) -> Iterator[str]:
+    """Every text the request carries, tool-call arguments as the strings and numbers inside them."""
+    if request.system:
+        yield request.system
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                yield part.text
+            elif isinstance(part, ToolResult):
+                yield part.content
+            elif isinstance(part, ToolCall):
+                yield from json_texts(part.arguments)
+
+
+def compile_markers(markers: Sequence[str]) -> tuple[re.Pattern[str], ...]:
+    """One pattern for all the plain markers, one for each ``re:`` marker; all case-insensitive."""
+    words = [r"\s+".join(map(re.escape, m.split())) for m in markers if not m.startswith("re:") and m.split()]
+    patterns = [re.compile(r"(?<!\w)(?:" + "|".join(words) + r")(?!\w)", re.IGNORECASE)] if words else []
+    for i, marker in enumerate(markers):
+        if marker.startswith("re:"):
+            try:
+                patterns.append(re.compile(marker[3:], re.IGNORECASE))
+            except re.error as exc:
+                raise ConfigError(
+                    f"policy.sovereignty.markers.{i}: not a valid regular expression ({exc}); "
+                    "fix it, or drop the 're:' prefix to match the text as written"
+                ) from None
+    return tuple(patterns)
+
+
+def pii_kinds() -> frozenset[str]:
+    """The personal-data kinds this gateway can detect (presidio entity names)."""
+    return frozenset(k for r in _recognizers() for k in r.supported_entities)
+
+
+class PiiDetector:
+    """Finds personal data of the given kinds; builds its recognizers once."""
+
+    def __init__(self, kinds: Sequence[str], *, min_score: float = MIN_SCORE) -> None:
+        recognizers = _recognizers()
+        known = {k for r in recognizers for k in r.supported_entities}
+        if unknown := sorted(set(kinds) - known):
+            raise ConfigError(
+                f"policy.sovereignty.pii: unknown kind {unknown[0]!r}; use some of {', '.join(sorted(known))} "
+                "(names and places need an NER model, which tiergate does not load)"
+            )
+        chosen = [(k, r) for r in recognizers for k in r.supported_entities if k in kinds]
+        rank = {k: i for i, k in enumerate(_ORDER)}
+        self._steps = sorted(chosen, key=lambda kr: (kr[0] == "PHONE_NUMBER", rank.get(kr[0], len(_ORDER))))
+        self._context = {id(r): frozenset(w.lower() for w in r.context or ()) for _, r in chosen}
+        self._min_score = min_score
+        self._cache: dict[bytes, tuple[Span, ...]] = {}
+
+    def find(self, text: str) -> tuple[Span, ...]:
+        """Non-overlapping spans of personal data in ``text``, in order.
+
+        Remembered by a digest of the text (never the text: the cache holds no personal data), because a
+        conversation sends its whole history again with every turn.
+        """
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        spans = self._cache.pop(key, None)
+        if spans is None:
+            spans = self._find(text)
+            if len(self._cache) >= CACHE_SIZE:
+                del self._cache[next(iter(self._cache))]  # the least recently used
+        self._cache[key] = spans
+        return spans
+
+    def _find(self, text: str) -> tuple[Span, ...]:
+        spans: list[Span] = []
+        seen = text
+        for kind, recognizer in self._steps:
+            needs = _NEEDS.get(kind)
+            if needs is not None and not needs.search(seen):
+                continue
+            found = [
+                Span(r.start, r.end, kind)
+                for r in _analyze(recognizer, kind, seen)
+                if r.score >= self._min_score or self._lifted(r.score, text, r.start, recognizer)
+            ]
+            for span in found:  # hide it from the recognizers after this one, keeping the offsets
+                seen = seen[: span.start] + "#" * (span.end - span.start) + seen[span.end :]
+            spans += found
+        return tuple(_disjoint(spans))
+
+    def _lifted(self, score: float, text: str, start: int, recognizer: EntityRecognizer) -> bool:
+        words = self._context[id(recognizer)]
+        before = _WORD.findall(text[max(0, start - 80) : start])[-5:]
+        if not words or not any(w.lower() in words for w in before):
+            return False
+        return max(score + CONTEXT_BOOST, CONTEXT_FLOOR) >= self._min_score
+
+
+def _analyze(recognizer: EntityRecognizer, kind: str, text: str) -> list[RecognizerResult]:
+    if kind != "PHONE_NUMBER":
+        return recognizer.analyze(text, [kind], None)  # type: ignore[arg-type]  # None: no NLP model
+    results = []
+    for run in _PHONE_RUN.finditer(text):
+        if sum(c.isdigit() for c in run.group()) < _PHONE_MIN_DIGITS:
+            continue
+        start = max(0, run.start() - 1)  # one character either side: the matcher checks the neighbours
+        for r in recognizer.analyze(text[start : run.end() + 1], [kind], None):  # type: ignore[arg-type]
+            r.start, r.end = r.start + start, r.end + start
+            results.append(r)
+    return results
+
+
+def _disjoint(spans: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if not out or span.start >= out[-1].end:
+            out.append(span)
+    return out
+
+
+def _recognizers() -> list[EntityRecognizer]:
+    """presidio's predefined English recognizers that need no NLP model, e-mail checked offline."""
+    import phonenumbers
+    import tldextract
+    from presidio_analyzer import RecognizerRegistry
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
+
+    # The default extractor downloads the public suffix list on first use: a call out of the perimeter.
+    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return extract(pattern_text).fqdn != ""
+
+    registry = RecognizerRegistry()
+    registry.load_predefined_recognizers(languages=["en"])
+    recognizers = [r for r in registry.recognizers if not isinstance(r, SpacyRecognizer)]
+    for r in recognizers:
+        if isinstance(r, PhoneRecognizer):
+            # Regions sharing a calling code (US and CA: +1) read numbers alike: match once per code.
+            by_code: dict[int, str] = {}
+            for region in r.supported_regions:
+                by_code.setdefault(phonenumbers.country_code_for_region(region), region)
+            r.supported_regions = tuple(by_code.values())
+    return [OfflineEmailRecognizer() if isinstance(r, EmailRecognizer) else r for r in recognizers]
+
+
+class SovereigntyInspector:
+    def __init__(self, config: SovereigntyConfig) -> None:
+        self._action = config.action
+        self._markers = compile_markers(config.markers)
+        self._pii = PiiDetector(config.pii) if config.pii else None
+
+    def inspect(self, request: ChatRequest, *, key_sovereign: bool, header: str | None) -> Verdict:
+        """Why ``request`` must stay in the perimeter, if it must. Raises InvalidRequest on a bad flag."""
+        metadata = request.metadata.get(METADATA_KEY)
+        flags = [
+            ("key", key_sovereign),
+            ("header", header is not None and flag(header, HEADER)),
+            ("metadata", metadata is not None and flag(metadata, f"metadata.{METADATA_KEY}")),
+        ]
+        reasons = [f"policy:sovereign:{name}" for name, on in flags if on]
+        if reasons:  # held in whatever the texts say: no need to read them
+            return Verdict(True, "route", tuple(reasons))
+        all_texts = list(texts(request))
+        if any(p.search(t) for p in self._markers for t in all_texts):
+            reasons.append("policy:sovereign:marker")
+        kinds = tuple(sorted({s.kind for t in all_texts for s in self._pii.find(t)})) if self._pii else ()
+        if kinds and not reasons and self._action == "redact":
+            return Verdict(True, "redact", (f"policy:redact:pii={','.join(kinds)}",), kinds)
+        if kinds:
+            reasons.append(f"policy:sovereign:pii={','.join(kinds)}")
+        return Verdict(bool(reasons), "route", tuple(reasons), kinds)
+
+    def redact(self, request: ChatRequest) -> tuple[ChatRequest, Restorer]:
+        """``request`` with its personal data replaced by placeholders, and the restorer for the answer."""
+        if self._pii is None:
+            return request, Restorer({})
+        return redact_request(request, self._pii.find)

@@ -1,0 +1,121 @@
+// The tiergate dashboard: polls /dashboard/data.json every 2 s and draws the same figures as `tiergate report`.
+"use strict";
+
+const POLL_MS = 2000;
+const COLOURS = { open: "#2f6f9f", closed: "#c15f3c" };
+const SVG = "http://www.w3.org/2000/svg";
+
+function money(v) {
+  return "$" + v.toFixed(v !== 0 && Math.abs(v) < 1 ? 6 : 2);
+}
+function pct(v) {
+  return v === null ? "-" : v.toFixed(1) + "%";
+}
+function ms(v) {
+  return v === null ? "-" : Math.round(v) + " ms";
+}
+
+function setFigure(id, value, text) {
+  const el = document.getElementById(id);
+  el.textContent = text;
+  el.dataset.value = value === null ? "" : String(value);
+}
+
+function fillTable(id, rows) {
+  const body = document.querySelector("#" + id + " tbody");
+  body.replaceChildren(
+    ...rows.map(([key, cells]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.key = key;
+      for (const cell of cells) {
+        const td = document.createElement("td");
+        td.textContent = cell;
+        tr.appendChild(td);
+      }
+      return tr;
+    }),
+  );
+}
+
+function drawBars(id, bars) {
+  // bars: [{label, value, colour}] drawn as stacked horizontal rows, scaled to the largest value.
+  const svg = document.getElementById(id);
+  const width = svg.clientWidth || 400;
+  const top = Math.max(...bars.map((b) => b.value), 0);
+  svg.setAttribute("height", String(bars.length * 24 + 4));
+  svg.replaceChildren(
+    ...bars.flatMap((b, i) => {
+      const rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("class", "bar");
+      rect.setAttribute("x", "110");
+      rect.setAttribute("y", String(i * 24 + 4));
+      rect.setAttribute("width", String(top > 0 ? ((width - 120) * b.value) / top : 0));
+      rect.setAttribute("fill", b.colour);
+      const text = document.createElementNS(SVG, "text");
+      text.setAttribute("x", "0");
+      text.setAttribute("y", String(i * 24 + 17));
+      text.textContent = b.label;
+      return [text, rect];
+    }),
+  );
+}
+
+function render(s) {
+  const failed = s.statuses.error + s.statuses.refused;
+  setFigure("requests", s.requests, String(s.requests));
+  setFigure("cost", s.cost_usd, money(s.cost_usd));
+  setFigure("all-closed", s.all_closed_usd, money(s.all_closed_usd));
+  setFigure("saving", s.saving_usd, money(s.saving_usd));
+  setFigure("saving-pct", s.saving_pct, pct(s.saving_pct));
+  setFigure("failovers", s.failovers, String(s.failovers));
+  setFigure("sovereign", s.sovereign, String(s.sovereign));
+  setFigure("guarded", s.guarded, String(s.guarded));
+  setFigure("errors", failed, String(failed));
+  setFigure("estimated", s.estimated, String(s.estimated));
+  fillTable(
+    "tiers",
+    s.tiers.map((t) => [
+      t.tier,
+      [t.tier, String(t.requests), pct(100 * t.share), money(t.cost_usd), money(t.counterfactual_usd),
+        ms(t.p50_ms), ms(t.p95_ms)],
+    ]),
+  );
+  fillTable("reasons", s.reasons.map((r) => [r.label, [r.label, String(r.requests), pct(100 * r.share)]]));
+  fillTable("keys", s.keys.map((k) => [k.key, [k.key, String(k.requests), money(k.cost_usd)]]));
+  drawBars("mix-chart", s.tiers.map((t) => ({ label: t.tier, value: t.requests, colour: COLOURS[t.tier] || "#888" })));
+  drawBars("cost-chart", [
+    { label: "tiergate", value: s.cost_usd, colour: "#5b8c3a" },
+    { label: "all-closed", value: s.all_closed_usd, colour: COLOURS.closed },
+  ]);
+  document.getElementById("updated").textContent = new Date().toLocaleTimeString();
+  document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+}
+
+async function poll() {
+  const since = document.getElementById("window").value;
+  const key = sessionStorage.getItem("tiergate-key");
+  const headers = key ? { Authorization: "Bearer " + key } : {};
+  const error = document.getElementById("error");
+  try {
+    const resp = await fetch("/dashboard/data.json?since=" + encodeURIComponent(since), { headers });
+    if (resp.status === 401) {
+      document.getElementById("login").classList.add("shown");
+      return;
+    }
+    if (!resp.ok) throw new Error("HTTP " + resp.status);
+    document.getElementById("login").classList.remove("shown");
+    render(await resp.json());
+    error.textContent = "";
+  } catch (err) {
+    error.textContent = "(" + err.message + ")";
+  }
+}
+
+document.getElementById("login-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem("tiergate-key", document.getElementById("key").value);
+  poll();
+});
+document.getElementById("window").addEventListener("change", poll);
+poll();
+setInterval(poll, POLL_MS);

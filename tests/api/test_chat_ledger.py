@@ -1,0 +1,185 @@
+"""Every request leaves one ledger row with what it asked, where it went, what it used and cost."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.conftest import backend_configs, serve_gateway
+from tests.fakes import FakeAnthropic, FakeOpenAI, Fault, StallStream, script_marker
+from tests.support.databases import fresh_postgres_database, postgres_base_url
+from tests.support.ledger import rows_of, wait_rows
+from tests.support.servers import serve_app
+from tiergate.accounting.schema import LedgerRow
+from tiergate.config import parse_config
+
+SONNET_IN, SONNET_OUT = 3.0 / 1e6, 15.0 / 1e6
+AN_HEADERS = {"anthropic-version": "2023-06-01"}
+
+
+async def _no_usage(request: Request) -> JSONResponse:
+    """An OpenAI-compatible server that reports no usage (some llama.cpp builds, some proxies)."""
+    return JSONResponse(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bare",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    fake_claude: tuple[FakeAnthropic, str],
+    fake_openai: tuple[FakeOpenAI, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, str]]:
+    bare = Starlette(routes=[Route("/v1/chat/completions", _no_usage, methods=["POST"])])
+    url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
+    with serve_app(bare) as bare_url:
+        backends = backend_configs(fake_claude[1], fake_openai[1])
+        backends.append({"name": "bare", "tier": "open", "kind": "openai", "base_url": bare_url + "/v1", "model": "m"})
+        config = parse_config({"backends": backends, "router": {"kind": "rules"}, "ledger": {"url": url}})
+        with serve_gateway(config) as base:
+            yield base, url
+
+
+def one_row(url: str, resp: httpx.Response) -> LedgerRow:
+    rid = resp.headers["x-request-id"]
+    return wait_rows(url, {rid})[rid]
+
+
+def chat(base: str, model: str, text: str = "Hello there", **body: Any) -> httpx.Response:
+    payload = {"model": model, "messages": [{"role": "user", "content": text}], **body}
+    return httpx.post(base + "/v1/chat/completions", json=payload, timeout=30)
+
+
+def test_a_completion_on_the_open_tier(gateway: tuple[str, str]) -> None:
+    base, url = gateway
+    resp = chat(base, "open", max_tokens=20)
+    assert resp.status_code == 200, resp.text
+    usage = resp.json()["usage"]
+    row = one_row(url, resp)
+    assert (row.key_name, row.dialect, row.model) == ("anonymous", "openai", "open")
+    assert (row.tier, row.backend) == ("open", "vllm")
+    assert (row.route, row.status, row.http_status) == ("explicit:open", "ok", 200)
+    assert (row.input_tokens, row.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert row.cost_usd == pytest.approx(float(resp.headers["x-tiergate-cost-usd"]), abs=1e-8)
+    assert row.counterfactual_usd == pytest.approx(row.input_tokens * SONNET_IN + row.output_tokens * SONNET_OUT)
+    assert row.latency_ms > 0
+    assert row.ttft_ms is None
+    assert (row.failovers, row.estimated) == (0, False)
+
+
+def test_a_stream_on_the_closed_tier_has_its_time_to_first_token(gateway: tuple[str, str]) -> None:
+    base, url = gateway
+    body = {"model": "closed", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    with httpx.stream("POST", base + "/v1/messages", json=body, headers=AN_HEADERS, timeout=30) as resp:
+        events = [json.loads(line[5:]) for line in resp.iter_lines() if line.startswith("data:")]
+    delta = next(e for e in events if e["type"] == "message_delta")
+    row = one_row(url, resp)
+    assert (row.dialect, row.tier, row.backend, row.status) == ("anthropic", "closed", "claude", "ok")
+    assert row.output_tokens == delta["usage"]["output_tokens"]
+    assert row.input_tokens > 0
+    assert row.cost_usd == pytest.approx(row.counterfactual_usd)  # Claude is the reference model
+    assert row.ttft_ms is not None
+    assert 0 < row.ttft_ms <= row.latency_ms
+
+
+def test_a_failover_is_counted(gateway: tuple[str, str], fake_claude: tuple[FakeAnthropic, str]) -> None:
+    base, url = gateway
+    fake_claude[0].script(Fault(529), Fault(529))  # the retry on the same backend fails too
+    resp = chat(base, "closed", max_tokens=20)
+    assert resp.status_code == 200, resp.text
+    row = one_row(url, resp)
+    assert (row.tier, row.failovers) == ("open", 1)
+    assert row.route == "explicit:closed;failover:closed-down"
+
+
+def test_a_backend_without_usage_marks_the_row_estimated(gateway: tuple[str, str]) -> None:
+    base, url = gateway
+    resp = chat(base, "bare")
+    assert resp.status_code == 200, resp.text
+    row = one_row(url, resp)
+    assert (row.backend, row.estimated) == ("bare", True)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "model"),
+    [
+        (b"{not json", 400, ""),
+        (json.dumps({"model": "nope", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "nope"),
+    ],
+)
+def test_errors_get_a_row_too(gateway: tuple[str, str], body: bytes, status: int, model: str) -> None:
+    base, url = gateway
+    resp = httpx.post(base + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == status
+    row = one_row(url, resp)
+    assert (row.status, row.http_status, row.model, row.tier, row.backend) == ("error", status, model, None, None)
+    assert (row.input_tokens, row.output_tokens, row.cost_usd) == (0, 0, 0.0)
+
+
+def test_the_key_name_is_recorded(
+    fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI, str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    config = parse_config(
+        {
+            "backends": backend_configs(fake_claude[1], fake_openai[1]), "router": {"kind": "rules"},
+            "keys": [{"name": "hr-app", "key": "sk-hr"}],
+            "ledger": {"url": url},
+        }
+    )
+    with serve_gateway(config) as base:
+        ok = httpx.post(
+            base + "/v1/chat/completions",
+            json={"model": "open", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": "Bearer sk-hr"},
+        )
+        denied = httpx.post(base + "/v1/chat/completions", json={"model": "open", "messages": []})
+    assert (ok.status_code, denied.status_code) == (200, 401)
+    rows = wait_rows(url, {ok.headers["x-request-id"], denied.headers["x-request-id"]})
+    assert rows[ok.headers["x-request-id"]].key_name == "hr-app"
+    assert rows[denied.headers["x-request-id"]].key_name == ""
+
+
+def test_a_client_that_hangs_up_mid_stream_leaves_a_cancelled_row(gateway: tuple[str, str]) -> None:
+    base, url = gateway
+    stall = script_marker(StallStream(after_events=3, seconds=5))
+    body = {"model": "open", "stream": True, "messages": [{"role": "user", "content": f"Hi {stall}"}]}
+    with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=30) as resp:
+        rid = resp.headers["x-request-id"]
+        next(resp.iter_lines())
+    row = wait_rows(url, {rid}, timeout=6)[rid]
+    assert (row.status, row.tier) == ("cancelled", "open")
+    assert row.ttft_ms is not None
+
+
+async def test_rows_land_in_postgresql(
+    fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    async with fresh_postgres_database(postgres_base_url()) as url:
+        backends = backend_configs(fake_claude[1], fake_openai[1])
+        config = parse_config({"backends": backends, "router": {"kind": "rules"}, "ledger": {"url": url}})
+        with serve_gateway(config) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                body = {"model": "closed", "max_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}
+                ok = await client.post("/v1/messages", headers=AN_HEADERS, json=body)
+        rows = await rows_of(url)
+    assert ok.status_code == 200
+    assert [(r.request_id, r.dialect, r.tier, r.status) for r in rows] == [
+        (ok.headers["x-request-id"], "anthropic", "closed", "ok")
+    ]
+    assert rows[0].cost_usd > 0
