@@ -88,6 +88,7 @@ def world() -> Iterator[World]:
             {
                 "backends": backends,
                 "router": {"kind": "open"},
+                "ledger": {"url": "sqlite:///:memory:"},
                 "dispatch": {"attempts": 2, "backoff_base_s": 0.01, "deadline_s": 6, "seed": 1},
             }
         )

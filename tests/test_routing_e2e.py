@@ -60,7 +60,7 @@ def test_serving_process_imports_no_torch(fake_openai: tuple[FakeOpenAI, str]) -
         "from tests.support.servers import serve_app\n"
         "b = {'kind': 'openai', 'base_url': '%s/v1', 'model': 'fake-llama-8b'}\n"
         "cfg = parse_config({'backends': [{'name': 'o', 'tier': 'open', **b}, {'name': 'c', 'tier': 'closed', **b}],"
-        " 'router': {'kind': 'learned'}})\n"
+        " 'router': {'kind': 'learned'}, 'ledger': {'url': 'sqlite:///:memory:'}})\n"
         "with serve_app(create_app(cfg)) as url:\n"
         "    r = httpx.post(url + '/v1/chat/completions', json={'model': 'auto', 'messages': [{'role': 'user',"
         " 'content': 'hi'}]})\n"
