@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tiergate.backends.pool import BackendState, Pool, Saturated
 from tiergate.backends.retry import RetryPolicy, fits_context, may_fail_over, retry_same
@@ -42,6 +42,9 @@ from tiergate.types import (
     ToolCallStart,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from tiergate.policy import Prepare
 
 log = logging.getLogger("tiergate.dispatch")
 T = TypeVar("T")
@@ -137,15 +140,19 @@ class Dispatcher:
                 return result, state
         raise attempts.last or NoBackendAvailable("no backend is available for this request")
 
-    async def complete(self, request: ChatRequest, targets: list[BackendState]) -> tuple[ChatResponse, Served]:
+    async def complete(
+        self, request: ChatRequest, targets: list[BackendState], prepare: Prepare | None = None
+    ) -> tuple[ChatResponse, Served]:
         attempts = Attempts()
         deadline = time.monotonic() + self.config.deadline_s
 
         async def call(state: BackendState, deadline: float) -> ChatResponse:
             limit = min(state.config.timeout_s, deadline - time.monotonic())
+            sent, restorer = prepare(state, request) if prepare else (request, None)
             try:
                 async with asyncio.timeout(limit):
-                    return await state.backend.complete(request)
+                    response = await state.backend.complete(sent)
+                    return restorer.restore_response(response) if restorer else response
             except TimeoutError:
                 raise UpstreamTimeout(f"no answer within {limit:.1f}s", backend=state.name) from None
 
@@ -153,7 +160,7 @@ class Dispatcher:
         return response, Served(state, attempts)
 
     async def stream(
-        self, request: ChatRequest, targets: list[BackendState]
+        self, request: ChatRequest, targets: list[BackendState], prepare: Prepare | None = None
     ) -> tuple[StreamEvent, EventStream, Served]:
         """Open a stream on the first target that yields a first event within its first-token timeout."""
         attempts = Attempts()
@@ -161,7 +168,10 @@ class Dispatcher:
         opened: dict[str, EventStream] = {}
 
         async def call(state: BackendState, deadline: float) -> StreamEvent:
-            events = state.backend.stream(request)
+            sent, restorer = prepare(state, request) if prepare else (request, None)
+            events = state.backend.stream(sent)
+            if restorer is not None:  # placeholders in the answer become the caller's values again
+                events = restorer.restore_events(events)
             limit = min(state.config.first_token_timeout_s, deadline - time.monotonic())
             try:
                 async with asyncio.timeout(limit):
@@ -179,7 +189,7 @@ class Dispatcher:
 
         first, state = await self._run(targets, attempts, deadline, call, hold=True)
         served = Served(state, attempts)
-        events = self._guard(request, targets, served, first, opened[state.name], deadline)
+        events = self._guard(request, targets, served, first, opened[state.name], deadline, prepare)
         return first, events, served
 
     async def _guard(
@@ -190,6 +200,7 @@ class Dispatcher:
         first: StreamEvent,
         events: EventStream,
         deadline: float,
+        prepare: Prepare | None,
     ) -> EventStream:
         """The rest of the stream, under stall and total timeouts, continued elsewhere if it breaks."""
         text: list[str] = [first.text] if isinstance(first, TextDelta) else []
@@ -222,7 +233,8 @@ class Dispatcher:
             if tools_started or not text:
                 raise
             log.warning("stream from %s broke after %d events; continuing elsewhere: %s", state.name, produced, exc)
-            async for ev in self._continue(request, targets, served, "".join(text), produced, deadline):
+            prefix = "".join(text)
+            async for ev in self._continue(request, targets, served, prefix, produced, prepare):
                 yield ev
         finally:
             await events.aclose()
@@ -235,7 +247,7 @@ class Dispatcher:
         served: Served,
         prefix: str,
         produced: int,
-        deadline: float,
+        prepare: Prepare | None,
     ) -> EventStream:
         failed = served.attempts.last
         assert failed is not None
@@ -244,7 +256,7 @@ class Dispatcher:
             raise failed
         continued = replace(request, messages=[*request.messages, Message("assistant", (TextPart(prefix),))])
         try:
-            first, events, again = await self.stream(continued, candidates)
+            first, events, again = await self.stream(continued, candidates, prepare)
         except UpstreamError:
             raise failed from None
         served.state = again.state

@@ -14,6 +14,7 @@ from tiergate.backends.pool import BackendState, Pool
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Served
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
+from tiergate.policy import HardPolicy, PolicyVerdict, Prepare
 from tiergate.routing import Router, Signals, decide
 from tiergate.routing.features import routing_text
 from tiergate.signals.encoder import Encoder
@@ -25,6 +26,10 @@ def estimate_tokens(request: ChatRequest) -> int:
     return sum(len(t) for t in request.texts()) // 4
 
 
+REFUSAL = (
+    "I can't help with that request. It was flagged by this gateway's safety policy; "
+    "contact your administrator if you believe this is a mistake."
+)
 TIER_NAMES = {"open": Tier.OPEN, "closed": Tier.CLOSED}
 
 
@@ -39,10 +44,15 @@ class Caller:
 
 @dataclass(slots=True)
 class Plan:
+    """Where a request may go, in order, and why. ``refusal``: answer with it instead of dispatching."""
+
     targets: list[BackendState]
     route: str
     tier: Tier
     score: float | None = None
+    prepare: Prepare | None = None
+    sovereign: bool = False
+    refusal: str | None = None
 
 
 @dataclass(slots=True)
@@ -60,9 +70,16 @@ class Outcome:
 
 class Gateway:
     def __init__(
-        self, config: Config, pool: Pool, router: Router, costs: CostModel, encoder: Encoder | None = None
+        self,
+        config: Config,
+        pool: Pool,
+        router: Router,
+        costs: CostModel,
+        encoder: Encoder | None = None,
+        policy: HardPolicy | None = None,
     ) -> None:
         self.config = config
+        self.policy = policy or HardPolicy(config.policy)
         self.encoder = encoder
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
@@ -72,11 +89,51 @@ class Gateway:
     def models(self) -> list[str]:
         return ["auto", "open", "closed", *self.pool.states]
 
-    async def plan(self, request: ChatRequest, caller: Caller, tier_header: str | None = None) -> Plan:
-        """Rules first (explicit tier, header, key default, context window), then the router's score."""
+    async def plan(
+        self, request: ChatRequest, caller: Caller, tier_header: str | None = None, sovereign_header: str | None = None
+    ) -> Plan:
+        """Hard policy first, then rules (explicit tier, header, key default, context window), then the router."""
+        verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
+        plan = await self._choose(request, caller, tier_header, verdict)
+        if verdict.reasons:
+            plan.route = ";".join([*verdict.reasons, plan.route])
+        plan.targets = [t for t in plan.targets if verdict.allows(t)]
+        plan.sovereign, plan.prepare = verdict.sovereign, self.policy.prepare(verdict)
+        if verdict.flagged and not plan.targets:
+            plan.refusal = REFUSAL
+            plan.route += ";guard:refused"
+        elif not plan.targets and verdict.sovereign:
+            raise NoBackendAvailable(
+                f"no in-perimeter backend can take this sovereign request ({';'.join(verdict.reasons)}); "
+                "it is never sent outside the perimeter"
+            )
+        elif not plan.targets:
+            raise NoBackendAvailable(f"no backend may take this request ({plan.route})")
+        return plan
+
+    async def _choose(
+        self, request: ChatRequest, caller: Caller, tier_header: str | None, verdict: PolicyVerdict
+    ) -> Plan:
+        eligible = {t for t in (Tier.OPEN, Tier.CLOSED) if any(verdict.allows(s) for s in self.pool.tier(t))}
+        signals: Signals | None = None
+        if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
+            signals = await self.signals(request, guard=True)
+            assert signals.embedding is not None
+            self.policy.judge(verdict, signals.embedding, routing_text(request))
+            if verdict.flagged:
+                if self.config.policy.guard.on_flag == "closed" and any(
+                    verdict.allows(s) for s in self.pool.tier(Tier.CLOSED)
+                ):
+                    return Plan(self.pool.tier(Tier.CLOSED), "guard:closed", Tier.CLOSED)
+                return Plan([], "guard", Tier.OPEN)
         model = request.model
         named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
         if named is not None:
+            if not verdict.allows(named) and verdict.sovereign:
+                raise NoBackendAvailable(
+                    f"backend {named.name!r} is outside the perimeter and this request is sovereign "
+                    f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
+                )
             return Plan([named], f"explicit:{named.name}", named.config.tier)
         if model not in ("auto", *TIER_NAMES):
             raise NotFound(
@@ -90,22 +147,23 @@ class Gateway:
             tier, route = TIER_NAMES[tier_header], f"header:{tier_header}"
         elif caller.default_tier is not None:
             tier, route = caller.default_tier, f"key:{caller.name}:{caller.default_tier.value}"
-        elif (too_long := self._over_open_context(request)) is not None:
+        elif (too_long := self._over_open_context(request)) is not None and Tier.CLOSED in eligible:
             tier, route = Tier.CLOSED, f"rule:context>{too_long}"
-        elif not (self.pool.has_tier(Tier.OPEN) and self.pool.has_tier(Tier.CLOSED)):
-            tier = Tier.OPEN if self.pool.has_tier(Tier.OPEN) else Tier.CLOSED
+        elif len(eligible) < 2:
+            tier = Tier.OPEN if Tier.OPEN in eligible or not eligible else Tier.CLOSED
             route = f"single-tier:{tier.value}"
         else:
-            decision = decide(self.router, request, await self.signals(request))
+            signals = signals or await self.signals(request)
+            decision = decide(self.router, request, signals)
             tier, route, score = decision.tier, decision.reason, decision.score
         return self._targets(tier, route, score)
 
-    async def signals(self, request: ChatRequest) -> Signals:
+    async def signals(self, request: ChatRequest, *, guard: bool = False) -> Signals:
         """Inspection shared by every stage: one encoder pass per request, only when a stage needs it."""
         signals = Signals(prompt_tokens=estimate_tokens(request))
-        if self.router.needs_embedding:
+        if self.router.needs_embedding or guard:
             if self.encoder is None:
-                raise RuntimeError("the router needs the encoder, but none was loaded")
+                raise RuntimeError("the router or guard needs the encoder, but none was loaded")
             signals.embedding = await self.encoder.embed(routing_text(request))
         return signals
 
@@ -130,12 +188,18 @@ class Gateway:
         return Plan(targets, route, tier, score)
 
     async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
-        response, served = await self.dispatcher.complete(request, plan.targets)
+        try:
+            response, served = await self.dispatcher.complete(request, plan.targets, plan.prepare)
+        except UpstreamError as exc:
+            raise _in_perimeter(plan, exc) from exc
         return response, _outcome(plan, served)
 
     async def stream(self, request: ChatRequest, plan: Plan) -> tuple[StreamEvent, EventStream, Outcome]:
         """Open a stream; failover is transparent until the first event, continuation after it."""
-        first, events, served = await self.dispatcher.stream(request, plan.targets)
+        try:
+            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.prepare)
+        except UpstreamError as exc:
+            raise _in_perimeter(plan, exc) from exc
         return first, events, _outcome(plan, served)
 
     async def count_tokens(self, request: ChatRequest) -> int:
@@ -151,6 +215,13 @@ class Gateway:
                     continue
                 return count
         return max(1, sum(len(t) for t in request.texts()) // 4)
+
+
+def _in_perimeter(plan: Plan, exc: UpstreamError) -> UpstreamError:
+    """For a sovereign request, say plainly that no in-perimeter backend could answer."""
+    if not plan.sovereign or not exc.retryable:
+        return exc
+    return NoBackendAvailable(f"no in-perimeter backend is available for this sovereign request: {exc.message}")
 
 
 def _outcome(plan: Plan, served: Served) -> Outcome:

@@ -17,9 +17,11 @@ from tiergate.accounting.budgets import Reservation
 from tiergate.accounting.schema import LedgerRow, status_of
 from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
 from tiergate.api.limits import admit
+from tiergate.api.refusal import refusal_response
 from tiergate.api.state import AppState
 from tiergate.errors import PayloadTooLarge, RateLimited, TiergateError, UpstreamError
-from tiergate.gateway import Outcome
+from tiergate.gateway import Outcome, Plan
+from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.types import ChatRequest, EventStream, StreamEnd, StreamEvent, Usage
 
 log = logging.getLogger("tiergate.requests")
@@ -92,16 +94,46 @@ class Call:
         self.state.budgets.settle(self.reservation, cost.usd, usage.input_tokens + usage.output_tokens)
         self.state.ledger.record(
             LedgerRow(
-                request_id=self.request_id, key_name=self.caller, dialect=self.edge.dialect.value, model=self.model,
-                tier=tier, backend=name, route=outcome.route, status=status_of(status),
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-                cost_usd=cost.usd, counterfactual_usd=cost.counterfactual_usd, latency_ms=elapsed * 1000,
-                ttft_ms=None if ttft is None else ttft * 1000, failovers=len(outcome.failovers),
+                request_id=self.request_id,
+                key_name=self.caller,
+                dialect=self.edge.dialect.value,
+                model=self.model,
+                tier=tier,
+                backend=name,
+                route=outcome.route,
+                status=status_of(status),
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cost_usd=cost.usd,
+                counterfactual_usd=cost.counterfactual_usd,
+                latency_ms=elapsed * 1000,
+                ttft_ms=None if ttft is None else ttft * 1000,
+                failovers=len(outcome.failovers),
                 estimated=usage.estimated,
             )
         )
         return cost.usd
+
+    def record_refusal(self, plan: Plan) -> None:
+        """A request the hard policy refused (HTTP 200 with a refusal): counted and in the ledger."""
+        self.state.metrics.requests.labels(self.edge.dialect.value, plan.tier.value, "none", "refused").inc()
+        self.state.budgets.settle(self.reservation, 0.0, 0)
+        self.state.ledger.record(
+            LedgerRow(
+                request_id=self.request_id,
+                key_name=self.caller,
+                dialect=self.edge.dialect.value,
+                model=self.model,
+                tier=plan.tier.value,
+                backend=None,
+                route=plan.route,
+                status="refused",
+                http_status=200,
+                latency_ms=(time.perf_counter() - self.started) * 1000,
+            )
+        )
 
     def record_error(self, exc: TiergateError) -> None:
         backend = getattr(exc, "backend", "") or "none"
@@ -109,9 +141,15 @@ class Call:
         self.state.budgets.settle(self.reservation, 0.0, 0)
         self.state.ledger.record(
             LedgerRow(
-                request_id=self.request_id, key_name=self.caller, dialect=self.edge.dialect.value, model=self.model,
-                tier=None, backend=None if backend == "none" else backend, route="",
-                status="refused" if isinstance(exc, RateLimited) else "error", http_status=exc.status,
+                request_id=self.request_id,
+                key_name=self.caller,
+                dialect=self.edge.dialect.value,
+                model=self.model,
+                tier=None,
+                backend=None if backend == "none" else backend,
+                route="",
+                status="refused" if isinstance(exc, RateLimited) else "error",
+                http_status=exc.status,
                 latency_ms=(time.perf_counter() - self.started) * 1000,
             )
         )
@@ -127,8 +165,12 @@ async def handle(request: Request, edge: Edge) -> Response:
         body = await read_body(request, limits.max_body_bytes)
         chat = edge.parse(body, request.headers, limits.max_tokens_limit)
         call.model = chat.model
-        plan = await state.gateway.plan(chat, caller, request.headers.get("x-tiergate-tier"))
+        headers = request.headers
+        plan = await state.gateway.plan(chat, caller, headers.get("x-tiergate-tier"), headers.get(SOVEREIGN_HEADER))
         plan, call.reservation = admit(state, caller, chat, plan)
+        if plan.refusal is not None:
+            call.record_refusal(plan)
+            return refusal_response(edge, chat, plan, call.request_id)
         if chat.stream:
             first, events, outcome = await state.gateway.stream(chat, plan)
             return _stream(call, chat, first, events, outcome)

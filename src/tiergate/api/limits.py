@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 from tiergate.accounting.budgets import OverLimit, Reservation
 from tiergate.accounting.cost import CostModel
@@ -39,7 +40,7 @@ def downgraded(plan: Plan) -> Plan | None:
         return None
     if len(targets) == len(plan.targets):
         return plan
-    return Plan(targets, f"{plan.route};budget:downgrade", Tier.OPEN, plan.score)
+    return replace(plan, targets=targets, route=f"{plan.route};budget:downgrade", tier=Tier.OPEN)
 
 
 def _worst(costs: CostModel, plan: Plan, usage: Usage) -> float:

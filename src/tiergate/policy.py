@@ -1,0 +1,92 @@
+"""Hard policy: what a request is allowed to reach, decided before any cost optimisation.
+
+Two rules, and neither can be overridden by routing, budgets, retries, escalation or failover, because
+every target list the gateway builds is filtered here first:
+
+- **sovereignty**: a sovereign request (key, header, metadata, marker, personal data; see
+  :mod:`tiergate.signals.sovereignty`) may only reach backends inside the perimeter. In ``redact`` mode a
+  request whose only finding is personal data may leave, with the values replaced by placeholders that are
+  restored in the answer.
+- **guard**: a request the safety guard flags may not reach an open-weight backend. It goes to the closed
+  tier when ``on_flag: closed`` allows it (not sovereign, a closed backend exists), else it is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from tiergate.backends.pool import BackendState
+from tiergate.config import PolicyConfig
+from tiergate.signals.redact import Restorer
+from tiergate.signals.sovereignty import SovereigntyInspector, Verdict
+from tiergate.types import ChatRequest, Tier
+
+#: Turns a request into what one backend may receive (redacted for external ones), with its restorer.
+Prepare = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
+
+
+class SafetyGuard(Protocol):
+    threshold: float
+
+    def score(self, embedding: npt.NDArray[np.float32], text: str) -> float: ...
+
+
+@dataclass(slots=True)
+class PolicyVerdict:
+    sovereign: bool = False
+    redact: bool = False
+    reasons: list[str] = field(default_factory=list)
+    guard_score: float | None = None
+    flagged: bool = False
+
+    def allows(self, state: BackendState) -> bool:
+        if self.sovereign and not state.config.in_perimeter:
+            return False
+        return not (self.flagged and state.config.tier is Tier.OPEN)
+
+
+class HardPolicy:
+    def __init__(self, config: PolicyConfig, guard: SafetyGuard | None = None) -> None:
+        self.config = config
+        self.sovereignty = SovereigntyInspector(config.sovereignty)
+        self.guard = guard
+
+    @property
+    def guard_enabled(self) -> bool:
+        return self.config.guard.enabled and self.guard is not None
+
+    def inspect(self, request: ChatRequest, *, key_sovereign: bool, header: str | None) -> PolicyVerdict:
+        verdict: Verdict = self.sovereignty.inspect(request, key_sovereign=key_sovereign, header=header)
+        return PolicyVerdict(
+            sovereign=verdict.sovereign and verdict.action == "route",
+            redact=verdict.action == "redact",
+            reasons=list(verdict.reasons),
+        )
+
+    def judge(self, verdict: PolicyVerdict, embedding: npt.NDArray[np.float32], text: str) -> None:
+        """Score the request with the guard (bound for the open tier) and record the reason."""
+        assert self.guard is not None
+        threshold = self.config.guard.threshold if self.config.guard.threshold is not None else self.guard.threshold
+        score = self.guard.score(embedding, text)
+        verdict.guard_score = score
+        verdict.flagged = score >= threshold
+        if verdict.flagged:
+            verdict.reasons.append(f"guard:{score:.2f}>={threshold:.2f}")
+
+    def prepare(self, verdict: PolicyVerdict) -> Prepare | None:
+        if not verdict.redact:
+            return None
+        inspector = self.sovereignty
+
+        def prepare(state: BackendState, request: ChatRequest) -> tuple[ChatRequest, Restorer | None]:
+            if state.config.in_perimeter:
+                return request, None
+            redacted, restorer = inspector.redact(request)
+            return redacted, restorer
+
+        return prepare
