@@ -31,16 +31,22 @@ class ServerConfig(_Model):
 
 
 class GpuCost(_Model):
-    """Owned or rented hardware: amortised cost per token = gpu_hourly_usd x gpus / tokens per second."""
+    """Owned or rented hardware: amortised cost per token = gpu_hourly_usd x gpus / tokens per second delivered
+    (see ``tiergate.accounting.utilisation``)."""
 
     gpu_hourly_usd: float = Field(0.0, ge=0)
     gpus: int = Field(1, ge=1)
-    tokens_per_second: float = Field(40.0, gt=0)
+    tokens_per_second: float = Field(40.0, gt=0, description="output tokens/s the backend generates at full load")
+    utilisation_window_s: float = Field(300.0, gt=0, description="sliding window of the measured utilisation")
 
 
 class TokenPrice(_Model):
+    """USD per million tokens; cache prices default to 1.25x (write) and 0.1x (read) the input price."""
+
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    cache_write_per_mtok: float | None = Field(None, ge=0)
+    cache_read_per_mtok: float | None = Field(None, ge=0)
 
 
 class BackendConfig(_Model):
@@ -91,6 +97,9 @@ class DispatchConfig(_Model):
 
 class RouterConfig(_Model):
     kind: str = "learned"
+    escalate: bool = Field(
+        True, description="retry invalid JSON / tool calls from the open tier once on the closed tier"
+    )
     threshold: float | None = Field(None, ge=0, le=1)
     strong_share: float | None = Field(None, ge=0, le=1)
     artifact: str | None = None
@@ -158,6 +167,9 @@ class Config(_Model):
     policy: PolicyConfig = PolicyConfig()
     keys: list[KeyConfig] = Field(default_factory=list)
     ledger: LedgerConfig = LedgerConfig()
+    prices: dict[str, TokenPrice] = Field(
+        default_factory=dict, description="price-table entries by model name, replacing the shipped ones"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:

@@ -16,6 +16,7 @@ from tiergate.dispatch import Dispatcher, Served
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.policy import HardPolicy, PolicyVerdict, Prepare
 from tiergate.routing import Router, Signals, decide
+from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
 from tiergate.signals.encoder import Encoder
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
@@ -53,6 +54,7 @@ class Plan:
     prepare: Prepare | None = None
     sovereign: bool = False
     refusal: str | None = None
+    verdict: PolicyVerdict | None = None
 
 
 @dataclass(slots=True)
@@ -98,7 +100,7 @@ class Gateway:
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])
         plan.targets = [t for t in plan.targets if verdict.allows(t)]
-        plan.sovereign, plan.prepare = verdict.sovereign, self.policy.prepare(verdict)
+        plan.sovereign, plan.prepare, plan.verdict = verdict.sovereign, self.policy.prepare(verdict), verdict
         if verdict.flagged and not plan.targets:
             plan.refusal = REFUSAL
             plan.route += ";guard:refused"
@@ -192,7 +194,20 @@ class Gateway:
             response, served = await self.dispatcher.complete(request, plan.targets, plan.prepare)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
-        return response, _outcome(plan, served)
+        outcome = _outcome(plan, served)
+        if outcome.tier is Tier.OPEN and self.config.router.escalate and wants_structure(request):
+            why = problem(request, response)
+            closed = [s for s in self.pool.tier(Tier.CLOSED) if plan.verdict is None or plan.verdict.allows(s)]
+            if why is not None and closed:
+                try:
+                    response, served = await self.dispatcher.complete(request, closed, plan.prepare)
+                except UpstreamError:
+                    return response, outcome  # the open answer stands; the caller still gets an answer
+                escalated = _outcome(plan, served)
+                escalated.route = f"{outcome.route};escalated:{why}"
+                escalated.failovers = outcome.failovers + escalated.failovers
+                return response, escalated
+        return response, outcome
 
     async def stream(self, request: ChatRequest, plan: Plan) -> tuple[StreamEvent, EventStream, Outcome]:
         """Open a stream; failover is transparent until the first event, continuation after it."""
