@@ -148,3 +148,29 @@ def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(ValueError, match="frozen"):
         config.server.port = 1  # type: ignore[misc]
+
+
+def test_missing_gguf_fails_at_start_with_one_line(tmp_path: Path) -> None:
+    from tiergate.api.app import build_state
+
+    config = parse_config({"backends": [{"name": "l", "tier": "open", "kind": "embedded", "model_path": "/nope.gguf"}]})
+    with pytest.raises(ConfigError, match=r"backends.l.model_path: /nope.gguf is not a file"):
+        build_state(config)
+
+
+async def test_any_gguf_can_be_configured(tmp_path: Path) -> None:
+    from tiergate.backends.embedded import EmbeddedBackend, default_model_path
+    from tiergate.types import ChatRequest, Message
+
+    copy = tmp_path / "my-model.Q4.gguf"
+    copy.symlink_to(default_model_path())
+    entry = {"name": "l", "tier": "open", "kind": "embedded", "model_path": str(copy), "n_threads": 1}
+    backend = EmbeddedBackend(parse_config({"backends": [entry]}).backends[0])
+    await backend.start()
+    try:
+        answer = await backend.complete(ChatRequest(model="l", messages=[Message.text("user", "Hi")], max_tokens=3))
+    finally:
+        await backend.close()
+    assert backend.model == "my-model"
+    assert answer.model == "my-model"
+    assert answer.usage.output_tokens > 0

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tiergate.config import BackendConfig
-from tiergate.errors import ContextLengthExceeded, UpstreamUnavailable
+from tiergate.errors import ConfigError, ContextLengthExceeded, UpstreamUnavailable
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -111,7 +111,11 @@ def _tool_schema(tools: tuple[ToolSpec, ...], name: str | None) -> tuple[JSON, b
 class EmbeddedBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
-        self.path = Path(config.model_path) if config.model_path else None
+        self.path = Path(config.model_path).expanduser() if config.model_path else None
+        if self.path is not None and not self.path.is_file():
+            raise ConfigError(
+                f"backends.{config.name}.model_path: {self.path} is not a file; give the path of a GGUF model"
+            )
         self.model = config.model or "SmolLM2-135M-Instruct"
         self._llm: Llama | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{config.name}")
