@@ -14,7 +14,8 @@ Each phase runs the targets one after the other, and the whole set of phases is 
 away, then ``--duration`` seconds of closed-loop load: ``c`` keep-alive connections, each sending its
 next request as soon as the last answer is read. "Added" latency is a percentile through the gateway
 minus the same percentile straight to the upstream, taken within one repeat, then the median. Streaming
-time to first byte is the time to the first chunk that carries a ``data:`` line.
+time to first byte is the time to the first chunk that carries a ``data:`` line. A target found dead
+is started again and the phase measured again; the crash goes into the notes of the output.
 
 The load generator is a minimal HTTP/1.1 client on asyncio streams rather than httpx: on a small
 machine it shares the CPUs with the upstream and the gateway, and httpx would spend more CPU per
@@ -33,6 +34,8 @@ import platform
 import re
 import resource
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,8 +52,9 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".bench"
-# The newest release whose ``[proxy]`` extra resolves from PyPI as mirrored here: 1.109.x and later need
-# ``litellm-proxy``/``litellm-proxy-extras`` builds that are not there, and 1.107.0 was withdrawn.
+# The newest release tried whose ``[proxy]`` extra installs from the package index this project uses:
+# 1.108.14, 1.109.3 and 1.110.2 pin builds of litellm-proxy, litellm-proxy-extras or litellm-enterprise
+# that the index lacks, and 1.107.0 (the release reported as compromised) is not there at all.
 LITELLM_VERSION = "1.106.12"
 # The uvloop that litellm[proxy]==1.106.12 resolves to, for the tiergate+uvloop what-if.
 UVLOOP_VERSION = "0.23.0"
@@ -61,6 +65,8 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:\s*chunked", re.IGNORECASE)
 _CLOSE = re.compile(rb"\r\nconnection:\s*close", re.IGNORECASE)
 _TEXT_COLUMNS = {"c", "target", "tiergate", "phase"}
+# What follows this line in the output file is written by hand and kept when the results are regenerated.
+KEEP_MARKER = "<!-- hand-written below: kept by benchmarks/overhead.py -->"
 
 
 def fake_upstream() -> Any:
@@ -79,14 +85,53 @@ class SetupError(Exception):
 
 @dataclass
 class Service:
+    """One server process; :meth:`launch` (again after a crash) starts it and waits until it is ready."""
+
     name: str
     port: int
     model: str
-    process: subprocess.Popen[bytes]
-    log: Path
+    argv: Sequence[str]
+    ready: str  # a path that answers GET with 200 once the server can take requests
+    run_dir: Path
+    env: dict[str, str | None] = field(default_factory=dict)  # added to os.environ; None removes a variable
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / f"{self.name.replace('+', '-')}.log"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def exit_status(self) -> str:
+        code = None if self.process is None else self.process.poll()
+        if code is None:
+            return "running"
+        return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+
+    def launch(self, timeout: float = 180.0) -> None:
+        environ = {k: v for k, v in {**os.environ, **self.env}.items() if v is not None}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, cwd=self.run_dir, env=environ, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise SetupError(f"{self.name} ended ({self.exit_status()}) while starting: {_tail(self.log)}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}{self.ready}", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise SetupError(f"{self.name} was not ready after {timeout:.0f} s: {_tail(self.log)}")
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the process and its descendants, from /proc."""
+        if self.process is None:
+            return 0.0
         tick = os.sysconf("SC_CLK_TCK")
         stats: dict[int, tuple[int, float]] = {}
         for entry in Path("/proc").iterdir():
@@ -104,7 +149,8 @@ class Service:
         return total
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.alive():
+            assert self.process is not None
             self.process.terminate()
             try:
                 self.process.wait(timeout=20)
@@ -114,37 +160,27 @@ class Service:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-def start(name: str, argv: Sequence[str], *, model: str, port: int, ready: str, run_dir: Path,
-          env: dict[str, str | None] | None = None, timeout: float = 180.0) -> Service:
-    """Start ``argv`` and wait until ``GET ready`` answers 200; a dead process fails with its log's tail.
-
-    ``env`` is added to this process's environment; a ``None`` value removes the variable."""
-    log = run_dir / f"{name.replace('+', '-')}.log"
-    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=run_dir, env=environ, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-    service = Service(name, port, model, process, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SetupError(f"{name} exited with status {process.returncode} while starting: {_tail(log)}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=2.0).status_code == 200:
-                return service
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    service.stop()
-    raise SetupError(f"{name} was not ready after {timeout:.0f} s: {_tail(log)}")
+def start(
+    name: str,
+    argv: Sequence[str],
+    *,
+    model: str,
+    port: int,
+    ready: str,
+    run_dir: Path,
+    env: dict[str, str | None] | None = None,
+) -> Service:
+    """Start a server; a process that dies or is not ready in time fails with its log's tail."""
+    service = Service(name, port, model, argv, ready, run_dir, env or {})
+    service.log.unlink(missing_ok=True)
+    service.launch()
+    return service
 
 
 def _tail(log: Path, lines: int = 12) -> str:
@@ -155,8 +191,11 @@ def _tail(log: Path, lines: int = 12) -> str:
 
 
 def _pip(python: Path | str, *args: str) -> None:
-    result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")] or [result.stderr[-500:]]
         raise SetupError(f"pip install {' '.join(args)} failed: {' '.join(errors)[-800:]}")
@@ -184,17 +223,35 @@ def ensure_uvloop(target: Path) -> Path:
 
 def start_upstream(run_dir: Path) -> Service:
     port = _free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(ROOT / "benchmarks"),
-            "overhead:fake_upstream", "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    return start("direct", argv, model=UPSTREAM_MODEL, port=port, ready="/health", run_dir=run_dir,
-                 env={"PYTHONPATH": str(ROOT)})
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "--app-dir",
+        str(ROOT / "benchmarks"),
+        "overhead:fake_upstream",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return start(
+        "direct", argv, model=UPSTREAM_MODEL, port=port, ready="/health", run_dir=run_dir, env={"PYTHONPATH": str(ROOT)}
+    )
 
 
 def start_tiergate(name: str, upstream: Service, run_dir: Path, extra_path: Path | None = None) -> Service:
     port = _free_port()
     config = run_dir / f"{name.replace('+', '-')}.yaml"
-    backend = {"name": "up", "tier": "open", "kind": "openai", "base_url": f"http://127.0.0.1:{upstream.port}/v1",
-               "model": UPSTREAM_MODEL}
+    backend = {
+        "name": "up",
+        "tier": "open",
+        "kind": "openai",
+        "base_url": f"http://127.0.0.1:{upstream.port}/v1",
+        "model": UPSTREAM_MODEL,
+    }
     config.write_text(json.dumps({"backends": [backend], "router": {"kind": "open"}}))  # JSON is YAML
     tiergate = Path(sys.executable).with_name("tiergate")
     argv = [str(tiergate), "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"]
@@ -206,16 +263,33 @@ def start_tiergate(name: str, upstream: Service, run_dir: Path, extra_path: Path
 def start_litellm(litellm: Path, upstream: Service, run_dir: Path) -> Service:
     port = _free_port()
     config = run_dir / "litellm.yaml"
-    config.write_text(json.dumps({
-        "model_list": [{"model_name": "open", "litellm_params": {
-            "model": f"openai/{UPSTREAM_MODEL}", "api_base": f"http://127.0.0.1:{upstream.port}/v1", "api_key": "x"}}],
-        "litellm_settings": {"telemetry": False, "set_verbose": False, "json_logs": False},
-        # Like tiergate on loopback without keys: no auth. Without this 1.106 refuses to start.
-        "general_settings": {"dangerously_permit_weak_or_unset_master_key": True},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "model_list": [
+                    {
+                        "model_name": "open",
+                        "litellm_params": {
+                            "model": f"openai/{UPSTREAM_MODEL}",
+                            "api_base": f"http://127.0.0.1:{upstream.port}/v1",
+                            "api_key": "x",
+                        },
+                    }
+                ],
+                "litellm_settings": {"telemetry": False, "set_verbose": False, "json_logs": False},
+                # Like tiergate on loopback without keys: no auth. Without this 1.106 refuses to start.
+                "general_settings": {"dangerously_permit_weak_or_unset_master_key": True},
+            }
+        )
+    )
     env: dict[str, str | None] = {
-        "LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
-        "DATABASE_URL": None, "LITELLM_MASTER_KEY": None, "STORE_MODEL_IN_DB": "False", "DISABLE_ADMIN_UI": "True",
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "DATABASE_URL": None,
+        "LITELLM_MASTER_KEY": None,
+        "STORE_MODEL_IN_DB": "False",
+        "DISABLE_ADMIN_UI": "True",
     }
     argv = [str(litellm), "--config", str(config), "--port", str(port), "--num_workers", "1"]
     return start("litellm", argv, model="open", port=port, ready="/health/liveliness", run_dir=run_dir, env=env)
@@ -226,8 +300,10 @@ def start_litellm(litellm: Path, upstream: Service, run_dir: Path) -> Service:
 
 def http_request(port: int, model: str, stream: bool) -> bytes:
     body = json.dumps({"model": model, "messages": PROMPT, "max_tokens": 8, "stream": stream}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-            f"accept: {'text/event-stream' if stream else 'application/json'}\r\ncontent-length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"accept: {'text/event-stream' if stream else 'application/json'}\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -344,9 +420,11 @@ def check(service: Service) -> None:
     if reply.status_code != 200 or reply.json()["choices"][0]["message"]["content"] != "ok":
         raise SetupError(f"{service.name}: unexpected answer {reply.status_code}: {reply.text[:300]}")
     streamed = httpx.post(url, json={**body, "stream": True}, timeout=30.0)
-    text = "".join(json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
-                   for line in streamed.text.splitlines()
-                   if line.startswith("data:") and "[DONE]" not in line and '"choices":[]' not in line)
+    text = "".join(
+        json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
+        for line in streamed.text.splitlines()
+        if line.startswith("data:") and "[DONE]" not in line and '"choices":[]' not in line
+    )
     if streamed.status_code != 200 or text != "ok":
         raise SetupError(f"{service.name}: unexpected stream {streamed.status_code}: {streamed.text[:300]}")
 
@@ -424,19 +502,33 @@ def tables(results: Results) -> list[tuple[str, list[str], list[list[str]]]]:
         rps = results.rps(saturation, target)
         med = statistics.median(rps) if rps else math.nan
         lite = results.rps(saturation, "litellm")
-        rows.append([target, "n/a" if math.isnan(med) else f"{med:,.0f}",
-                     " / ".join(f"{r:,.0f}" for r in rps),
-                     _ratio(med, statistics.median(lite)) if lite and target != "direct" else "",
-                     f"{results.cpu_ms(saturation, target):.2f}", str(results.errors(target))])
-    out.append((f"Requests/s at saturation ({saturation.label}, one worker each)",
-                ["target", "req/s (median)", "req/s (each repeat)", "x LiteLLM", "target CPU ms/req", "errors"],
-                rows))
+        rows.append(
+            [
+                target,
+                "n/a" if math.isnan(med) else f"{med:,.0f}",
+                " / ".join(f"{r:,.0f}" for r in rps),
+                _ratio(med, statistics.median(lite)) if lite and target != "direct" else "",
+                f"{results.cpu_ms(saturation, target):.2f}",
+                str(results.errors(target)),
+            ]
+        )
+    out.append(
+        (
+            f"Requests/s at saturation ({saturation.label}, one worker each)",
+            ["target", "req/s (median)", "req/s (each repeat)", "x LiteLLM", "target CPU ms/req", "errors"],
+            rows,
+        )
+    )
     for stream in (False, True):
         rows = []
         for phase in (p for p in results.phases if p.stream is stream):
             for target in results.targets:
-                row = [str(phase.concurrency), target, _ms(results.metric(phase, target, 50)),
-                       _ms(results.metric(phase, target, 99))]
+                row = [
+                    str(phase.concurrency),
+                    target,
+                    _ms(results.metric(phase, target, 50)),
+                    _ms(results.metric(phase, target, 99)),
+                ]
                 if target == "direct":
                     row += ["", ""]
                 else:
@@ -445,8 +537,13 @@ def tables(results: Results) -> list[tuple[str, list[str], list[list[str]]]]:
                 row.append(f"{results.cpu_ms(phase, target):.2f}")
                 rows.append(row)
         what = "Streaming time to first byte" if stream else "Latency, non-streaming"
-        out.append((f"{what} (ms; added = minus direct)",
-                    ["c", "target", "p50", "p99", "added p50", "added p99", "req/s", "target CPU ms/req"], rows))
+        out.append(
+            (
+                f"{what} (ms; added = minus direct)",
+                ["c", "target", "p50", "p99", "added p50", "added p99", "req/s", "target CPU ms/req"],
+                rows,
+            )
+        )
     rows = []
     for target in (t for t in results.targets if t.startswith("tiergate")):
         for phase in results.phases:
@@ -456,22 +553,36 @@ def tables(results: Results) -> list[tuple[str, list[str], list[list[str]]]]:
             rows.append([target, phase.label, *shares])
         if "litellm" in results.targets:
             mine, theirs = results.rps(saturation, target), results.rps(saturation, "litellm")
-            rows.append([target, f"req/s ratio ({saturation.label})",
-                         _ratio(statistics.median(mine), statistics.median(theirs)) if mine and theirs else "n/a", ""])
+            rows.append(
+                [
+                    target,
+                    f"req/s ratio ({saturation.label})",
+                    _ratio(statistics.median(mine), statistics.median(theirs)) if mine and theirs else "n/a",
+                    "",
+                ]
+            )
     if rows:
-        out.append(("Goal: added latency <= 0.33 x LiteLLM's, req/s >= 2 x LiteLLM's",
-                    ["tiergate", "phase", "added p50 / LiteLLM's (or req/s ratio)", "added p99 / LiteLLM's"], rows))
+        out.append(
+            (
+                "Goal: added latency <= 0.33 x LiteLLM's, req/s >= 2 x LiteLLM's",
+                ["tiergate", "phase", "added p50 / LiteLLM's (or req/s ratio)", "added p99 / LiteLLM's"],
+                rows,
+            )
+        )
     return out
 
 
 def machine() -> dict[str, str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor() or "unknown")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
     mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     return {
         "CPU": f"{model}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable)",
         "RAM": f"{mem_kb / 1024 / 1024:.1f} GiB",
@@ -485,20 +596,34 @@ def load_average() -> str:
 
 
 def render_markdown(results: Results, info: dict[str, str], notes: list[str]) -> str:
-    lines = ["# Gateway overhead: tiergate vs LiteLLM's proxy", "",
-             "Generated by `python benchmarks/overhead.py`; the method is in that file's docstring.", "",
-             "## Run conditions", ""]
+    lines = [
+        "# Gateway overhead: tiergate vs LiteLLM's proxy",
+        "",
+        "Generated by `python benchmarks/overhead.py`; the method is in that file's docstring.",
+        "",
+        "## Run conditions",
+        "",
+    ]
     lines += [f"- **{key}**: {value}" for key, value in info.items()]
-    lines += ["", "## Results", "",
-              "Medians of the repeats. *added* = a percentile through the gateway minus the same percentile straight "
-              "to the upstream, within one repeat (values near zero or negative are noise). *target CPU ms/req* = "
-              "user + system CPU of the target's own process divided by the answers it gave (the upstream's for "
-              "*direct*, the gateway's alone otherwise): on a shared machine it is the figure least moved by "
-              "other load. In the goal table a share of LiteLLM's added latency at or under 0.33, and a req/s "
-              "ratio at or over 2, meet the goal.", ""]
+    lines += [
+        "",
+        "## Results",
+        "",
+        "Medians of the repeats. *added* = a percentile through the gateway minus the same percentile straight "
+        "to the upstream, within one repeat (values near zero or negative are noise). *target CPU ms/req* = "
+        "user + system CPU of the target's own process divided by the answers it gave (the upstream's for "
+        "*direct*, the gateway's alone otherwise): on a shared machine it is the figure least moved by "
+        "other load. In the goal table a share of LiteLLM's added latency at or under 0.33, and a req/s "
+        "ratio at or over 2, meet the goal.",
+        "",
+    ]
     for title, header, rows in tables(results):
-        lines += [f"### {title}", "", "| " + " | ".join(header) + " |",
-                  "|" + "|".join("---" if column in _TEXT_COLUMNS else "---:" for column in header) + "|"]
+        lines += [
+            f"### {title}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if column in _TEXT_COLUMNS else "---:" for column in header) + "|",
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     if notes:
@@ -524,8 +649,9 @@ def phases_of(concurrency: str, stream_concurrency: str) -> list[Phase]:
     return plain + [Phase(int(c), True) for c in stream_concurrency.split(",") if c]
 
 
-def start_targets(wanted: Sequence[str], run_dir: Path, stack: ExitStack, notes: list[str],
-                  info: dict[str, str]) -> dict[str, Service]:
+def start_targets(
+    wanted: Sequence[str], run_dir: Path, stack: ExitStack, notes: list[str], info: dict[str, str]
+) -> dict[str, Service]:
     services: dict[str, Service] = {}
     upstream = start_upstream(run_dir)
     stack.callback(upstream.stop)
@@ -551,6 +677,26 @@ def start_targets(wanted: Sequence[str], run_dir: Path, stack: ExitStack, notes:
     if "litellm" in services:
         info["LiteLLM"] = f"litellm[proxy]=={LITELLM_VERSION} in .bench/litellm-venv, `--num_workers 1`, uvloop, h11"
     return services
+
+
+def measure_resilient(service: Service, phase: Phase, args: argparse.Namespace, when: str, notes: list[str]) -> Sample:
+    """Measure; a target found dead before or after the phase is noted, started again and (once) re-measured."""
+    for attempt in (1, 2):
+        if not service.alive():
+            notes.append(
+                f"**{service.name} crashed** ({service.exit_status()}) before {phase.label}, {when}; started again"
+            )
+            print(f"{service.name} crashed ({service.exit_status()}); starting it again", file=sys.stderr)
+            service.launch()
+        sample = measure(service, phase.concurrency, phase.stream, args.duration, args.warmup)
+        if service.alive() or attempt == 2:
+            return sample
+        notes.append(
+            f"**{service.name} crashed** ({service.exit_status()}) during {phase.label}, {when}, after "
+            f"{len(sample.latency)} answers and {sample.errors} errors; started again, phase measured again"
+        )
+        service.launch()
+    raise AssertionError("unreachable")
 
 
 def main() -> None:
@@ -584,30 +730,36 @@ def main() -> None:
         started = time.monotonic()
         loads: list[float] = []
         for repeat in range(1, args.repeats + 1):
-            order = targets[repeat - 1:] + targets[:repeat - 1]  # rotated, so no target always goes first
+            order = targets[repeat - 1 :] + targets[: repeat - 1]  # rotated, so no target always goes first
             for phase in phases:
                 for target in order:
                     loads.append(os.getloadavg()[0])
-                    sample = measure(services[target], phase.concurrency, phase.stream, args.duration, args.warmup)
+                    sample = measure_resilient(services[target], phase, args, f"repeat {repeat}", notes)
                     results.runs.setdefault((phase, target), []).append(sample)
                     p50 = percentile(sample.ttfb if phase.stream else sample.latency, 50)
-                    print(f"[{repeat}/{args.repeats}] {phase.label:<12} {target:<16} {sample.rps:8,.0f} req/s  "
-                          f"p50 {_ms(p50):>7} ms  target CPU {sample.cpu_ms_per_request():.2f} ms/req  "
-                          f"client CPU {1000 * sample.client_cpu / max(1, len(sample.latency)):.3f} ms/req  "
-                          f"errors {sample.errors}", flush=True)
+                    print(
+                        f"[{repeat}/{args.repeats}] {phase.label:<12} {target:<16} {sample.rps:8,.0f} req/s  "
+                        f"p50 {_ms(p50):>7} ms  target CPU {sample.cpu_ms_per_request():.2f} ms/req  "
+                        f"client CPU {1000 * sample.client_cpu / max(1, len(sample.latency)):.3f} ms/req  "
+                        f"errors {sample.errors}",
+                        flush=True,
+                    )
         wall = time.monotonic() - started
         info["Load after"] = load_average()
         info["Load during"] = f"1-min load average between {min(loads):.2f} and {max(loads):.2f} (sampled per phase)"
-        info["Upstream"] = "tests/fakes/fake_openai.py under uvicorn 0.54 (asyncio loop, h11), reply \"ok\""
+        info["Upstream"] = 'tests/fakes/fake_openai.py under uvicorn 0.54 (asyncio loop, h11), reply "ok"'
         info["tiergate runtime"] = "uvicorn (asyncio loop, h11): no uvloop/httptools in tiergate's dependencies"
-        info["Load generator"] = (f"this script, one asyncio process; {args.duration:g} s per phase after "
-                                  f"{args.warmup:g} s warm-up, repeats: {args.repeats}, {wall / 60:.1f} min in all")
+        info["Load generator"] = (
+            f"this script, one asyncio process; {args.duration:g} s per phase after "
+            f"{args.warmup:g} s warm-up, repeats: {args.repeats}, {wall / 60:.1f} min in all"
+        )
         for name, service in services.items():
-            if service.process.poll() is not None:
-                notes.append(f"{name} exited during the run: {_tail(service.log)}")
+            if not service.alive():
+                notes.append(f"{name} ended ({service.exit_status()}) during the run: {_tail(service.log)}")
     show(results, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(results, info, notes))
+    kept = args.out.read_text().partition(KEEP_MARKER)[2] if args.out.is_file() else ""
+    args.out.write_text(render_markdown(results, info, notes) + (f"\n{KEEP_MARKER}{kept}" if kept else ""))
     console.print(f"written to {args.out}")
 
 

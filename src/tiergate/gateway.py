@@ -55,6 +55,8 @@ class Plan:
     sovereign: bool = False
     refusal: str | None = None
     verdict: PolicyVerdict | None = None
+    #: The caller named this backend: no escalation or tier change beyond what it asked for.
+    pinned: bool = False
 
 
 @dataclass(slots=True)
@@ -136,7 +138,7 @@ class Gateway:
                     f"backend {named.name!r} is outside the perimeter and this request is sovereign "
                     f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
                 )
-            return Plan([named], f"explicit:{named.name}", named.config.tier)
+            return Plan([named], f"explicit:{named.name}", named.config.tier, pinned=True)
         if model not in ("auto", *TIER_NAMES):
             raise NotFound(
                 f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
@@ -195,7 +197,7 @@ class Gateway:
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served)
-        if outcome.tier is Tier.OPEN and self.config.router.escalate and wants_structure(request):
+        if outcome.tier is Tier.OPEN and self.config.router.escalate and not plan.pinned and wants_structure(request):
             why = problem(request, response)
             closed = [s for s in self.pool.tier(Tier.CLOSED) if plan.verdict is None or plan.verdict.allows(s)]
             if why is not None and closed:

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import Column, MetaData, Table, inspect, text
 
-from tiergate.accounting.database import connect, has_ledger
+from tiergate.accounting.database import connect, has_ledger, migrate
 from tiergate.accounting.ledger import Ledger
-from tiergate.accounting.schema import LedgerRow, metadata
+from tiergate.accounting.schema import LedgerRow, metadata, requests
 from tiergate.errors import ConfigError
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -35,6 +35,14 @@ def make_row(n: int = 0, **kw: object) -> LedgerRow:
     return LedgerRow(**fields)  # type: ignore[arg-type]
 
 
+# The table as revision 0001 left it: every column but the two that 0002 adds.
+requests_0001 = Table(
+    "requests",
+    MetaData(),
+    *(Column(c.name, c.type) for c in requests.columns if c.name not in {"id", "marginal_usd", "utilisation"}),
+)
+
+
 @pytest.fixture
 async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
     ledger = Ledger(ledger_url, flush_interval=0.05)
@@ -52,7 +60,7 @@ async def test_start_creates_the_schema_and_is_idempotent(ledger_url: str) -> No
             version = (await conn.execute(text("select version_num from alembic_version"))).scalar_one()
         await ledger.close()
         assert {"requests", "alembic_version"} <= tables
-        assert version == "0001"
+        assert version == "0002"
 
 
 async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) -> None:
@@ -79,10 +87,34 @@ async def test_every_field_round_trips(ledger: Ledger) -> None:
         http_status=200,
         failovers=1,
         estimated=True,
+        marginal_usd=0.00123,
+        utilisation=0.375,
     )
     ledger.record(row)
     await ledger.flush()
     assert await ledger.rows() == [row]
+
+
+async def test_a_ledger_of_revision_0001_is_migrated_with_its_rows(ledger_url: str) -> None:
+    engine = connect(ledger_url)
+    try:
+        await migrate(engine, "0001")
+        async with engine.begin() as conn:
+            old = make_row(0).values()
+            for name in ("marginal_usd", "utilisation"):
+                del old[name]
+            await conn.execute(requests_0001.insert(), [{**old, "cost_usd": 0.5}, {**old, "tier": "open"}])
+    finally:
+        await engine.dispose()
+    ledger = Ledger(ledger_url)
+    await ledger.start()
+    rows = await ledger.rows()
+    await ledger.close()
+    # Closed rows written before marginal costs existed: all of their cost was marginal; the rest none.
+    assert [(r.tier, r.cost_usd, r.marginal_usd, r.utilisation) for r in rows] == [
+        ("closed", 0.5, 0.5, None),
+        ("open", 0.0, 0.0, None),
+    ]
 
 
 async def test_error_rows_keep_their_nulls(ledger: Ledger) -> None:

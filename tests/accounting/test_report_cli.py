@@ -28,9 +28,18 @@ def make_row(n: int, tier: str | None, age: timedelta, **kw: object) -> LedgerRo
 
 
 ROWS = [
-    make_row(1, "open", timedelta(hours=1), cost_usd=0.001, counterfactual_usd=0.009, latency_ms=100),
-    make_row(2, "open", timedelta(hours=2), cost_usd=0.001, counterfactual_usd=0.009, latency_ms=300),
-    make_row(3, "closed", timedelta(hours=3), cost_usd=0.008, counterfactual_usd=0.008, latency_ms=900, failovers=1),
+    make_row(1, "open", timedelta(hours=1), cost_usd=0.001, counterfactual_usd=0.009, latency_ms=100, utilisation=0.25),
+    make_row(2, "open", timedelta(hours=2), cost_usd=0.001, counterfactual_usd=0.009, latency_ms=300, utilisation=0.75),
+    make_row(
+        3,
+        "closed",
+        timedelta(hours=3),
+        cost_usd=0.008,
+        counterfactual_usd=0.008,
+        marginal_usd=0.008,
+        latency_ms=900,
+        failovers=1,
+    ),
     make_row(4, None, timedelta(hours=4), http_status=400),
     make_row(5, "closed", timedelta(days=10), cost_usd=5.0, counterfactual_usd=5.0, latency_ms=50),  # outside 7d
 ]
@@ -68,6 +77,7 @@ def test_terminal_tables(db: str) -> None:
     out = result.output
     assert re.search(r"Requests\s+│\s+4", out)
     assert re.search(r"Cost\s+│\s+\$0\.010000", out)
+    assert re.search(r"Marginal cost \(idle GPUs free\)\s+│\s+\$0\.008000", out)
     assert re.search(r"All-closed would have cost\s+│\s+\$0\.026000", out)
     assert re.search(r"Saving\s+│\s+\$0\.016000 \(61\.5%\)", out)
     assert re.search(r"Failovers \(attempts\)\s+│\s+1 \(1\)", out)
@@ -76,6 +86,9 @@ def test_terminal_tables(db: str) -> None:
     assert re.search(r"open\s+│\s+2\s+│\s+66\.7%.*│\s+200 ms\s+│\s+290 ms", out)
     assert re.search(r"closed\s+│\s+1\s+│\s+33\.3%", out)
     assert re.search(r"router\s+│\s+3\s+│\s+100\.0%", out)
+    # By backend: requests, cost, marginal and the mean utilisation measured on the open GPUs.
+    assert re.search(r"vllm\s+│\s+open\s+│\s+2\s+│\s+\$0\.002000\s+│\s+\$0\.00\s+│\s+50\.0%", out)
+    assert re.search(r"claude\s+│\s+closed\s+│\s+1\s+│\s+\$0\.008000\s+│\s+\$0\.008000\s+│\s+-", out)
 
 
 def test_json(db: str) -> None:
@@ -93,18 +106,20 @@ def test_since_all_and_hours(db: str) -> None:
     assert json.loads(invoke("--db", db, "--json", "--since", "90m").stdout)["requests"] == 1
 
 
-def test_html_embeds_three_charts(db: str, tmp_path: Path) -> None:
+def test_html_embeds_four_charts(db: str, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     result = invoke("--db", db, "--html", str(out))
     assert result.exit_code == 0, result.output
     assert f"Report written to {out}" in result.output
     page = out.read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 3
+    assert len(images) == 4
     assert all(base64.b64decode(i).startswith(b"\x89PNG\r\n\x1a\n") for i in images)
-    for text in ("traffic by tier", "cost against all-closed", "latency by tier", "$0.016000 (61.5%)"):
-        assert text in page
+    for text in ("traffic by tier", "traffic by route reason", "cost against all-closed", "latency by tier"):
+        assert f'alt="{text}"' in page
+    assert "$0.016000 (61.5%)" in page
     assert "<td>router</td>" in page
+    assert "<td>vllm</td><td>open</td><td>2</td><td>0</td><td>$0.002000</td><td>$0.00</td><td>50.0%</td>" in page
 
 
 def test_ledger_from_the_config_file(db: str, tmp_path: Path) -> None:

@@ -94,9 +94,32 @@ def test_keys() -> None:
     assert s.keys[0].cost_usd == pytest.approx(0.002)
 
 
+def test_marginal_cost_and_utilisation_by_backend() -> None:
+    rows = [
+        row("open", "router:0.1<0.4", cost_usd=0.004, output_tokens=100, utilisation=0.2),
+        row("open", "router:0.1<0.4", cost_usd=0.001, marginal_usd=0.0005, output_tokens=300, utilisation=1.0),
+        row("open", "explicit:bare", backend="bare", cost_usd=0.0),
+        row("closed", "router:0.9>0.4", cost_usd=0.03, marginal_usd=0.03, output_tokens=50),
+        row(None, "", http_status=400),
+    ]
+    s = summarise(rows)
+    assert s.cost_usd == pytest.approx(0.035)
+    assert s.marginal_usd == pytest.approx(0.0305)  # Claude's tokens, plus the open ones past capacity
+    assert {t.tier: t.marginal_usd for t in s.tiers} == pytest.approx({"closed": 0.03, "open": 0.0005})
+    figures = {b.backend: b for b in s.backends}
+    assert list(figures) == ["bare", "claude", "vllm"]
+    vllm = figures["vllm"]
+    assert (vllm.tier, vllm.requests, vllm.output_tokens) == ("open", 2, 400)
+    assert (vllm.cost_usd, vllm.marginal_usd) == pytest.approx((0.005, 0.0005))
+    assert vllm.utilisation == pytest.approx(0.6)  # the mean of 0.2 and 1.0
+    assert figures["bare"].utilisation is None  # no cost section: nothing measured
+    assert figures["claude"].utilisation is None
+
+
 def test_empty() -> None:
     s = summarise([])
-    assert (s.requests, s.served, s.saving_pct, s.tiers, s.reasons) == (0, 0, None, [], [])
+    assert (s.requests, s.served, s.saving_pct, s.tiers, s.reasons, s.backends) == (0, 0, None, [], [], [])
+    assert s.marginal_usd == 0.0
 
 
 def test_json_is_plain() -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import backend_configs, serve_gateway
@@ -26,8 +26,15 @@ SONNET_IN, SONNET_OUT = 3.0 / 1e6, 15.0 / 1e6
 AN_HEADERS = {"anthropic-version": "2023-06-01"}
 
 
-async def _no_usage(request: Request) -> JSONResponse:
+async def _no_usage(request: Request) -> Response:
     """An OpenAI-compatible server that reports no usage (some llama.cpp builds, some proxies)."""
+    if (await request.json()).get("stream"):
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "bare"}
+        deltas = [{"content": "hi"}, {"content": " there"}]
+        events = [{**chunk, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return Response(body, media_type="text/event-stream")
     return JSONResponse(
         {
             "id": "x",
@@ -183,3 +190,53 @@ async def test_rows_land_in_postgresql(
         (ok.headers["x-request-id"], "anthropic", "closed", "ok")
     ]
     assert rows[0].cost_usd > 0
+
+
+def test_open_costs_at_measured_utilisation_and_prices_from_config(
+    fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI, str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'costs.db'}"
+    backends = backend_configs(fake_claude[1], fake_openai[1])
+    backends[0]["cost"] = {"gpu_hourly_usd": 3.6, "gpus": 2, "tokens_per_second": 1000}
+    prices = {"claude-sonnet-4-5": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+    config = parse_config({"backends": backends, "router": {"kind": "rules"}, "ledger": {"url": url}, "prices": prices})
+    with serve_gateway(config) as base:
+        opened, closed = chat(base, "open", max_tokens=20), chat(base, "closed", max_tokens=20)
+    assert (opened.status_code, closed.status_code) == (200, 200)
+    rows = wait_rows(url, {opened.headers["x-request-id"], closed.headers["x-request-id"]})
+    open_row, closed_row = rows[opened.headers["x-request-id"]], rows[closed.headers["x-request-id"]]
+    # The open backend: amortised GPU time at the utilisation measured, nothing at the margin (it was idle).
+    assert open_row.utilisation is not None
+    assert 0 < open_row.utilisation <= 1
+    full = 3.6 * 2 / (3600 * 1000)  # USD per token at full utilisation
+    assert open_row.cost_usd == pytest.approx(full * open_row.output_tokens / open_row.utilisation)
+    assert float(opened.headers["x-tiergate-cost-usd"]) == pytest.approx(open_row.cost_usd, abs=1e-8)
+    assert open_row.marginal_usd == 0.0
+    # Claude, priced by the configuration's override of the table: $1 / $2 per million tokens.
+    expected = (closed_row.input_tokens * 1.0 + closed_row.output_tokens * 2.0) / 1e6
+    assert closed_row.cost_usd == pytest.approx(expected)
+    assert float(closed.headers["x-tiergate-cost-usd"]) == pytest.approx(expected, abs=1e-8)
+    assert closed_row.marginal_usd == pytest.approx(expected)
+    assert closed_row.utilisation is None
+    # All-closed is priced by the same overridden table.
+    assert open_row.counterfactual_usd == pytest.approx((open_row.input_tokens + open_row.output_tokens * 2.0) / 1e6)
+
+
+def test_a_backend_without_usage_gets_an_estimate(gateway: tuple[str, str]) -> None:
+    base, url = gateway
+    resp = chat(base, "bare", text="x" * 40)
+    row = one_row(url, resp)
+    # Four characters a token: 40 characters in, the two characters of "hi" out (rounded up).
+    assert (row.input_tokens, row.output_tokens, row.estimated) == (10, 1, True)
+    assert row.counterfactual_usd == pytest.approx(10 * SONNET_IN + 1 * SONNET_OUT)
+
+
+def test_a_stream_without_usage_is_estimated(gateway: tuple[str, str]) -> None:
+    base, url = gateway
+    payload = {"model": "bare", "stream": True, "messages": [{"role": "user", "content": "y" * 40}]}
+    with httpx.stream("POST", base + "/v1/chat/completions", json=payload, timeout=30) as resp:
+        assert resp.status_code == 200
+        list(resp.iter_lines())
+    row = one_row(url, resp)
+    # Four characters a prompt token; one token a streamed delta.
+    assert (row.input_tokens, row.output_tokens, row.estimated, row.status) == (10, 2, True, "ok")

@@ -41,6 +41,8 @@ def gateway(
 ) -> Iterator[str]:
     url = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'ledger.db'}"
     backends = backend_configs(fake_claude[1], fake_openai[1])
+    # A cheap GPU, so the open tier's amortised cost stays under Claude's however slow the test machine is.
+    backends[0]["cost"] = {"gpu_hourly_usd": 0.036, "tokens_per_second": 1000}
     config = parse_config({"backends": backends, "router": {"kind": "rules"}, "ledger": {"url": url}})
     with serve_gateway(config) as base:
         for model in ("open", "open", "open", "closed", "closed"):
@@ -68,6 +70,12 @@ def test_data_json(gateway: str) -> None:
     assert data["saving_pct"] > 0
     assert (data["sovereign"], data["guarded"], data["failovers"]) == (0, 0, 0)
     assert [r["label"] for r in data["reasons"]] == ["explicit:open", "explicit:closed"]
+    backends = {b["backend"]: b for b in data["backends"]}
+    assert 0 < backends["vllm"]["utilisation"] <= 1  # measured on the open backend's GPU
+    assert backends["vllm"]["marginal_usd"] == 0.0  # idle capacity: serving cost nothing more
+    assert backends["claude"]["utilisation"] is None
+    assert backends["claude"]["marginal_usd"] == pytest.approx(backends["claude"]["cost_usd"])
+    assert data["marginal_usd"] == pytest.approx(backends["claude"]["cost_usd"])
 
 
 def test_data_json_window(gateway: str) -> None:
@@ -132,6 +140,13 @@ def test_chromium_shows_the_figures_live(gateway: str) -> None:
             expect(page.locator('#tiers tr[data-key="open"] td').nth(2)).to_have_text("60.0%")
             expect(page.locator('#reasons tr[data-key="explicit:open"] td').nth(1)).to_have_text("3")
             expect(page.locator("#mix-chart rect")).to_have_count(2)
+            marginal = page.locator("#marginal").get_attribute("data-value")
+            assert marginal is not None
+            assert float(marginal) == pytest.approx(expected["marginal_usd"])
+            vllm = next(b for b in expected["backends"] if b["backend"] == "vllm")
+            utilisation = f"{100 * vllm['utilisation']:.1f}%"
+            expect(page.locator('#backends tr[data-key="vllm"] td').nth(6)).to_have_text(utilisation)
+            expect(page.locator('#backends tr[data-key="claude"] td').nth(6)).to_have_text("-")
             # Live: one more request shows up on a later poll, without a reload.
             assert post(gateway, "closed").status_code == 200
             expect(page.locator("#requests")).to_have_text(str(expected["requests"] + 1), timeout=6000)

@@ -68,6 +68,25 @@ async def test_parallel_requests_never_overshoot_the_budget(fakes: Fakes, tmp_pa
     assert [r.status for r in rows].count("refused") == len(refused)
 
 
+@pytest.mark.parametrize("kind", ["requests", "tokens"])
+async def test_parallel_requests_never_overshoot_a_rate_limit(fakes: Fakes, tmp_path: Path, kind: str) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    text = script_marker(Delay(0.3, Reply(text="ok", usage={"output_tokens": 1})))  # all 20 in flight at once
+    chat = ChatRequest(model="open", messages=[Message.text("user", text)], max_tokens=100)
+    reserved = estimate_usage(chat)
+    per_request = reserved.input_tokens + reserved.output_tokens
+    limit = {"requests_per_minute": 5} if kind == "requests" else {"tokens_per_minute": 5 * per_request}
+    with serve_gateway(config(fakes, url, **limit)) as base:
+        async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30) as client:
+            replies = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=body("open", text=text)) for _ in range(20))
+            )
+    codes = [r.status_code for r in replies]
+    assert (codes.count(200), codes.count(429)) == (5, 15)
+    message = f"{next(iter(limit.values()))} {kind} per minute"
+    assert all(message in r.json()["error"]["message"] for r in replies if r.status_code == 429)
+
+
 def test_downgrade_serves_the_open_tier(fakes: Fakes, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with serve_gateway(config(fakes, url, budget_usd_per_month=0, over_budget="downgrade")) as base:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from tiergate.accounting.ledger import Ledger
+from tiergate.accounting.schema import LedgerRow
 from tiergate.cli.plan import register
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "workload.yaml"
@@ -140,3 +144,110 @@ def test_unwritable_report_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: ")
     assert "cannot write the report" in result.stderr
+
+
+# --- open_share measured: from the ledger, from a router evaluation ----------------------------------
+
+
+async def _seed_ledger(url: str, tiers_and_routes: list[tuple[str | None, str, str]], age: timedelta) -> None:
+    ledger = Ledger(url)
+    await ledger.start()
+    for n, (tier, route, status) in enumerate(tiers_and_routes):
+        backend = {"open": "vllm", "closed": "claude"}.get(tier or "")
+        ledger.record(
+            LedgerRow(f"r{n}", "k", "openai", "auto", tier, backend, route, status, ts=datetime.now(UTC) - age)  # type: ignore[arg-type]
+        )
+    await ledger.close()
+
+
+@pytest.fixture(scope="module")
+def ledger_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('plan') / 'ledger.db'}"
+    recent = [
+        ("open", "router:0.1<0.41", "ok"),
+        ("open", "router:0.2<0.41", "ok"),
+        ("closed", "router:0.3<0.41;failover:vllm-down", "ok"),  # the router chose open
+        ("closed", "router:0.9>0.41", "ok"),
+        (None, "", "error"),
+    ]
+    asyncio.run(_seed_ledger(url, recent, timedelta(hours=1)))
+    asyncio.run(_seed_ledger(url, [("closed", "router:0.9>0.41", "ok")] * 4, timedelta(days=40)))
+    return url
+
+
+def test_open_share_from_the_ledger(ledger_db: str) -> None:
+    result = invoke(str(EXAMPLE), "--json", "--from-ledger", "--db", ledger_db)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    share = data["assumptions"]["open_share"]
+    assert (share["source"], share["open_share"], share["sample"]) == ("ledger", 0.75, 4)
+    assert "3 of 4 successful requests went to the open tier" in share["basis"]
+    # Hand-computed in test_share.py: open_share 0.75 -> hybrid 10,488.00 + 12,260.73.
+    assert data["monthly_usd"]["hybrid"] == 22748.73
+
+
+def test_open_share_from_the_ledger_over_a_window(ledger_db: str) -> None:
+    data = json.loads(invoke(str(EXAMPLE), "--json", "--from-ledger", "--db", ledger_db, "--since", "all").stdout)
+    assert data["assumptions"]["open_share"]["open_share"] == 3 / 8  # the four old closed requests count too
+
+
+def test_open_share_from_the_ledger_of_a_config_file(ledger_db: str, tmp_path: Path) -> None:
+    config = tmp_path / "tiergate.yaml"
+    config.write_text(f"ledger: {{url: '{ledger_db}'}}\n", encoding="utf-8")
+    result = invoke(str(EXAMPLE), "--from-ledger", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "Open share: 75.0% (measured in the ledger since" in result.output
+
+
+def test_open_share_from_a_router_evaluation(tmp_path: Path) -> None:
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(f'{{"id": "{n}", "score": {s}}}\n' for n, s in enumerate([0.1, 0.2, 0.5, 0.9])))
+    data = json.loads(invoke(str(EXAMPLE), "--json", "--from-eval", str(preds), "--threshold", "0.4").stdout)
+    share = data["assumptions"]["open_share"]
+    assert (share["source"], share["open_share"], share["sample"]) == ("router-eval", 0.5, 4)
+    # open_share 0.5: 0.5 x 41,952 = 20,976.00 on Claude + 2 replicas (347.2 tok/s) 12,260.73.
+    assert data["monthly_usd"]["hybrid"] == 33236.73
+
+
+def test_router_evaluation_at_the_shipped_threshold(tmp_path: Path) -> None:
+    from tiergate.routing.learned import LearnedModel
+
+    threshold = LearnedModel.default().threshold
+    preds = tmp_path / "preds.jsonl"
+    scores = [threshold - 0.01, threshold, threshold + 0.01]
+    preds.write_text("".join(f'{{"id": "{n}", "score": {s}}}\n' for n, s in enumerate(scores)))
+    data = json.loads(invoke(str(EXAMPLE), "--json", "--from-eval", str(preds)).stdout)
+    assert data["assumptions"]["open_share"]["open_share"] == pytest.approx(1 / 3)
+    assert f"threshold {threshold:.4f}" in data["assumptions"]["open_share"]["basis"]
+
+
+def test_the_workload_share_by_default() -> None:
+    data = json.loads(invoke(str(EXAMPLE), "--json").stdout)
+    assert data["assumptions"]["open_share"] == {
+        "source": "workload",
+        "open_share": 0.6,
+        "sample": None,
+        "basis": "given in the workload file",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from-ledger", "--from-eval", "p.jsonl"], "give --from-ledger or --from-eval, not both"),
+        (["--from-ledger", "--db", "sqlite:///x.db", "--config", "c.yaml"], "give --config or --db, not both"),
+        (["--db", "sqlite:///x.db"], "--config and --db name the ledger for --from-ledger; add it"),
+        (["--threshold", "0.5"], "--threshold applies to --from-eval; add it"),
+        (["--from-ledger", "--db", "sqlite:///{tmp}/none.db"], "no ledger at {tmp}/none.db"),
+        (["--from-ledger", "--db", "{ledger}", "--since", "1m"], "no successful requests in the ledger since"),
+        (["--from-ledger", "--db", "{ledger}", "--since", "soon"], "--since 'soon': use a duration such as 7d"),
+        (["--from-eval", "{tmp}/absent.jsonl"], "cannot read the predictions"),
+    ],
+)
+def test_measured_share_errors_are_one_line(ledger_db: str, tmp_path: Path, args: list[str], message: str) -> None:
+    result = invoke(str(EXAMPLE), *[a.format(tmp=tmp_path, ledger=ledger_db) for a in args])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert message.format(tmp=tmp_path) in lines[0]

@@ -1,4 +1,4 @@
-"""The report's charts as PNG bytes: traffic by tier, cost against all-closed, latency by tier.
+"""The report's charts as PNG bytes: traffic by tier and by reason, cost against all-closed, latency by tier.
 
 matplotlib is imported inside each function (Agg canvas, no pyplot, so no global figure state): importing
 this module costs nothing and the gateway never loads matplotlib.
@@ -11,9 +11,10 @@ from typing import Any
 
 from tiergate.accounting.summary import Summary
 
-__all__ = ["cost_png", "latency_png", "mix_png"]
+__all__ = ["cost_png", "latency_png", "mix_png", "reasons_png"]
 
-_COLOURS = {"open": "#2f6f9f", "closed": "#c15f3c", "tiergate": "#5b8c3a"}
+_COLOURS = {"open": "#2f6f9f", "closed": "#c15f3c", "tiergate": "#5b8c3a", "marginal": "#9cc47f"}
+_MAX_REASONS = 8
 
 
 def _figure(height: float = 2.6) -> Any:
@@ -46,13 +47,34 @@ def mix_png(summary: Summary) -> bytes:
     return _png(fig)
 
 
+def reasons_png(summary: Summary) -> bytes:
+    """Requests served, by route reason (the most frequent few; the rest summed as "other")."""
+    shown = summary.reasons[:_MAX_REASONS]
+    labels = [r.label for r in shown]
+    counts = [r.requests for r in shown]
+    rest = sum(r.requests for r in summary.reasons[_MAX_REASONS:])
+    if rest:
+        labels.append("other")
+        counts.append(rest)
+    fig = _figure(height=max(2.0, 0.6 + 0.32 * len(labels)))
+    ax = fig.add_subplot()
+    bars = ax.barh(labels[::-1], counts[::-1], color="#7a7a9f")
+    total = summary.served or 1
+    ax.bar_label(bars, labels=[f"{n} ({n / total:.0%})" for n in counts[::-1]], padding=3, fontsize=8)
+    ax.set_xlabel("requests")
+    ax.set_title("Traffic by route reason")
+    ax.margins(x=0.15)
+    return _png(fig)
+
+
 def cost_png(summary: Summary) -> bytes:
-    """What tiergate cost against what the reference closed model would have charged for the same tokens."""
+    """What tiergate cost (amortised, and at the margin) against what the reference closed model would have
+    charged for the same tokens."""
     fig = _figure()
     ax = fig.add_subplot()
-    labels = ["tiergate", "all-closed"]
-    values = [summary.cost_usd, summary.all_closed_usd]
-    bars = ax.barh(labels, values, color=[_COLOURS["tiergate"], _COLOURS["closed"]])
+    labels = ["tiergate", "tiergate marginal", "all-closed"]
+    values = [summary.cost_usd, summary.marginal_usd, summary.all_closed_usd]
+    bars = ax.barh(labels, values, color=[_COLOURS["tiergate"], _COLOURS["marginal"], _COLOURS["closed"]])
     ax.bar_label(bars, labels=[f"${v:,.4f}" for v in values], padding=3, fontsize=8)
     saving = "" if summary.saving_pct is None else f": {summary.saving_pct:.1f}% saved"
     ax.set_title(f"Cost against all-closed{saving}")

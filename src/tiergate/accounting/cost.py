@@ -1,40 +1,76 @@
-"""What one request cost, and what the reference closed model would have charged for the same tokens.
+"""What one request cost, what it added to the bill, and what the reference closed model would have charged.
 
-Closed backends are priced per token (the configured ``price``, else the shipped price table by model name).
-Open backends on owned or rented GPUs are priced by amortised hardware time: ``gpu_hourly_usd x gpus``
-spread over the tokens the backend generates per second (at full utilisation: the floor of the real cost;
-the ledger refines it with measured utilisation).
+Closed backends are priced per token: the backend's configured ``price``, else the price table by model name
+(the shipped table with the configuration's ``prices`` over it). Every closed token is billed, so their
+marginal cost is their cost.
+
+Open backends on owned or rented GPUs (a ``cost`` section) are priced by amortised hardware time at the
+utilisation the gateway measures, with the marginal cost beside it (zero while capacity is idle): see
+:mod:`tiergate.accounting.utilisation`. An open backend without a ``cost`` section costs nothing.
+
+:meth:`CostModel.cost` estimates and records nothing (budget reservations, response headers sent before the
+answer); :meth:`CostModel.charge` is called once per finished request and counts its tokens as delivered.
+
+    >>> from tiergate.accounting.prices import load_price_table
+    >>> from tiergate.config import parse_config
+    >>> config = parse_config({"backends": [
+    ...     {"name": "gpu", "tier": "open", "kind": "openai", "base_url": "http://gpu:8000/v1",
+    ...      "cost": {"gpu_hourly_usd": 3.6, "tokens_per_second": 100, "utilisation_window_s": 100}}]})
+    >>> clock = iter([0.0, 100.0]).__next__
+    >>> costs = CostModel(config, load_price_table(), clock=clock)
+    >>> c = costs.charge(config.backends[0], Usage(input_tokens=10, output_tokens=2_000))
+    >>> round(c.usd, 6), c.marginal_usd, c.utilisation
+    (0.1, 0.0, 0.2)
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from tiergate.accounting.prices import ModelPrice, PriceTable, amortised_cost_per_token, token_cost
+from tiergate.accounting.prices import ModelPrice, PriceTable, token_cost
+from tiergate.accounting.utilisation import Charge, Meter
 from tiergate.config import BackendConfig, Config
 from tiergate.types import Tier, Usage
+
+__all__ = ["REFERENCE_MODEL", "Cost", "CostModel"]
 
 REFERENCE_MODEL = "claude-sonnet-4-5"
 
 
 @dataclass(frozen=True, slots=True)
 class Cost:
+    """``usd``: the cost (amortised on open backends, the bill on closed ones); ``marginal_usd``: what the
+    request added to the bill; ``utilisation``: the open backend's measured busy share, else ``None``."""
+
     usd: float
     counterfactual_usd: float
+    marginal_usd: float = 0.0
+    utilisation: float | None = None
 
 
 class CostModel:
-    def __init__(self, config: Config, table: PriceTable) -> None:
+    def __init__(self, config: Config, table: PriceTable, clock: Callable[[], float] = time.monotonic) -> None:
+        table = table.with_overrides(config.prices) if config.prices else table
+        self._clock = clock
         self._prices: dict[str, ModelPrice | None] = {}
-        self._per_token: dict[str, float] = {}
+        self._meters: dict[str, Meter] = {}
+        started = clock()
         for b in config.backends:
             if b.price is not None:
-                self._prices[b.name] = table.price(b.price.input_per_mtok, b.price.output_per_mtok)
+                self._prices[b.name] = table.price_from(b.price, f"backends.{b.name}.price")
             elif b.tier is Tier.CLOSED:
                 self._prices[b.name] = table.lookup(b.model or REFERENCE_MODEL)
             elif b.cost is not None:
                 c = b.cost
-                self._per_token[b.name] = amortised_cost_per_token(c.gpu_hourly_usd, c.gpus, c.tokens_per_second, 1.0)
+                self._meters[b.name] = Meter(
+                    gpu_hourly_usd=c.gpu_hourly_usd,
+                    gpus=c.gpus,
+                    tokens_per_second=c.tokens_per_second,
+                    window_s=c.utilisation_window_s,
+                    started=started,
+                )
         closed = next((b for b in config.backends if b.tier is Tier.CLOSED), None)
         configured = self._prices.get(closed.name) if closed is not None else None
         self.reference: ModelPrice = configured or table.price_of(REFERENCE_MODEL)
@@ -42,15 +78,28 @@ class CostModel:
     def price_of(self, backend: BackendConfig) -> ModelPrice | None:
         return self._prices.get(backend.name)
 
+    def utilisation(self, backend: BackendConfig) -> float | None:
+        """The open backend's busy share over its window, now; ``None`` for backends without a ``cost``."""
+        meter = self._meters.get(backend.name)
+        return None if meter is None else meter.utilisation(self._clock())
+
     def cost(self, backend: BackendConfig, usage: Usage) -> Cost:
-        counterfactual = token_cost(
-            self.reference, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens
-        )
+        """An estimate: what ``usage`` would cost on ``backend`` now. Records nothing."""
+        meter = self._meters.get(backend.name)
+        charge = None if meter is None else meter.price(usage.output_tokens, self._clock())
+        return self._cost(backend, usage, charge)
+
+    def charge(self, backend: BackendConfig, usage: Usage) -> Cost:
+        """What a finished request cost; its output tokens count towards the backend's measured utilisation."""
+        meter = self._meters.get(backend.name)
+        charge = None if meter is None else meter.charge(usage.output_tokens, self._clock())
+        return self._cost(backend, usage, charge)
+
+    def _cost(self, backend: BackendConfig, usage: Usage, charge: Charge | None) -> Cost:
+        tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
+        counterfactual = token_cost(self.reference, *tokens)
+        if charge is not None:
+            return Cost(charge.usd, counterfactual, charge.marginal_usd, charge.utilisation)
         price = self._prices.get(backend.name)
-        if price is not None:
-            usd = token_cost(
-                price, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens
-            )
-        else:
-            usd = self._per_token.get(backend.name, 0.0) * usage.output_tokens
-        return Cost(usd, counterfactual)
+        usd = 0.0 if price is None else token_cost(price, *tokens)
+        return Cost(usd, counterfactual, marginal_usd=usd)

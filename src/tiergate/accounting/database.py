@@ -1,9 +1,9 @@
 """The ledger's database: URL mapping, the async engine (SQLite in WAL mode, or PostgreSQL) and migrations.
 
-    >>> async_url("sqlite:///tiergate.db")
-    'sqlite+aiosqlite:///tiergate.db'
-    >>> async_url("postgresql://gw@db/ledger")
-    'postgresql+asyncpg://gw@db/ledger'
+>>> async_url("sqlite:///tiergate.db")
+'sqlite+aiosqlite:///tiergate.db'
+>>> async_url("postgresql://gw@db/ledger")
+'postgresql+asyncpg://gw@db/ledger'
 """
 
 from __future__ import annotations
@@ -84,20 +84,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision (creating it on an empty database)."""
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``, the newest by default (creating it on an empty database)."""
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_upgrade, revision)
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
     config = AlembicConfig()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 async def has_ledger(engine: AsyncEngine) -> bool:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 from importlib import resources
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +29,7 @@ from tiergate.errors import ConfigError
 
 __all__ = [
     "ModelPrice",
+    "PriceLike",
     "PriceTable",
     "TokenPriceLike",
     "amortised_cost_per_token",
@@ -72,6 +73,11 @@ class TokenPriceLike(Protocol):
 
     @property
     def output_per_mtok(self) -> float: ...
+
+
+#: A price as configuration gives it; a ``TokenPriceLike`` may also carry ``cache_write_per_mtok`` and
+#: ``cache_read_per_mtok`` (``None``: derived from the input price by the table's multipliers).
+PriceLike: TypeAlias = TokenPriceLike | Mapping[str, float | None]
 
 
 class _Override(_Model):
@@ -142,20 +148,30 @@ class PriceTable:
         """A price built from the two list prices, with this table's cache and batch rules."""
         return self._derive(_Override(input_per_mtok=input_per_mtok, output_per_mtok=output_per_mtok), checked_at)
 
-    def with_overrides(self, overrides: Mapping[str, TokenPriceLike | Mapping[str, float]]) -> PriceTable:
+    def price_from(self, given: PriceLike, name: str = "price") -> ModelPrice:
+        """A price as configuration gives it (a ``TokenPrice`` or a mapping); cache prices it omits follow
+        this table's multipliers. A wrong one raises ``ConfigError`` naming ``name`` and the field."""
+        try:
+            if isinstance(given, Mapping):
+                override = _Override.model_validate(dict(given))
+            else:
+                override = _Override(
+                    input_per_mtok=given.input_per_mtok,
+                    output_per_mtok=given.output_per_mtok,
+                    cache_write_per_mtok=getattr(given, "cache_write_per_mtok", None),
+                    cache_read_per_mtok=getattr(given, "cache_read_per_mtok", None),
+                )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{name}.{field}: {first['msg']}") from None
+        return self._derive(override, None)
+
+    def with_overrides(self, overrides: Mapping[str, PriceLike]) -> PriceTable:
         """A copy where each named model costs what the configuration says (names are normalised)."""
         prices = dict(self.prices)
         for name, given in overrides.items():
-            try:
-                if isinstance(given, Mapping):
-                    override = _Override.model_validate(dict(given))
-                else:
-                    override = _Override(input_per_mtok=given.input_per_mtok, output_per_mtok=given.output_per_mtok)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(p) for p in first["loc"])
-                raise ConfigError(f"prices.{name}.{field}: {first['msg']}") from None
-            prices[normalise_model_name(name)] = self._derive(override, None)
+            prices[normalise_model_name(name)] = self.price_from(given, f"prices.{name}")
         version = f"{self.version}+overrides" if overrides else self.version
         return replace(self, version=version, prices=prices)
 
@@ -195,7 +211,7 @@ def parse_price_table(data: object, source: str = "prices.yaml") -> PriceTable:
     return replace(table, prices=prices)
 
 
-def load_price_table(overrides: Mapping[str, TokenPriceLike | Mapping[str, float]] | None = None) -> PriceTable:
+def load_price_table(overrides: Mapping[str, PriceLike] | None = None) -> PriceTable:
     """Read the shipped table (package data, no network), then apply the configuration's overrides."""
     text = resources.files("tiergate").joinpath("data").joinpath("prices.yaml").read_text(encoding="utf-8")
     table = parse_price_table(yaml.safe_load(text))

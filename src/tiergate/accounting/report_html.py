@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from tiergate.accounting.charts import cost_png, latency_png, mix_png
+from tiergate.accounting.charts import cost_png, latency_png, mix_png, reasons_png
 from tiergate.accounting.summary import Summary
 
-__all__ = ["TIER_HEAD", "money", "overview_rows", "render_report", "tier_rows"]
+__all__ = ["BACKEND_HEAD", "TIER_HEAD", "backend_rows", "money", "overview_rows", "render_report", "tier_rows"]
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 58rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -51,6 +51,7 @@ def overview_rows(s: Summary) -> list[list[str]]:
         ["Errors / refused / cancelled", f"{st['error']:,} / {st['refused']:,} / {st['cancelled']:,}"],
         ["Tokens in / out", f"{sum(t.input_tokens for t in s.tiers):,} / {sum(t.output_tokens for t in s.tiers):,}"],
         ["Cost", money(s.cost_usd)],
+        ["Marginal cost (idle GPUs free)", money(s.marginal_usd)],
         ["All-closed would have cost", money(s.all_closed_usd)],
         ["Saving", f"{money(s.saving_usd)} ({_pct(s.saving_pct)})"],
         ["Failovers (attempts)", f"{s.failovers:,} ({s.failover_attempts:,})"],
@@ -78,6 +79,23 @@ def tier_rows(s: Summary) -> list[list[str]]:
 
 
 TIER_HEAD = ["Tier", "Requests", "Share", "Tokens in / out", "Cost", "All-closed", "p50", "p95"]
+BACKEND_HEAD = ["Backend", "Tier", "Requests", "Tokens out", "Cost", "Marginal", "Utilisation"]
+
+
+def backend_rows(s: Summary) -> list[list[str]]:
+    """Per backend: amortised and marginal cost, and the mean utilisation measured on open backends."""
+    return [
+        [
+            b.backend,
+            b.tier,
+            f"{b.requests:,}",
+            f"{b.output_tokens:,}",
+            money(b.cost_usd),
+            money(b.marginal_usd),
+            "-" if b.utilisation is None else f"{b.utilisation:.1%}",
+        ]
+        for b in s.backends
+    ]
 
 
 def render_report(s: Summary, title: str) -> str:
@@ -85,8 +103,8 @@ def render_report(s: Summary, title: str) -> str:
     keys = [[k.key, f"{k.requests:,}", money(k.cost_usd)] for k in s.keys]
     charts = ""
     if s.served:
-        charts = _img(mix_png(s), "traffic by tier") + _img(cost_png(s), "cost against all-closed")
-        charts += _img(latency_png(s), "latency by tier")
+        charts = _img(mix_png(s), "traffic by tier") + _img(reasons_png(s), "traffic by route reason")
+        charts += _img(cost_png(s), "cost against all-closed") + _img(latency_png(s), "latency by tier")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{_STYLE}</style></head>
 <body>
@@ -95,11 +113,14 @@ def render_report(s: Summary, title: str) -> str:
 {charts}
 <h2>By tier</h2>
 {_table(TIER_HEAD, tier_rows(s))}
+<h2>By backend</h2>
+{_table(BACKEND_HEAD, backend_rows(s))}
 <h2>Route reasons</h2>
 {_table(["Reason", "Requests", "Share"], reasons)}
 <h2>By key</h2>
 {_table(["Key", "Requests", "Cost"], keys)}
 <p class="note">All-closed: what the reference closed model would have charged for the same tokens.
-Latency over successful requests.</p>
+Open-weight backends cost their GPU time amortised at the utilisation the gateway measured; their marginal
+cost (what the traffic added to the bill) is zero while capacity is idle. Latency over successful requests.</p>
 </body></html>
 """

@@ -11,13 +11,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table
+from sqlalchemy import Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, text
 
 __all__ = ["STATUSES", "LedgerRow", "Status", "metadata", "requests", "status_of"]
 
 Status: TypeAlias = Literal["ok", "error", "refused", "cancelled"]
 STATUSES: tuple[Status, ...] = ("ok", "error", "refused", "cancelled")
-
 
 
 def status_of(value: str) -> Status:
@@ -54,6 +53,9 @@ requests = Table(
     Column("http_status", Integer, nullable=False),
     Column("failovers", Integer, nullable=False),
     Column("estimated", Boolean, nullable=False),
+    # Revision 0002: open-weight backends' marginal cost and measured utilisation.
+    Column("marginal_usd", Float, nullable=False, server_default=text("0")),
+    Column("utilisation", Float, nullable=True),
 )
 
 
@@ -66,6 +68,11 @@ class LedgerRow:
     tokens; ``estimated`` is true when the backend reported no usage and the token counts are the
     gateway's estimate. ``status``: ``ok``, ``error`` (any 4xx/5xx, or a stream that failed after its
     first byte), ``refused`` (a budget or rate limit: 429) or ``cancelled`` (the client went away).
+
+    ``cost_usd`` is what the request cost: the bill on a closed backend, the amortised GPU time on an
+    open one (at the ``utilisation`` the gateway measured on that backend, in [0, 1]; ``None`` elsewhere).
+    ``marginal_usd`` is what it added to the bill: all of it on a closed backend, nothing on an open one
+    while its capacity was idle (see :mod:`tiergate.accounting.utilisation`).
 
         >>> row = LedgerRow(request_id="r1", key_name="hr-app", dialect="openai", model="auto",
         ...                 tier="open", backend="vllm", route="router:0.12<0.41", status="ok")
@@ -92,6 +99,8 @@ class LedgerRow:
     http_status: int = 200
     failovers: int = 0
     estimated: bool = False
+    marginal_usd: float = 0.0
+    utilisation: float | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property

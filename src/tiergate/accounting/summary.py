@@ -1,13 +1,13 @@
 """The figures of ``tiergate report`` and ``/dashboard``, from ledger rows: one pure function, :func:`summarise`.
 
-    >>> from tiergate.accounting.schema import LedgerRow
-    >>> rows = [LedgerRow("a", "k", "openai", "auto", "open", "vllm", "router:0.1<0.4", "ok",
-    ...                   cost_usd=0.001, counterfactual_usd=0.010, latency_ms=80.0),
-    ...         LedgerRow("b", "k", "openai", "auto", "closed", "claude", "router:0.9>0.4", "ok",
-    ...                   cost_usd=0.010, counterfactual_usd=0.010, latency_ms=900.0)]
-    >>> s = summarise(rows)
-    >>> (s.requests, round(s.saving_usd, 3), round(s.saving_pct, 1))
-    (2, 0.009, 45.0)
+>>> from tiergate.accounting.schema import LedgerRow
+>>> rows = [LedgerRow("a", "k", "openai", "auto", "open", "vllm", "router:0.1<0.4", "ok",
+...                   cost_usd=0.001, counterfactual_usd=0.010, latency_ms=80.0),
+...         LedgerRow("b", "k", "openai", "auto", "closed", "claude", "router:0.9>0.4", "ok",
+...                   cost_usd=0.010, counterfactual_usd=0.010, latency_ms=900.0)]
+>>> s = summarise(rows)
+>>> (s.requests, round(s.saving_usd, 3), round(s.saving_pct, 1))
+(2, 0.009, 45.0)
 """
 
 from __future__ import annotations
@@ -22,7 +22,17 @@ from typing import Any
 
 from tiergate.accounting.schema import STATUSES, LedgerRow
 
-__all__ = ["KeyFigures", "Share", "Summary", "TierFigures", "parse_since", "percentile", "reason_label", "summarise"]
+__all__ = [
+    "BackendFigures",
+    "KeyFigures",
+    "Share",
+    "Summary",
+    "TierFigures",
+    "parse_since",
+    "percentile",
+    "reason_label",
+    "summarise",
+]
 
 SOVEREIGN = "policy:sovereign"
 GUARD = "guard:"
@@ -43,6 +53,7 @@ class TierFigures:
     p50_ms: float | None
     p95_ms: float | None
     ttft_p50_ms: float | None
+    marginal_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,20 @@ class Share:
     label: str
     requests: int
     share: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFigures:
+    """One backend. ``utilisation``: the mean of the busy shares measured as its requests ended (open
+    backends with a ``cost`` section; ``None`` elsewhere)."""
+
+    backend: str
+    tier: str
+    requests: int
+    output_tokens: int
+    cost_usd: float
+    marginal_usd: float
+    utilisation: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +86,10 @@ class KeyFigures:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """Every figure is over the rows given; ``share`` values are fractions of the served requests."""
+    """Every figure is over the rows given; ``share`` values are fractions of the served requests.
+
+    ``cost_usd`` counts open backends at their amortised cost; ``marginal_usd`` is what the traffic added to
+    the bill (closed tokens, plus open tokens beyond idle capacity)."""
 
     since: datetime | None
     until: datetime | None
@@ -69,6 +97,7 @@ class Summary:
     served: int
     statuses: dict[str, int]
     cost_usd: float
+    marginal_usd: float
     all_closed_usd: float
     saving_usd: float
     saving_pct: float | None
@@ -81,6 +110,7 @@ class Summary:
     tiers: list[TierFigures] = field(default_factory=list)
     reasons: list[Share] = field(default_factory=list)
     keys: list[KeyFigures] = field(default_factory=list)
+    backends: list[BackendFigures] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -134,13 +164,15 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
     reasons: Counter[str] = Counter()
     by_tier: dict[str, list[LedgerRow]] = defaultdict(list)
     by_key: dict[str, list[LedgerRow]] = defaultdict(list)
-    cost = counterfactual = 0.0
+    by_backend: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
+    cost = counterfactual = marginal = 0.0
     count = failovers = attempts = sovereign = guarded = downgraded = estimated = 0
     for row in rows:
         count += 1
         statuses[row.status] += 1
         cost += row.cost_usd
         counterfactual += row.counterfactual_usd
+        marginal += row.marginal_usd
         by_key[row.key_name or "unauthenticated"].append(row)
         failovers += row.failovers > 0
         attempts += row.failovers
@@ -151,6 +183,8 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         if row.tier is not None:
             by_tier[row.tier].append(row)
             reasons[reason_label(row.route)] += 1
+            if row.backend is not None:
+                by_backend[(row.backend, row.tier)].append(row)
     served = sum(len(r) for r in by_tier.values())
     saving = counterfactual - cost
     return Summary(
@@ -160,6 +194,7 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         served=served,
         statuses=dict(statuses),
         cost_usd=cost,
+        marginal_usd=marginal,
         all_closed_usd=counterfactual,
         saving_usd=saving,
         saving_pct=100 * saving / counterfactual if counterfactual > 0 else None,
@@ -172,6 +207,20 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         tiers=[_tier(tier, rs, served) for tier, rs in sorted(by_tier.items())],
         reasons=[Share(label, n, n / served) for label, n in reasons.most_common()],
         keys=[KeyFigures(k, len(rs), sum(r.cost_usd for r in rs)) for k, rs in sorted(by_key.items())],
+        backends=[_backend(name, tier, rs) for (name, tier), rs in sorted(by_backend.items())],
+    )
+
+
+def _backend(name: str, tier: str, rows: list[LedgerRow]) -> BackendFigures:
+    measured = [r.utilisation for r in rows if r.utilisation is not None]
+    return BackendFigures(
+        backend=name,
+        tier=tier,
+        requests=len(rows),
+        output_tokens=sum(r.output_tokens for r in rows),
+        cost_usd=sum(r.cost_usd for r in rows),
+        marginal_usd=sum(r.marginal_usd for r in rows),
+        utilisation=sum(measured) / len(measured) if measured else None,
     )
 
 
@@ -190,4 +239,5 @@ def _tier(tier: str, rows: list[LedgerRow], served: int) -> TierFigures:
         p50_ms=percentile(latencies, 50),
         p95_ms=percentile(latencies, 95),
         ttft_p50_ms=percentile(ttfts, 50),
+        marginal_usd=sum(r.marginal_usd for r in rows),
     )

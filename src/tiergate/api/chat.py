@@ -79,7 +79,7 @@ class Call:
 
     def record(self, outcome: Outcome, usage: Usage, status: str, ttft: float | None = None) -> float:
         m, cfg = self.state.metrics, outcome.backend.config
-        cost = self.state.costs.cost(cfg, usage)
+        cost = self.state.costs.charge(cfg, usage)  # open backends: amortised at measured utilisation
         tier, name = cfg.tier.value, cfg.name
         elapsed = time.perf_counter() - self.started
         m.requests.labels(self.edge.dialect.value, tier, name, status).inc()
@@ -112,6 +112,8 @@ class Call:
                 ttft_ms=None if ttft is None else ttft * 1000,
                 failovers=len(outcome.failovers),
                 estimated=usage.estimated,
+                marginal_usd=cost.marginal_usd,
+                utilisation=cost.utilisation,
             )
         )
         return cost.usd

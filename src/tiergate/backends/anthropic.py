@@ -251,8 +251,6 @@ class AnthropicBackend:
                             cache_write_tokens=out.cache_write_tokens or usage.cache_write_tokens,
                         )
                         stop = (_stop_reason(ev.delta.stop_reason), ev.delta.stop_sequence)
-                    elif ev.type == "message_stop":
-                        break
         except anthropic.APIError as exc:
             raise translate(name, exc) from exc
         except httpx2.TimeoutException as exc:  # raised by the SDK's transport while reading the stream

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-import httpx
+import httpx2 as httpx
 
 from tiergate.errors import (
     ContextLengthExceeded,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
-from httpx_sse import SSEError, aconnect_sse
+import httpx2 as httpx
 
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
 from tiergate.config import BackendConfig
@@ -136,6 +135,21 @@ def parse_response(data: Any, model: str, backend: str) -> ChatResponse:
         raise malformed(backend, f"response has no usable choices[0].message ({exc!r})") from exc
 
 
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event (multi-line data joined by newlines; comments and other
+    fields skipped), as the SSE specification reads them."""
+    buffer: list[str] = []
+    async for line in lines:
+        if not line:
+            if buffer:
+                yield "\n".join(buffer)
+                buffer = []
+        elif line.startswith("data:"):
+            buffer.append(line[6:] if line.startswith("data: ") else line[5:])
+    if buffer:
+        yield "\n".join(buffer)
+
+
 class InStreamError(Exception):
     def __init__(self, error: JSON) -> None:
         super().__init__(str(error.get("message") or error))
@@ -235,25 +249,31 @@ class OpenAICompatBackend:
             data = resp.json()
         except ValueError as exc:
             raise malformed(name, "response body is not JSON") from exc
-        return parse_response(data, self.model, name)
+        response = parse_response(data, self.model, name)
+        if response.usage.estimated:  # no usage from the server: four characters a token, as for streams
+            out = len(response.text) + sum(len(c.arguments) for c in response.tool_calls)
+            response.usage = Usage(sum(len(t) for t in request.texts()) // 4, -(-out // 4), estimated=True)
+        return response
 
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
         body = request_json(request, self.model, True)
         parser = StreamParser(sum(len(t) for t in request.texts()))
+        done = False
         try:
-            async with aconnect_sse(self.client, "POST", "chat/completions", json=body) as source:
-                resp = source.response
+            async with self.client.stream("POST", "chat/completions", json=body) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise from_http_error(name, resp.status_code, resp.headers, resp.content)
-                async for sse in source.aiter_sse():
-                    if sse.data == "[DONE]":
-                        break
-                    if not sse.data:
+                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                    raise malformed(name, f"stream answered with content-type {resp.headers.get('content-type')!r}")
+                async for data in sse_data(resp.aiter_lines()):
+                    # Read on past [DONE] to the end of the body, so the connection goes back to the pool.
+                    if done or data == "[DONE]":
+                        done = True
                         continue
                     try:
-                        events = parser.feed(json.loads(sse.data))
+                        events = parser.feed(json.loads(data))
                     except InStreamError as exc:
                         raise UpstreamUnavailable(f"error inside the stream: {exc}", backend=name) from exc
                     except (ValueError, TypeError) as exc:
@@ -262,7 +282,7 @@ class OpenAICompatBackend:
                         yield ev
         except UpstreamError:
             raise
-        except (httpx.HTTPError, SSEError) as exc:
+        except httpx.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
         end = parser.end()
         if end is None:

@@ -5,11 +5,19 @@ Usage::
     tiergate plan examples/workload.yaml
     tiergate plan examples/workload.yaml --json | jq .recommendation
     tiergate plan examples/workload.yaml --html report.html
+    tiergate plan examples/workload.yaml --from-ledger --since 30d      # open_share from real traffic
+    tiergate plan examples/workload.yaml --from-eval preds.jsonl        # ... or from a router evaluation
+
+``--from-ledger`` reads the ledger of ``--config`` (or ``./tiergate.yaml``), or the one at ``--db``.
+``--from-eval`` reads the predictions ``tiergate router score`` writes; the threshold is ``--threshold``,
+else the shipped router's calibrated one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -17,10 +25,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.prices import load_price_table
+from tiergate.accounting.summary import parse_since
+from tiergate.config import load_config
 from tiergate.economics.advice import Plan, make_plan
 from tiergate.economics.charts import cost_chart_png
 from tiergate.economics.html import render_report
+from tiergate.economics.share import ShareSource, load_scores, share_from_rows, share_from_scores
 from tiergate.economics.tco import MONTH_NOTE, load_workload, resolve_closed_price
 from tiergate.errors import ConfigError
 
@@ -33,15 +45,42 @@ def plan(
     workload: Annotated[Path, typer.Argument(help="Workload YAML (see examples/workload.yaml).", show_default=False)],
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON, for scripts.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Also write an HTML report with the cost chart.")] = None,
+    from_ledger: Annotated[
+        bool, typer.Option("--from-ledger", help="Measure open_share from the ledger's real traffic.")
+    ] = False,
+    since: Annotated[str, typer.Option(help="With --from-ledger: window (30d, 12h, an ISO date, 'all').")] = "30d",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="tiergate.yaml whose ledger to read.")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Ledger URL, e.g. sqlite:///tiergate.db.")] = None,
+    from_eval: Annotated[
+        Path | None, typer.Option("--from-eval", help="Measure open_share from router predictions (JSONL).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="With --from-eval: the router threshold.")
+    ] = None,
 ) -> None:
     """Compare the monthly cost of all-closed, all-open and hybrid for a workload, and recommend one."""
+    if from_ledger and from_eval is not None:
+        _fail("give --from-ledger or --from-eval, not both")
+    if config is not None and db is not None:
+        _fail("give --config or --db, not both")
+    if not from_ledger and (config is not None or db is not None):
+        _fail("--config and --db name the ledger for --from-ledger; add it")
+    if from_eval is None and threshold is not None:
+        _fail("--threshold applies to --from-eval; add it")
     try:
         spec = load_workload(workload)
         table = load_price_table()
         price = resolve_closed_price(spec.closed, table)
-    except ConfigError as exc:
-        _fail(exc.message)
-    result = make_plan(spec, price, table.version)
+        share: ShareSource | None = None
+        if from_ledger:
+            share = _share_from_ledger(db or load_config(config).ledger.url, since)
+        elif from_eval is not None:
+            share = share_from_scores(load_scores(from_eval), _threshold(threshold), from_eval.name)
+    except (ConfigError, ValueError) as exc:
+        _fail(exc.message if isinstance(exc, ConfigError) else str(exc))
+    if share is not None:
+        spec = spec.model_copy(update={"open_share": share.open_share})
+    result = make_plan(spec, price, table.version, share)
     if html is not None:
         page = render_report(result, cost_chart_png(spec, price, result), title=f"tiergate plan: {workload.name}")
         try:
@@ -58,6 +97,29 @@ def plan(
 
 def register(app: typer.Typer) -> None:
     app.command("plan")(plan)
+
+
+def _share_from_ledger(url: str, since: str) -> ShareSource:
+    start = parse_since(since)
+    window = "the whole ledger" if start is None else f"the ledger since {start:%Y-%m-%d %H:%M} UTC"
+
+    async def read() -> ShareSource:
+        ledger = Ledger(url)
+        await ledger.start(writer=False)
+        try:
+            return share_from_rows(await ledger.rows(start, datetime.now(UTC)), window)
+        finally:
+            await ledger.close()
+
+    return asyncio.run(read())
+
+
+def _threshold(given: float | None) -> float:
+    if given is not None:
+        return given
+    from tiergate.routing.learned import LearnedModel  # numpy and the artifact: only when needed
+
+    return LearnedModel.default().threshold
 
 
 def _fail(message: str) -> NoReturn:
@@ -86,6 +148,8 @@ def _show(result: Plan, console: Console) -> None:
         style = "bold" if option == result.recommendation else None
         costs_table.add_row(label, _money(cost), delta, be, be_tokens, style=style)
     console.print(costs_table)
+    share = result.assumptions.open_share
+    console.print(f"Open share: {share.open_share:.1%} ({share.basis})", highlight=False)
 
     ops = result.operations
     burden = Table(title="Operational burden of self-hosting", title_justify="left", show_header=False)

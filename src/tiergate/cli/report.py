@@ -20,7 +20,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tiergate.accounting.ledger import Ledger
-from tiergate.accounting.report_html import TIER_HEAD, money, overview_rows, render_report, tier_rows
+from tiergate.accounting.report_html import (
+    BACKEND_HEAD,
+    TIER_HEAD,
+    backend_rows,
+    money,
+    overview_rows,
+    render_report,
+    tier_rows,
+)
 from tiergate.accounting.summary import Summary, parse_since, summarise
 from tiergate.config import load_config
 from tiergate.errors import ConfigError
@@ -35,7 +43,8 @@ def report(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="tiergate.yaml whose ledger to read.")] = None,
     db: Annotated[str | None, typer.Option("--db", help="Ledger URL, e.g. sqlite:///tiergate.db.")] = None,
 ) -> None:
-    """Summarise the ledger: traffic by tier and reason, the saving against all-closed, latency, failovers."""
+    """Summarise the ledger: traffic by tier and reason, the saving against all-closed, latency, failovers,
+    and per backend the amortised and marginal cost with the utilisation measured on open-weight GPUs."""
     if config is not None and db is not None:
         _fail("give --config or --db, not both")
     try:
@@ -93,6 +102,8 @@ def _show(s: Summary, window: str, console: Console) -> None:
         return
     no_tokens = [row[:3] + row[4:] for row in [TIER_HEAD, *tier_rows(s)]]  # 80 columns; the HTML has them
     console.print(_table("By tier", no_tokens[0], no_tokens[1:]))
+    by_backend = [row[:3] + row[4:] for row in [BACKEND_HEAD, *backend_rows(s)]]
+    console.print(_table("By backend", by_backend[0], by_backend[1:]))
     reasons = [[r.label, f"{r.requests:,}", f"{r.share:.1%}"] for r in s.reasons]
     console.print(_table("Route reasons", ["Reason", "Requests", "Share"], reasons))
     keys = [[k.key, f"{k.requests:,}", money(k.cost_usd)] for k in s.keys]

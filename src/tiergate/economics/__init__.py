@@ -7,6 +7,7 @@ See ``docs/tco.md`` for the method and ``examples/workload.yaml`` for the input.
 """
 
 from tiergate.economics.advice import Assumptions, BreakEven, Burden, ByOption, Option, Plan, make_plan, recommend
+from tiergate.economics.share import ShareSource, load_scores, share_from_rows, share_from_scores
 from tiergate.economics.tco import (
     DAYS_PER_MONTH,
     HOURS_PER_MONTH,
@@ -34,11 +35,15 @@ __all__ = [
     "Operations",
     "Option",
     "Plan",
+    "ShareSource",
     "Workload",
     "break_even_requests_per_day",
+    "load_scores",
     "load_workload",
     "make_plan",
     "parse_workload",
     "recommend",
     "resolve_closed_price",
+    "share_from_rows",
+    "share_from_scores",
 ]

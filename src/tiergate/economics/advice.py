@@ -25,6 +25,7 @@ from typing import Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict
 
 from tiergate.accounting.prices import ModelPrice
+from tiergate.economics.share import ShareSource
 from tiergate.economics.tco import (
     DAYS_PER_MONTH,
     HOURS_PER_MONTH,
@@ -98,6 +99,7 @@ class Assumptions(_Model):
     closed_input_per_mtok: float
     closed_output_per_mtok: float
     price_table_version: str | None
+    open_share: ShareSource
     note: str = f"{MONTH_NOTE}; the fleet is sized for the average output rate x peak_to_average"
 
 
@@ -119,12 +121,19 @@ def monthly_costs(w: Workload, price: ModelPrice, requests_per_day: float) -> By
     )
 
 
-def make_plan(w: Workload, price: ModelPrice, price_table_version: str | None = None) -> Plan:
+def make_plan(
+    w: Workload, price: ModelPrice, price_table_version: str | None = None, share: ShareSource | None = None
+) -> Plan:
     """Everything ``tiergate plan`` reports, from the workload and the closed model's price.
 
-    Costs are rounded to cents; break-even volumes up to the next hundredth of a request, so that the
-    volume reported really does break even.
+    ``share`` says where ``open_share`` was measured (the ledger, a router evaluation), when it was not
+    given in the workload; it replaces the workload's figure. Costs are rounded to cents; break-even volumes
+    up to the next hundredth of a request, so that the volume reported really does break even.
     """
+    if share is None:
+        share = ShareSource(source="workload", open_share=w.open_share, basis="given in the workload file")
+    elif share.open_share != w.open_share:
+        w = w.model_copy(update={"open_share": share.open_share})
     exact = monthly_costs(w, price, w.requests_per_day)
     costs = ByOption(closed=round(exact.closed, 2), open=round(exact.open, 2), hybrid=round(exact.hybrid, 2))
     be_open = _round_up(break_even_requests_per_day(w, price, "open"))
@@ -158,6 +167,7 @@ def make_plan(w: Workload, price: ModelPrice, price_table_version: str | None = 
             closed_input_per_mtok=price.input_per_mtok,
             closed_output_per_mtok=price.output_per_mtok,
             price_table_version=price_table_version,
+            open_share=share,
         ),
     )
 

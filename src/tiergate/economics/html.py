@@ -61,6 +61,7 @@ def render_report(plan: Plan, png: bytes, title: str = "tiergate plan") -> str:
 <th>Break-even req/day</th><th>Break-even tokens/day</th></tr>
 {"".join(rows)}
 </table>
+<p>Open share: {a.open_share.open_share:.1%} ({escape(a.open_share.basis)}).</p>
 <img src="data:image/png;base64,{image}" alt="Monthly cost against requests per day, with break-even volumes">
 <h2>Operational burden of self-hosting</h2>
 <table>

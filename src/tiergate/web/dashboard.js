@@ -64,6 +64,7 @@ function render(s) {
   const failed = s.statuses.error + s.statuses.refused;
   setFigure("requests", s.requests, String(s.requests));
   setFigure("cost", s.cost_usd, money(s.cost_usd));
+  setFigure("marginal", s.marginal_usd, money(s.marginal_usd));
   setFigure("all-closed", s.all_closed_usd, money(s.all_closed_usd));
   setFigure("saving", s.saving_usd, money(s.saving_usd));
   setFigure("saving-pct", s.saving_pct, pct(s.saving_pct));
@@ -81,10 +82,19 @@ function render(s) {
     ]),
   );
   fillTable("reasons", s.reasons.map((r) => [r.label, [r.label, String(r.requests), pct(100 * r.share)]]));
+  fillTable(
+    "backends",
+    s.backends.map((b) => [
+      b.backend,
+      [b.backend, b.tier, String(b.requests), String(b.output_tokens), money(b.cost_usd), money(b.marginal_usd),
+        b.utilisation === null ? "-" : pct(100 * b.utilisation)],
+    ]),
+  );
   fillTable("keys", s.keys.map((k) => [k.key, [k.key, String(k.requests), money(k.cost_usd)]]));
   drawBars("mix-chart", s.tiers.map((t) => ({ label: t.tier, value: t.requests, colour: COLOURS[t.tier] || "#888" })));
   drawBars("cost-chart", [
     { label: "tiergate", value: s.cost_usd, colour: "#5b8c3a" },
+    { label: "marginal", value: s.marginal_usd, colour: "#9cc47f" },
     { label: "all-closed", value: s.all_closed_usd, colour: COLOURS.closed },
   ]);
   document.getElementById("updated").textContent = new Date().toLocaleTimeString();
