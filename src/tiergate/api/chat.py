@@ -180,6 +180,11 @@ async def handle(request: Request, edge: Edge) -> Response:
     except TiergateError as exc:
         call.record_error(exc)
         return error_response(edge, exc, call.request_id)
+    except Exception:  # a bug of ours: still the caller's envelope, a ledger row, and the budget settled
+        log.exception("request %s failed inside the gateway", call.request_id)
+        internal = TiergateError(f"internal error in the gateway (request id {call.request_id})")
+        call.record_error(internal)
+        return error_response(edge, internal, call.request_id)
     cost = call.record(outcome, response.usage, "ok")
     payload = json.dumps(edge.render(response, call.request_id), separators=(",", ":")).encode()
     return Response(payload, media_type="application/json", headers=route_headers(outcome, call.request_id, cost))
