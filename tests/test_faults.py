@@ -294,3 +294,35 @@ class FakeOpenAIServer:
 
     def __exit__(self, *exc: object) -> None:
         self._cm.__exit__(None, None, None)
+
+
+def test_a_streamed_success_closes_a_half_open_circuit(w: World) -> None:
+    primary = w.app.state.tiergate.pool.states["primary"]
+    long_ago = time.monotonic() - 3600
+    for _ in range(primary.breaker.failures):
+        primary.breaker.record_failure(long_ago)
+    assert primary.breaker.state == "open"  # and its cooldown has passed: the next request is the probe
+    resp = ask(w, stream=True)
+    _, _, done = stream_text(resp)
+    assert done
+    assert resp.headers["x-tiergate-backend"] == "primary"
+    assert primary.breaker.state == "closed"
+    assert primary.in_flight == 0
+
+
+def test_stream_slots_are_released_whatever_the_ending(w: World) -> None:
+    w.primary.script(CutStream(after_events=4))
+    ask(w, stream=True)
+    w.secondary.script(Refusal())
+    ask(w, stream=True)
+    with httpx.stream(
+        "POST", w.url + OA, json={"model": "open", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    ) as resp:
+        next(resp.iter_lines())  # hang up after the first line
+    for _ in range(100):
+        states = w.app.state.tiergate.pool.states
+        if all(s.in_flight == 0 for s in states.values()):
+            break
+        time.sleep(0.02)
+    assert [s.in_flight for s in states.values()] == [0, 0, 0]
+    assert all(not s.breaker.probing for s in states.values())

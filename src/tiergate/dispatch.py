@@ -202,12 +202,23 @@ class Dispatcher:
         deadline: float,
         prepare: Prepare | None,
     ) -> EventStream:
-        """The rest of the stream, under stall and total timeouts, continued elsewhere if it breaks."""
+        """The whole stream (``first`` included), under stall and total timeouts, continued elsewhere if it breaks.
+
+        The backend's slot is released and its breaker told the verdict however the stream ends; success is
+        recorded *before* the final event is handed on, because a consumer may stop reading right there.
+        """
         text: list[str] = [first.text] if isinstance(first, TextDelta) else []
         tools_started = isinstance(first, ToolCallStart | ToolArgsDelta)
         produced = 1 if isinstance(first, TextDelta | ToolArgsDelta) else 0
         state = served.state
+        settled = False
         try:
+            if isinstance(first, StreamEnd):
+                self.pool.success(state)
+                settled = True
+                yield first
+                return
+            yield first
             while True:
                 limit = min(state.config.stall_timeout_s, deadline - time.monotonic())
                 try:
@@ -217,10 +228,12 @@ class Dispatcher:
                     raise UpstreamTimeout(f"stream stalled for {limit:.1f}s", backend=state.name) from None
                 except StopAsyncIteration:
                     raise UpstreamError("stream ended without a final event", backend=state.name) from None
-                yield ev
                 if isinstance(ev, StreamEnd):
                     self.pool.success(state)
+                    settled = True
+                    yield ev
                     break
+                yield ev
                 produced += 1
                 if isinstance(ev, TextDelta):
                     text.append(ev.text)
@@ -228,6 +241,7 @@ class Dispatcher:
                     tools_started = True
         except UpstreamError as exc:
             self.pool.failure(state, exc.message)
+            settled = True
             served.attempts.failed.append(state.name)
             served.attempts.last = exc
             if tools_started or not text:
@@ -237,6 +251,8 @@ class Dispatcher:
             async for ev in self._continue(request, targets, served, prefix, produced, prepare):
                 yield ev
         finally:
+            if not settled:  # the consumer went away mid-stream: no verdict on the backend, free the probe
+                state.breaker.release()
             await events.aclose()
             self.pool.release(state)
 
@@ -256,25 +272,18 @@ class Dispatcher:
             raise failed
         continued = replace(request, messages=[*request.messages, Message("assistant", (TextPart(prefix),))])
         try:
-            first, events, again = await self.stream(continued, candidates, prepare)
+            _, events, again = await self.stream(continued, candidates, prepare)
         except UpstreamError:
             raise failed from None
         served.state = again.state
         served.attempts.failed.extend(again.attempts.failed)
-        ev: StreamEvent = first
-        async for ev in _chain(first, events):
+        async for ev in events:  # the continuation's stream, its first event included
             if isinstance(ev, StreamEnd):
                 usage = ev.usage
                 ev = StreamEnd(
                     ev.stop_reason, replace(usage, output_tokens=usage.output_tokens + produced), ev.stop_sequence
                 )
             yield ev
-
-
-async def _chain(first: StreamEvent, events: EventStream) -> EventStream:
-    yield first
-    async for ev in events:
-        yield ev
 
 
 def tier_of(served: Served) -> Tier:

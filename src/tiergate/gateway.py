@@ -212,7 +212,10 @@ class Gateway:
         return response, outcome
 
     async def stream(self, request: ChatRequest, plan: Plan) -> tuple[StreamEvent, EventStream, Outcome]:
-        """Open a stream; failover is transparent until the first event, continuation after it."""
+        """Open a stream; failover is transparent until the first event, continuation after it.
+
+        ``events`` yields the whole stream, ``first`` included (returned apart for callers that peek).
+        """
         try:
             first, events, served = await self.dispatcher.stream(request, plan.targets, plan.prepare)
         except UpstreamError as exc:

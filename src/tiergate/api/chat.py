@@ -22,7 +22,7 @@ from tiergate.api.state import AppState
 from tiergate.errors import PayloadTooLarge, RateLimited, TiergateError, UpstreamError
 from tiergate.gateway import Outcome, Plan
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
-from tiergate.types import ChatRequest, EventStream, StreamEnd, StreamEvent, Usage
+from tiergate.types import ChatRequest, EventStream, StreamEnd, Usage
 
 log = logging.getLogger("tiergate.requests")
 
@@ -174,8 +174,8 @@ async def handle(request: Request, edge: Edge) -> Response:
             call.record_refusal(plan)
             return refusal_response(edge, chat, plan, call.request_id)
         if chat.stream:
-            first, events, outcome = await state.gateway.stream(chat, plan)
-            return _stream(call, chat, first, events, outcome)
+            _, events, outcome = await state.gateway.stream(chat, plan)
+            return _stream(call, chat, events, outcome)
         response, outcome = await state.gateway.complete(chat, plan)
     except TiergateError as exc:
         call.record_error(exc)
@@ -190,7 +190,7 @@ async def handle(request: Request, edge: Edge) -> Response:
     return Response(payload, media_type="application/json", headers=route_headers(outcome, call.request_id, cost))
 
 
-def _stream(call: Call, chat: ChatRequest, first: StreamEvent, events: EventStream, outcome: Outcome) -> Response:
+def _stream(call: Call, chat: ChatRequest, events: EventStream, outcome: Outcome) -> Response:
     prompt_tokens = sum(len(t) for t in chat.texts()) // 4  # a header-time estimate; the ledger has the truth
     renderer = call.edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
     estimate = call.state.costs.cost(outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True))
@@ -201,21 +201,18 @@ def _stream(call: Call, chat: ChatRequest, first: StreamEvent, events: EventStre
         try:
             yield renderer.start()
             ttft = time.perf_counter() - call.started
-            ev: StreamEvent = first
-            while True:
+            async for ev in events:  # starts with ``first``: the stream the dispatcher opened
                 if isinstance(ev, StreamEnd):
                     usage, status = ev.usage, "ok"
-                else:
-                    produced += 1
-                yield renderer.event(ev)
-                if isinstance(ev, StreamEnd):
+                    yield renderer.event(ev)
                     break
-                ev = await anext(events)
+                produced += 1
+                yield renderer.event(ev)
+            else:
+                yield renderer.error(UpstreamError("stream ended without a final event", backend=outcome.backend.name))
         except UpstreamError as exc:
             log.warning("stream from %s failed after bytes were sent: %s", outcome.backend.name, exc.message)
             yield renderer.error(exc)
-        except StopAsyncIteration:
-            yield renderer.error(UpstreamError("stream ended without a final event", backend=outcome.backend.name))
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away: closing ``events`` below cancels the upstream request at once.
             status = "cancelled"
