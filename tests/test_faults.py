@@ -189,8 +189,12 @@ def test_stream_cut_mid_answer_is_continued_elsewhere(w: World) -> None:
     text, chunks, done = stream_text(resp)
     assert done, "the continued stream ends normally"
     assert chunks[-1]["choices"] == [] or chunks[-1]["choices"][0]["finish_reason"] == "stop"
-    continuation = w.secondary.received[0].body["messages"]
+    body = w.secondary.received[0].body
+    continuation = body["messages"]
     assert continuation[-1]["role"] == "assistant"  # the partial answer, sent as the prefix to continue
+    assert continuation[-2]["role"] == "user"
+    assert body["continue_final_message"] is True  # vLLM continues the final assistant turn
+    assert body["add_generation_prompt"] is False
     assert text.startswith(continuation[-1]["content"])
     assert len(text) > len(continuation[-1]["content"])
 
@@ -326,3 +330,16 @@ def test_stream_slots_are_released_whatever_the_ending(w: World) -> None:
         time.sleep(0.02)
     assert [s.in_flight for s in states.values()] == [0, 0, 0]
     assert all(not s.breaker.probing for s in states.values())
+
+
+def test_a_stream_cut_twice_is_continued_with_one_assistant_prefix(w: World) -> None:
+    w.primary.script(CutStream(after_events=3))
+    w.secondary.script(CutStream(after_events=3))
+    resp = ask(w, stream=True)
+    text, _, done = stream_text(resp)
+    assert done
+    last = w.claude.received[-1].body["messages"]
+    assert [m["role"] for m in last] == ["user", "assistant"]
+    prefix = last[-1]["content"][0]["text"]
+    assert text.startswith(prefix)
+    assert prefix == prefix.rstrip()  # the Messages API rejects a final assistant turn ending in whitespace

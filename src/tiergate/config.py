@@ -74,6 +74,9 @@ class BackendConfig(_Model):
     # Cloud settings for bedrock / vertex.
     region: str | None = None
     project_id: str | None = None
+    # OpenAI-compatible servers: send vLLM's continue_final_message / add_generation_prompt when the last
+    # turn is the assistant's (stream continuation, prefill). Off for servers that reject unknown fields.
+    continue_final_message: bool = True
     # Embedded (llama.cpp) settings.
     n_ctx: int = Field(2048, ge=256)
     n_threads: int | None = Field(None, ge=1)

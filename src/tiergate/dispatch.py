@@ -270,7 +270,7 @@ class Dispatcher:
         candidates = [s for s in targets if s.name not in served.attempts.failed and s.config.kind in CONTINUABLE_KINDS]
         if not candidates:
             raise failed
-        continued = replace(request, messages=[*request.messages, Message("assistant", (TextPart(prefix),))])
+        continued = replace(request, messages=with_prefix(request.messages, prefix))
         try:
             _, events, again = await self.stream(continued, candidates, prepare)
         except UpstreamError:
@@ -284,6 +284,17 @@ class Dispatcher:
                     ev.stop_reason, replace(usage, output_tokens=usage.output_tokens + produced), ev.stop_sequence
                 )
             yield ev
+
+
+def with_prefix(messages: list[Message], prefix: str) -> list[Message]:
+    """The conversation with ``prefix`` as the assistant's answer so far, to be continued.
+
+    A final assistant turn already there (the caller's prefill, or an earlier continuation) is extended,
+    so the conversation never holds two assistant turns in a row.
+    """
+    if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
+        return [*messages[:-1], Message("assistant", (TextPart(messages[-1].text_content + prefix),))]
+    return [*messages, Message("assistant", (TextPart(prefix),))]
 
 
 def tier_of(served: Served) -> Tier:

@@ -69,6 +69,10 @@ def messages_json(messages: list[Message]) -> list[JSON]:
             out[-1]["content"].extend(blocks)
         else:
             out.append({"role": role, "content": blocks})
+    last = out[-1] if out else None
+    if last is not None and last["role"] == "assistant" and last["content"] and last["content"][-1]["type"] == "text":
+        # A prefill to continue: the Messages API rejects a final assistant turn ending in whitespace.
+        last["content"][-1]["text"] = last["content"][-1]["text"].rstrip()
     return out
 
 

@@ -58,11 +58,15 @@ def _message_json(m: Message) -> list[JSON]:
     return [{"role": "user", "content": content}]
 
 
-def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
+def request_json(req: ChatRequest, model: str, stream: bool, continue_final: bool = False) -> JSON:
     messages: list[JSON] = [{"role": "system", "content": req.system}] if req.system else []
     for m in req.messages:
         messages.extend(_message_json(m))
     body: JSON = {"model": model, "messages": messages, "stream": stream}
+    if continue_final and req.messages and req.messages[-1].role == "assistant":
+        # Continue the final assistant turn instead of starting a new one (vLLM's chat-template options).
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
     optional = {
         "max_tokens": req.max_tokens,
         "temperature": req.temperature,
@@ -240,7 +244,9 @@ class OpenAICompatBackend:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         name = self.config.name
         try:
-            resp = await self.client.post("chat/completions", json=request_json(request, self.model, False))
+            resp = await self.client.post(
+                "chat/completions", json=request_json(request, self.model, False, self.config.continue_final_message)
+            )
         except httpx.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
         if resp.status_code >= 400:
@@ -257,7 +263,7 @@ class OpenAICompatBackend:
 
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
-        body = request_json(request, self.model, True)
+        body = request_json(request, self.model, True, self.config.continue_final_message)
         parser = StreamParser(sum(len(t) for t in request.texts()))
         done = False
         try:
