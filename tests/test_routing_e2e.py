@@ -29,8 +29,14 @@ def ask(url: str, text: str, **headers: str) -> httpx.Response:
     return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
 
 
-def test_auto_is_routed_by_the_learned_score(learned_gateway: str) -> None:
+def test_routine_tasks_go_open_by_rule(learned_gateway: str) -> None:
     resp = ask(learned_gateway, "Translate 'good morning' into French.")
+    assert resp.headers["x-tiergate-route"] == "rule:routine:translation"
+    assert resp.headers["x-tiergate-tier"] == "open"
+
+
+def test_auto_is_routed_by_the_learned_score(learned_gateway: str) -> None:
+    resp = ask(learned_gateway, "Why did the Roman Republic become an empire? Weigh three explanations.")
     assert resp.status_code == 200
     route = resp.headers["x-tiergate-route"]
     match = re.fullmatch(r"router:(\d\.\d\d)(<|>=)(\d\.\d\d)", route)

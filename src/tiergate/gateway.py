@@ -18,6 +18,7 @@ from tiergate.policy import HardPolicy, PolicyVerdict, Prepare
 from tiergate.routing import Router, Signals, decide
 from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
+from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
@@ -153,6 +154,8 @@ class Gateway:
             tier, route = caller.default_tier, f"key:{caller.name}:{caller.default_tier.value}"
         elif (too_long := self._over_open_context(request)) is not None and Tier.CLOSED in eligible:
             tier, route = Tier.CLOSED, f"rule:context>{too_long}"
+        elif model == "auto" and (task := routine_task(routing_text(request))) is not None and Tier.OPEN in eligible:
+            tier, route = Tier.OPEN, f"rule:routine:{task}"
         elif len(eligible) < 2:
             tier = Tier.OPEN if Tier.OPEN in eligible or not eligible else Tier.CLOSED
             route = f"single-tier:{tier.value}"
