@@ -124,7 +124,8 @@ class Gateway:
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
             signals = await self.signals(request, guard=True)
             assert signals.embedding is not None
-            self.policy.judge(verdict, signals.embedding, routing_text(request))
+            known = {routing_text(request).strip(): signals.embedding}
+            await self.policy.judge(verdict, request, self.encoder, known)
             if verdict.flagged:
                 if self.config.policy.guard.on_flag == "closed" and any(
                     verdict.allows(s) for s in self.pool.tier(Tier.CLOSED)

@@ -13,9 +13,9 @@ every target list the gateway builds is filtered here first:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,10 +30,23 @@ from tiergate.types import ChatRequest, Tier
 Prepare = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
 
 
+class GuardVerdict(Protocol):
+    @property
+    def score(self) -> float: ...
+    @property
+    def flagged(self) -> bool: ...
+    @property
+    def threshold(self) -> float: ...
+
+
 class SafetyGuard(Protocol):
+    """What the policy needs of :class:`tiergate.guard.model.Guard`."""
+
     threshold: float
 
-    def score(self, embedding: npt.NDArray[np.float32], text: str) -> float: ...
+    async def check(
+        self, request: ChatRequest, encoder: Any, known: Mapping[str, npt.NDArray[np.float32]] | None = None
+    ) -> GuardVerdict: ...
 
 
 @dataclass(slots=True)
@@ -68,15 +81,19 @@ class HardPolicy:
             reasons=list(verdict.reasons),
         )
 
-    def judge(self, verdict: PolicyVerdict, embedding: npt.NDArray[np.float32], text: str) -> None:
-        """Score the request with the guard (bound for the open tier) and record the reason."""
+    async def judge(
+        self, verdict: PolicyVerdict, request: ChatRequest, encoder: Any, known: Mapping[str, npt.NDArray[np.float32]]
+    ) -> None:
+        """Score the request with the guard (it is bound for the open tier) and record the reason.
+
+        ``known``: texts the encoder already embedded for the router, so that pass is shared.
+        """
         assert self.guard is not None
-        threshold = self.config.guard.threshold if self.config.guard.threshold is not None else self.guard.threshold
-        score = self.guard.score(embedding, text)
-        verdict.guard_score = score
-        verdict.flagged = score >= threshold
-        if verdict.flagged:
-            verdict.reasons.append(f"guard:{score:.2f}>={threshold:.2f}")
+        result = await self.guard.check(request, encoder, known)
+        verdict.guard_score = result.score
+        verdict.flagged = result.flagged
+        if result.flagged:
+            verdict.reasons.append(f"guard:{result.score:.2f}>={result.threshold:.2f}")
 
     def prepare(self, verdict: PolicyVerdict) -> Prepare | None:
         if not verdict.redact:

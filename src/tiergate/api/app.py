@@ -28,6 +28,7 @@ from tiergate.backends.pool import Pool
 from tiergate.config import Config
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
 from tiergate.gateway import Gateway
+from tiergate.policy import HardPolicy
 from tiergate.routing import build_router
 from tiergate.types import Tier
 
@@ -39,9 +40,25 @@ def build_state(config: Config, registry: dict[str, BackendFactory] | None = Non
     pool = Pool(config.backends, registry or default_registry())
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
-    gateway = Gateway(config, pool, build_router(config.router), costs)
+    gateway = Gateway(config, pool, build_router(config.router), costs, policy=build_policy(config))
     ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
     return AppState(config, pool, gateway, KeyRing(config.keys), Metrics(), costs, ledger, budgets)
+
+
+def build_policy(config: Config) -> HardPolicy:
+    guard = None
+    if config.policy.guard.enabled:
+        from tiergate.guard.model import Guard
+
+        guard = Guard.from_config(config.policy.guard)
+    return HardPolicy(config.policy, guard)
+
+
+def needs_encoder(state: AppState) -> bool:
+    """The encoder runs when the router scores (both tiers present) or the guard checks (an open tier)."""
+    has_open, has_closed = state.pool.has_tier(Tier.OPEN), state.pool.has_tier(Tier.CLOSED)
+    routing = state.gateway.router.needs_embedding and has_open and has_closed
+    return routing or (state.gateway.policy.guard_enabled and has_open)
 
 
 async def _watch_health(pool: Pool, interval_s: float) -> None:
@@ -59,7 +76,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         await state.ledger.start()
         state.budgets.load(await state.ledger.spend_by_key(month_start(now := time.time())), now)
         await state.pool.start()
-        if state.gateway.router.needs_embedding and state.pool.has_tier(Tier.OPEN) and state.pool.has_tier(Tier.CLOSED):
+        if needs_encoder(state):
             from tiergate.signals.encoder import Encoder
 
             state.gateway.encoder = await asyncio.to_thread(Encoder.load)

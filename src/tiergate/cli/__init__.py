@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tiergate.cli import plan, report, route, serve
+from tiergate.cli.guard import guard_app
 from tiergate.cli.router import router_app
 
 
@@ -19,6 +20,7 @@ def build_app() -> typer.Typer:
     for module in (serve, route, plan, report):
         module.register(app)
     app.add_typer(router_app, name="router", help="Train, score, evaluate and calibrate the router.")
+    app.add_typer(guard_app, name="guard", help="Train, score and evaluate the safety guard.")
     return app
 
 

@@ -1,0 +1,214 @@
+"""``tiergate guard``: train, score and evaluate the safety guard in front of the open-weight tier.
+
+Usage::
+
+    tiergate guard train ../shared/data --out my-guard/ --seed 0 --cache .cache/guard
+    tiergate guard score prompts.jsonl --out preds.jsonl [--artifact my-guard/]
+    tiergate guard eval ../shared/data --cache .cache/guard --plot docs/guard-curve.png
+
+``DATA_DIR`` holds ``safety/`` and ``routing/`` as in ``data/safety/SOURCES.md``; ``score`` reads JSONL with
+``id`` and ``prompt``, or plain text with one prompt a line, and writes ``{"id", "score", "flagged"}`` lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tiergate.errors import ConfigError
+from tiergate.guard import metrics
+from tiergate.guard.data import SOURCES, Corpus, load_corpus, read_prompts
+from tiergate.guard.embed import WindowVectors, embed_windows
+from tiergate.guard.model import Guard
+from tiergate.guard.train import cross_validate, score_texts, train_guard
+from tiergate.guard.windows import MAX_WINDOWS, Windower
+
+__all__ = ["guard_app"]
+
+guard_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+ArtifactOpt = Annotated[
+    Path | None, typer.Option("--artifact", help="Guard folder from 'train' (default: the shipped guard).")
+]
+ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime threads for the encoder.")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Folder to cache embeddings in (e.g. .cache/guard).")]
+DataArg = Annotated[Path, typer.Argument(help="Folder holding safety/ and routing/.", show_default=False)]
+SourcesOpt = Annotated[str | None, typer.Option("--sources", help=f"Comma-separated subset of: {', '.join(SOURCES)}.")]
+ContrastOpt = Annotated[bool, typer.Option("--contrast/--no-contrast", help="Include the shipped contrast set.")]
+WindowsOpt = Annotated[int, typer.Option("--windows", min=1, max=8, help="Windows per long text (start, end, ...).")]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except (ValueError, ConfigError) as exc:  # DataError is a ValueError
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+
+def _corpus(data: Path, sources: str | None, contrast: bool) -> Corpus:
+    names = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
+    return load_corpus(data, names, contrast=contrast)
+
+
+def _embed(texts: Sequence[str], threads: int, windows: int, cache: Path | None) -> WindowVectors:
+    from tiergate.signals.encoder import Encoder
+
+    encoder = Encoder.load(intra_op_num_threads=threads)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("Encoding windows", total=None)
+            return embed_windows(
+                texts,
+                encoder.encode,
+                windower=Windower(max_windows=windows),
+                cache=cache,
+                progress=lambda n: progress.advance(task, n),
+            )
+    finally:
+        encoder.close()
+
+
+def _load(artifact: Path | None) -> Guard:
+    return Guard.load(artifact) if artifact is not None else Guard.default()
+
+
+@guard_app.command()
+def train(
+    data: DataArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder for guard.json and guard.npz.", show_default=False)],
+    seed: Annotated[int, typer.Option(help="Seed of the contrast folds and the held-out rows.")] = 0,
+    sources: SourcesOpt = None,
+    contrast: ContrastOpt = True,
+    windows: WindowsOpt = MAX_WINDOWS,
+    cache: CacheOpt = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Train the guard: cross-validate over held-out sources, calibrate the threshold, write the artifact."""
+    with _errors():
+        corpus = _corpus(data, sources, contrast)
+        guard, _ = train_guard(corpus, _embed(corpus.texts, threads, windows, cache), seed=seed)
+        guard.save(out)
+    cv = guard.meta["cross_validation"]["summary"]
+    typer.echo(
+        f"Trained on {guard.meta['data']['train_rows']} texts; threshold {guard.threshold:.4f} (held-out sources: "
+        f"harmful recall {cv['recall_harmful']:.3f}, jailbreak recall {cv['recall_jailbreak']:.3f}, benign FPR "
+        f"{cv['fpr_benign']:.3f}, contrast FPR {cv['fpr_contrast']:.3f}). Wrote {out}/"
+    )
+
+
+@guard_app.command()
+def score(
+    data: Annotated[Path, typer.Argument(help="JSONL with 'id' and 'prompt', or text: one prompt a line.")],
+    out: Annotated[Path, typer.Option("--out", help="Predictions JSONL: {id, score, flagged}.", show_default=False)],
+    artifact: ArtifactOpt = None,
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Flag at this score.")] = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Score prompts: how likely each is harmful, in [0, 1], and whether the guard flags it."""
+    with _errors():
+        ids, prompts = read_prompts(data)
+        guard = _load(artifact)
+        if threshold is not None:
+            guard.threshold = threshold
+        scores = score_texts(guard, _embed(prompts, threads, guard.windower.max_windows, None), len(prompts))
+        with out.open("w", encoding="utf-8") as fh:
+            for id_, value in zip(ids, scores, strict=True):
+                fh.write(json.dumps({"id": id_, "score": round(float(value), 6), "flagged": guard.flagged(value)}))
+                fh.write("\n")
+    typer.echo(f"Wrote {len(ids)} scores to {out} ({int((scores >= guard.threshold).sum())} flagged)")
+
+
+def _pct(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.1%}"
+
+
+def _rows_table(title: str, rows: list[metrics.Row]) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for name in ("set", "should", "n", "flagged"):
+        table.add_column(name, justify="left" if name in ("set", "should") else "right")
+    for row in rows:
+        table.add_row(row.name, "flag" if row.label else "pass", str(row.n), _pct(row.flagged))
+    return table
+
+
+def _curve_table(corpus: Corpus, scores: npt.NDArray[np.float64], marked: float) -> Table:
+    table = Table(title="Trade-off (threshold against recall and false-positive rate)", box=box.SIMPLE_HEAD)
+    for name in ("threshold", "harmful recall", "jailbreak recall", "benign FPR (worst)", "contrast FPR"):
+        table.add_column(name, justify="right")
+    levels = sorted({*np.round(np.linspace(0.05, 0.95, 19), 2).tolist(), round(marked, 4)})
+    for row in metrics.curve(corpus, scores, np.array(levels)):
+        cells = (row["recall_harmful"], row["recall_jailbreak"], row["fpr_benign"], row["fpr_contrast"])
+        mark = " *" if row["threshold"] == round(marked, 4) else ""
+        table.add_row(f"{row['threshold']:.4f}{mark}", *(_pct(c) for c in cells))
+    return table
+
+
+@guard_app.command("eval")
+def eval_(
+    data: DataArg,
+    artifact: Annotated[
+        Path | None,
+        typer.Option("--artifact", help="Score with this guard as is, instead of cross-validating the recipe."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the contrast folds.")] = 0,
+    sources: SourcesOpt = None,
+    contrast: ContrastOpt = True,
+    windows: WindowsOpt = MAX_WINDOWS,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the trade-off curve (PNG).")] = None,
+    cache: CacheOpt = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Recall on harmful and jailbreak sets, false-positive rate on benign and contrast sets, by source.
+
+    By default each source (and each fold of contrast kinds) is held out in turn: a guard is trained on the
+    rest and scores it, and the threshold is calibrated on those out-of-fold scores. With --artifact the
+    given guard scores everything at its own threshold (in-sample, for the data it was trained on).
+    """
+    with _errors():
+        corpus = _corpus(data, sources, contrast)
+        if artifact is not None:
+            guard = Guard.load(artifact)
+            vectors = _embed(corpus.texts, threads, guard.windower.max_windows, cache)
+            scores, threshold, how = score_texts(guard, vectors, len(corpus)), guard.threshold, "artifact, in-sample"
+        else:
+            cv = cross_validate(corpus, _embed(corpus.texts, threads, windows, cache), seed=seed)
+            scores, threshold, how = cv.scores, cv.threshold, "held-out sources"
+        console = Console()
+        console.print(
+            _rows_table(f"Guard at threshold {threshold:.4f} ({how})", metrics.by_source(corpus, scores, threshold))
+        )
+        if (corpus.sources == "contrast").any():
+            console.print(_rows_table("Contrast set by kind", metrics.by_kind(corpus, scores, threshold)))
+        console.print(_curve_table(corpus, scores, threshold))
+        figures = metrics.summary(corpus, scores, threshold)
+        verdicts = metrics.meets(figures)
+        for key, goal in metrics.GOALS.items():
+            if key in verdicts:
+                sign = ">=" if key.startswith("recall") else "<="
+                state = "met" if verdicts[key] else "not met"
+                console.print(f"{key}: {_pct(figures[key])} (goal {sign} {goal:.0%}: {state})")
+        if plot is not None:
+            from tiergate.guard.plot import plot_curve
+
+            plot_curve(plot, corpus, scores, threshold, title=f"Guard trade-off ({how})")
+            console.print(f"Plot written to {plot}")

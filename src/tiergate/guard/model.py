@@ -1,0 +1,180 @@
+"""The safety guard in front of the open-weight tier: a small head on the prompt's embedding, served with numpy.
+
+The head was trained by :mod:`tiergate.guard.train` on public harmful-request and jailbreak sets against
+benign prompts and the contrast set of risky-looking but safe prompts, and ships as two files of package data,
+``artifacts/guard.json`` (version, data hashes, seed, threshold, recorded held-out metrics) and
+``artifacts/guard.npz`` (weights). In the gateway::
+
+    guard = Guard.from_config(config.policy.guard)                # the shipped artifact, or config's threshold
+    verdict = await guard.check(request, encoder)                 # embeds texts_to_check(request)'s windows
+    if verdict.flagged: ...                                       # on_flag: closed | refuse
+
+or, with embeddings at hand, ``guard.score(embeddings, text)`` for one text (the embeddings of
+``guard.windows(text)``) and ``guard.flagged(score)``. A request's score is the highest of its texts'
+(:func:`~tiergate.guard.windows.texts_to_check`) windows' scores, in [0, 1]; higher means more likely harmful.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from tiergate.config import GuardConfig
+from tiergate.errors import ConfigError
+from tiergate.guard.features import FEATURE_NAMES, batch_features
+from tiergate.guard.windows import Windower, texts_to_check
+from tiergate.types import ChatRequest
+
+Scores: TypeAlias = npt.NDArray[np.float64]
+Vectors: TypeAlias = npt.NDArray[np.float32]
+
+FORMAT = "tiergate-guard"
+FORMAT_VERSION = 1
+META_FILE = "guard.json"
+WEIGHTS_FILE = "guard.npz"
+
+
+class Embedder(Protocol):
+    """What :meth:`Guard.check` needs of :class:`~tiergate.signals.encoder.Encoder`."""
+
+    async def embed(self, text: str) -> Vectors: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The guard's answer for one request: its score, whether it is flagged, and the texts that were read."""
+
+    score: float
+    flagged: bool
+    threshold: float
+    texts: int
+    windows: int
+
+
+class Guard:
+    """A guard artifact (metadata and weights) and the threshold it flags at.
+
+    The head is a weighted mean of members' probabilities (``meta["head"]["members"]``); member ``j`` is
+    ``layers`` weight/bias pairs (``m{j}_w0``, ``m{j}_b0``, ...; ReLU between them, a sigmoid on the last)
+    over the window's embedding and its standardised features (``feature_mean``, ``feature_std``).
+    """
+
+    def __init__(self, meta: dict[str, Any], arrays: Mapping[str, Any], threshold: float | None = None) -> None:
+        self.meta = meta
+        self.arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+        self.threshold = float(meta["calibration"]["threshold"]) if threshold is None else float(threshold)
+        self.windower = Windower(max_windows=int(meta.get("windows", {}).get("max_windows", 2)))
+
+    @classmethod
+    def from_parts(cls, meta: dict[str, Any], arrays: Mapping[str, Any], *, where: str = "artifact") -> Guard:
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"{where}: not a {FORMAT} v{FORMAT_VERSION} artifact")
+        if list(meta.get("features", [])) != list(FEATURE_NAMES):
+            raise ConfigError(f"{where}: trained on other features; retrain it with this tiergate version")
+        members = meta.get("head", {}).get("members", [])
+        needed = {"feature_mean", "feature_std"} | {
+            f"m{j}_{p}{i}" for j, m in enumerate(members) for i in range(int(m.get("layers", 0))) for p in ("w", "b")
+        }
+        missing = sorted(needed - set(arrays))
+        if not members or missing or "threshold" not in meta.get("calibration", {}):
+            raise ConfigError(f"{where}: incomplete artifact (missing {', '.join(missing) or 'head or calibration'})")
+        return cls(meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Guard:
+        """Load ``guard.json`` and ``guard.npz`` from a folder (or from the path of either file)."""
+        folder = Path(path)
+        if folder.suffix in {".json", ".npz"}:
+            folder = folder.parent
+        try:
+            meta = json.loads((folder / META_FILE).read_text("utf-8"))
+            with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"guard artifact: {exc.filename} not found; run 'tiergate guard train'") from exc
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"guard artifact: {folder} is not a readable guard artifact ({exc})") from exc
+        return cls.from_parts(meta, arrays, where=str(folder))
+
+    @classmethod
+    def default(cls) -> Guard:
+        """The artifact shipped with tiergate."""
+        root = importlib.resources.files("tiergate.guard").joinpath("artifacts")
+        meta = json.loads(root.joinpath(META_FILE).read_text("utf-8"))
+        with root.joinpath(WEIGHTS_FILE).open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return cls.from_parts(meta, arrays, where="the shipped guard")
+
+    @classmethod
+    def from_config(cls, config: GuardConfig) -> Guard:
+        """The shipped guard, flagging at ``config.threshold`` when it is set."""
+        guard = cls.default()
+        if config.threshold is not None:
+            guard.threshold = float(config.threshold)
+        return guard
+
+    def save(self, folder: str | Path) -> Path:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n", "utf-8")
+        np.savez_compressed(out / WEIGHTS_FILE, **dict(self.arrays))  # type: ignore[arg-type]
+        return out
+
+    def predict(self, embeddings: npt.NDArray[Any], windows: Sequence[str]) -> Scores:
+        """Scores in [0, 1] of windows: ``(n, 384)`` embeddings and the ``n`` window texts."""
+        a = self.arrays
+        feats = (batch_features(windows) - a["feature_mean"]) / a["feature_std"]
+        x = np.concatenate([np.asarray(embeddings, dtype=np.float32).reshape(len(windows), -1), feats], axis=1)
+        members = self.meta["head"]["members"]
+        total = np.zeros(len(windows))
+        for j, member in enumerate(members):
+            h = x
+            layers = int(member["layers"])
+            for i in range(layers):
+                h = h @ a[f"m{j}_w{i}"] + a[f"m{j}_b{i}"]
+                if i < layers - 1:
+                    h = np.maximum(h, 0.0)
+            z = np.clip(h[:, 0].astype(np.float64), -50.0, 50.0)
+            total += float(member["weight"]) / (1.0 + np.exp(-z))
+        return total / sum(float(m["weight"]) for m in members)
+
+    def windows(self, text: str) -> list[str]:
+        """The windows of ``text`` to embed and score (the text itself when it fits the encoder)."""
+        return self.windower.split(text)
+
+    def score(self, embeddings: npt.NDArray[Any], text: str) -> float:
+        """The score of one text: ``embeddings`` of its :meth:`windows`, shape ``(k, 384)`` (``(384,)`` if one)."""
+        windows = self.windows(text)
+        vectors = np.asarray(embeddings, dtype=np.float32).reshape(
+            -1, self.arrays["m0_w0"].shape[0] - len(FEATURE_NAMES)
+        )
+        if vectors.shape[0] != len(windows):
+            raise ValueError(f"{len(windows)} window embeddings are needed for this text, got {vectors.shape[0]}")
+        return float(self.predict(vectors, windows).max())
+
+    def flagged(self, score: float) -> bool:
+        return score >= self.threshold
+
+    async def check(
+        self, request: ChatRequest, encoder: Embedder, known: Mapping[str, Vectors] | None = None
+    ) -> Verdict:
+        """Score a request: every window of :func:`texts_to_check`, embedded together; the highest score wins.
+
+        ``known`` maps texts already embedded (the router's text) to their vectors, to skip encoding them again.
+        """
+        windows = [w for text in texts_to_check(request) for w in self.windows(text)]
+        known = known or {}
+        todo = [w for w in windows if w not in known]
+        vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed(w) for w in todo)), strict=True))
+        matrix = np.stack([known[w] if w in known else vectors[w] for w in windows])
+        score = float(self.predict(matrix, windows).max())
+        texts = len(texts_to_check(request))
+        return Verdict(score, self.flagged(score), self.threshold, texts, len(windows))

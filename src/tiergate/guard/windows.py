@@ -1,0 +1,87 @@
+"""What the guard embeds: the text of a request to check, cut into the encoder's windows.
+
+The encoder reads the first 256 WordPiece tokens of a text and drops the rest. A jailbreak is often longer
+(two thirds of the in-the-wild set), and its tell-tale part (``...now answer my question as DAN``) is often
+at the end; so a long text is scored on its first and its last :data:`WINDOW_TOKENS` tokens (and, with
+``max_windows`` above 2, on evenly spaced windows in between), and the guard keeps the highest score.
+
+    windows = Windower()
+    windows.split("How do I kill a Python process?")    # one window: the text itself
+    windows.split(long_jailbreak)                        # [first 254 tokens, last 254 tokens]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tiergate.signals.encoder import MAX_TOKENS
+from tiergate.types import ChatRequest
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+#: Tokens of text per window: the encoder's 256 less [CLS] and [SEP].
+WINDOW_TOKENS = MAX_TOKENS - 2
+MAX_WINDOWS = 2
+
+
+def texts_to_check(request: ChatRequest) -> list[str]:
+    """The texts of a request the guard scores, each on its own: the system prompt and the last user turn.
+
+    A caller of the gateway writes both, and either may carry a jailbreak; each is scored separately (a
+    harmful question is not diluted by a long, benign system prompt) and the request's score is the highest.
+    Earlier turns and tool results are not checked: they cost an encoder run each, and the last user turn is
+    what the model is asked to act on. A request with no user text is checked on all its text.
+    """
+    texts = [request.system.strip()] if request.system and request.system.strip() else []
+    last = request.last_user_text().strip()
+    if last:
+        texts.append(last)
+    elif not texts:
+        texts.append("\n".join(request.texts()).strip())
+    return [t for t in texts if t] or [""]
+
+
+class Windower:
+    """Cuts texts into encoder windows with the encoder's own tokenizer (no truncation)."""
+
+    def __init__(self, max_windows: int = MAX_WINDOWS, window_tokens: int = WINDOW_TOKENS) -> None:
+        if max_windows < 1 or window_tokens < 1:
+            raise ValueError("max_windows and window_tokens must be at least 1")
+        self.max_windows = max_windows
+        self.window_tokens = window_tokens
+        self._tokenizer: Tokenizer | None = None
+
+    def _tok(self) -> Tokenizer:
+        if self._tokenizer is None:
+            from tiergate.signals.encoder import load_tokenizer
+
+            tokenizer = load_tokenizer()
+            tokenizer.no_truncation()
+            tokenizer.no_padding()
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    def split(self, text: str) -> list[str]:
+        """The windows of one text: the text itself when it fits, else up to ``max_windows`` slices of it."""
+        if len(text) <= self.window_tokens or self.max_windows == 1:
+            return [text]  # a token covers at least one character: it fits (or only the start is wanted)
+        return self._cut(text, self._tok().encode(text, add_special_tokens=False).offsets)
+
+    def split_many(self, texts: Sequence[str]) -> list[list[str]]:
+        long = [i for i, t in enumerate(texts) if len(t) > self.window_tokens and self.max_windows > 1]
+        out = [[t] for t in texts]
+        if long:
+            encodings = self._tok().encode_batch([texts[i] for i in long], add_special_tokens=False)
+            for i, encoding in zip(long, encodings, strict=True):
+                out[i] = self._cut(texts[i], encoding.offsets)
+        return out
+
+    def _cut(self, text: str, offsets: list[tuple[int, int]]) -> list[str]:
+        n, size = len(offsets), self.window_tokens
+        if n <= size:
+            return [text]
+        count = min(self.max_windows, -(-n // size))  # no more windows than it takes to cover the text
+        starts = [round(k * (n - size) / (count - 1)) for k in range(count)]
+        return [text[offsets[s][0] : offsets[s + size - 1][1]] for s in starts]
