@@ -29,7 +29,7 @@ from rich.table import Table
 from tiergate.errors import ConfigError
 from tiergate.guard import metrics
 from tiergate.guard.data import SOURCES, Corpus, load_corpus, read_prompts
-from tiergate.guard.embed import WindowVectors, embed_windows
+from tiergate.guard.embed import WindowVectors, embed_corpus, embed_windows
 from tiergate.guard.model import Guard
 from tiergate.guard.train import cross_validate, score_texts, train_guard
 from tiergate.guard.windows import MAX_WINDOWS, Windower
@@ -69,7 +69,8 @@ def _corpus(data: Path, sources: str | None, contrast: bool) -> Corpus:
     return load_corpus(data, names, contrast=contrast)
 
 
-def _embed(texts: Sequence[str], threads: int, windows: int, cache: Path | None) -> WindowVectors:
+def _embed(texts: Sequence[str] | Corpus, threads: int, windows: int, cache: Path | None) -> WindowVectors:
+    """Window vectors of prompts, or of a corpus source by source (each source's cache file on its own)."""
     from tiergate.signals.encoder import Encoder
 
     encoder = Encoder.load(intra_op_num_threads=threads)
@@ -77,13 +78,14 @@ def _embed(texts: Sequence[str], threads: int, windows: int, cache: Path | None)
     try:
         with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("Encoding windows", total=None)
-            return embed_windows(
-                texts,
-                encoder.encode,
-                windower=Windower(max_windows=windows),
-                cache=cache,
-                progress=lambda n: progress.advance(task, n),
-            )
+            windower = Windower(max_windows=windows)
+
+            def advance(n: int) -> None:
+                progress.advance(task, n)
+
+            if isinstance(texts, Corpus):
+                return embed_corpus(texts, encoder.encode, windower=windower, cache=cache, progress=advance)
+            return embed_windows(texts, encoder.encode, windower=windower, cache=cache, progress=advance)
     finally:
         encoder.close()
 
@@ -106,7 +108,7 @@ def train(
     """Train the guard: cross-validate over held-out sources, calibrate the threshold, write the artifact."""
     with _errors():
         corpus = _corpus(data, sources, contrast)
-        guard, _ = train_guard(corpus, _embed(corpus.texts, threads, windows, cache), seed=seed)
+        guard, _ = train_guard(corpus, _embed(corpus, threads, windows, cache), seed=seed)
         guard.save(out)
     cv = guard.meta["cross_validation"]["summary"]
     typer.echo(
@@ -188,15 +190,14 @@ def eval_(
         corpus = _corpus(data, sources, contrast)
         if artifact is not None:
             guard = Guard.load(artifact)
-            vectors = _embed(corpus.texts, threads, guard.windower.max_windows, cache)
+            vectors = _embed(corpus, threads, guard.windower.max_windows, cache)
             scores, threshold, how = score_texts(guard, vectors, len(corpus)), guard.threshold, "artifact, in-sample"
         else:
-            cv = cross_validate(corpus, _embed(corpus.texts, threads, windows, cache), seed=seed)
+            cv = cross_validate(corpus, _embed(corpus, threads, windows, cache), seed=seed)
             scores, threshold, how = cv.scores, cv.threshold, "held-out sources"
         console = Console()
-        console.print(
-            _rows_table(f"Guard at threshold {threshold:.4f} ({how})", metrics.by_source(corpus, scores, threshold))
-        )
+        console.print(f"Scores: {how}; threshold {threshold:.4f}.")
+        console.print(_rows_table("Flagged share by source", metrics.by_source(corpus, scores, threshold)))
         if (corpus.sources == "contrast").any():
             console.print(_rows_table("Contrast set by kind", metrics.by_kind(corpus, scores, threshold)))
         console.print(_curve_table(corpus, scores, threshold))

