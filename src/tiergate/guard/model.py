@@ -17,7 +17,6 @@ or, with embeddings at hand, ``guard.score(embeddings, text)`` for one text (the
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from tiergate.artifacts import read_folder, read_shipped
 from tiergate.config import GuardConfig
 from tiergate.errors import ConfigError
 from tiergate.guard.features import FEATURE_NAMES, batch_features
@@ -91,26 +91,13 @@ class Guard:
     @classmethod
     def load(cls, path: str | Path) -> Guard:
         """Load ``guard.json`` and ``guard.npz`` from a folder (or from the path of either file)."""
-        folder = Path(path)
-        if folder.suffix in {".json", ".npz"}:
-            folder = folder.parent
-        try:
-            meta = json.loads((folder / META_FILE).read_text("utf-8"))
-            with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"guard artifact: {exc.filename} not found; run 'tiergate guard train'") from exc
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"guard artifact: {folder} is not a readable guard artifact ({exc})") from exc
-        return cls.from_parts(meta, arrays, where=str(folder))
+        meta, arrays = read_folder(path, META_FILE, WEIGHTS_FILE, what="guard artifact", train="tiergate guard train")
+        return cls.from_parts(meta, arrays, where=str(path))
 
     @classmethod
     def default(cls) -> Guard:
         """The artifact shipped with tiergate."""
-        root = importlib.resources.files("tiergate.guard").joinpath("artifacts")
-        meta = json.loads(root.joinpath(META_FILE).read_text("utf-8"))
-        with root.joinpath(WEIGHTS_FILE).open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        meta, arrays = read_shipped("tiergate.guard", META_FILE, WEIGHTS_FILE)
         return cls.from_parts(meta, arrays, where="the shipped guard")
 
     @classmethod

@@ -18,7 +18,6 @@ the artifact's calibration-set scores) or from the artifact's own calibration.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from tiergate.artifacts import read_folder, read_shipped
 from tiergate.config import RouterConfig
 from tiergate.errors import ConfigError
 from tiergate.routing.base import Signals
@@ -62,26 +62,13 @@ class LearnedModel:
     @classmethod
     def load(cls, path: str | Path) -> LearnedModel:
         """Load ``learned.json`` and ``learned.npz`` from a folder (or from the path of either file)."""
-        folder = Path(path)
-        if folder.suffix in {".json", ".npz"}:
-            folder = folder.parent
-        try:
-            meta = json.loads((folder / META_FILE).read_text("utf-8"))
-            with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"router.artifact: {exc.filename} not found; run 'tiergate router train'") from exc
-        except (OSError, ValueError) as exc:  # unreadable, bad JSON, not an npz
-            raise ConfigError(f"router.artifact: {folder} is not a readable router artifact ({exc})") from exc
-        return cls.from_parts(meta, arrays, where=str(folder))
+        meta, arrays = read_folder(path, META_FILE, WEIGHTS_FILE, what="router.artifact", train="tiergate router train")
+        return cls.from_parts(meta, arrays, where=str(path))
 
     @classmethod
     def default(cls) -> LearnedModel:
         """The artifact shipped with tiergate."""
-        root = importlib.resources.files("tiergate.routing").joinpath("artifacts")
-        meta = json.loads(root.joinpath(META_FILE).read_text("utf-8"))
-        with root.joinpath(WEIGHTS_FILE).open("rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        meta, arrays = read_shipped("tiergate.routing", META_FILE, WEIGHTS_FILE)
         return cls.from_parts(meta, arrays, where="the shipped artifact")
 
     @classmethod
