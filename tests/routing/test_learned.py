@@ -171,7 +171,7 @@ def test_a_broken_artifact_is_a_config_error(tmp_path: Path) -> None:
     model = LearnedModel.default()
     model.save(tmp_path)
     (tmp_path / "learned.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="router.artifact: .* is not a readable artifact"):
+    with pytest.raises(ConfigError, match=r"router\.artifact: .* is not a readable artifact"):
         LearnedModel.load(tmp_path)
     arrays = {k: v for k, v in model.arrays.items() if k != "w0"}
     with pytest.raises(ConfigError, match="missing w0"):

@@ -15,15 +15,15 @@ from tiergate.signals.encoder import DIM, Encoder
 
 REFERENCE = json.loads((Path(__file__).parent / "minilm_reference.json").read_text("utf-8"))
 
-# Recorded once from this int8 model (first 8 dimensions) and its cosine to the float reference.
+# Recorded once from the prepared int8 model (first 8 dimensions) and its cosine to the float reference.
 INT8_FIRST8 = [
-    [0.066787, 0.061189, 0.05091, 0.079021, 0.038368, 0.00396, 0.03958, -0.004975],
-    [0.079541, 0.035954, -0.002391, -0.005738, 0.022958, -0.056697, 0.012667, 0.005438],
-    [0.014336, -0.03253, 0.059384, 0.007014, -0.041551, 0.059043, 0.076239, 0.066589],
-    [-0.011897, 0.076161, 0.001195, -0.027949, -0.053897, -0.034111, -0.094825, 0.021812],
-    [0.004518, -0.068237, 0.007305, -0.031834, -0.031401, -0.009118, 0.068802, 0.005373],
+    [0.061261, 0.053573, 0.036065, 0.080099, 0.04012, -0.007131, 0.039155, 0.007249],
+    [0.080245, 0.033585, -0.00163, -0.005532, 0.020759, -0.055447, 0.024957, 0.010684],
+    [0.010832, -0.033905, 0.070253, 0.003996, -0.032531, 0.050276, 0.081086, 0.068643],
+    [-0.011544, 0.069033, -0.003271, -0.022891, -0.04604, -0.022618, -0.082877, 0.028735],
+    [-0.001653, -0.071304, 0.006932, -0.033897, -0.034413, -0.011397, 0.068374, 0.008693],
 ]
-INT8_COSINE = [0.99927, 0.99963, 0.99960, 0.99954, 0.99821]
+INT8_COSINE = [0.98988, 0.99557, 0.99512, 0.99282, 0.99656]
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +64,20 @@ def test_long_inputs_are_truncated_at_256_tokens(encoder: Encoder) -> None:
 
 
 def test_many_texts_keep_their_order(encoder: Encoder) -> None:
-    texts = [f"prompt number {i} " * (1 + i % 7) for i in range(70)]  # more than one chunk, lengths mixed
+    texts = [f"prompt number {i} " * (1 + i % 7) for i in range(70)]  # lengths mixed
     batched = encoder.encode(texts)
     np.testing.assert_allclose(batched[[0, 33, 69]], encoder.encode([texts[0], texts[33], texts[69]]), atol=1e-5)
 
 
-async def test_concurrent_embeds_share_onnx_calls(encoder: Encoder) -> None:
+async def test_concurrent_embeds_share_worker_hops(encoder: Encoder) -> None:
     texts = [f"question {i}: what is {i} times {i + 1}?" for i in range(64)]
-    calls_before = encoder.calls
+    before = encoder.batches
     vectors = await asyncio.gather(*(encoder.embed(t) for t in texts))
-    runs = encoder.calls - calls_before
-    assert runs <= 4, f"64 concurrent embeds took {runs} onnxruntime runs"
-    np.testing.assert_allclose(np.stack(vectors), encoder.encode(texts), atol=1e-5)
+    hops = encoder.batches - before
+    assert hops <= 4, f"64 concurrent embeds took {hops} trips to the worker thread"
+    # Exactly the vectors each text gets alone: a decision never depends on who else was asking.
+    alone = np.stack([encoder.encode([t])[0] for t in texts])
+    np.testing.assert_array_equal(np.stack(vectors), alone)
 
 
 async def test_a_lone_embed_waits_only_the_window(encoder: Encoder) -> None:
