@@ -160,7 +160,7 @@ def main() -> None:
     lines = [
         "## Router latency",
         "",
-        f"{machine_line()}. Pinned to one CPU, onnxruntime with one intra-op thread; micro-batching window 2 ms, "
+        f"{machine_line()}. Pinned to one CPU, onnxruntime with one intra-op thread; no batching window, "
         "up to 32 texts per trip to the worker thread, each text run on its own; the three variants interleaved, "
         "150 decisions each. Other work shared the machine, so the figures carry its noise. Produced by "
         "`python benchmarks/router_latency.py`.",
@@ -172,7 +172,7 @@ def main() -> None:
         f"| the same decision on the shipped file as it is (float32 products), p50 / p99 | "
         f"{ms(lat['100 float'], 50):.1f} ms / {ms(lat['100 float'], 99):.1f} ms "
         f"({ms(lat['100 float'], 50) / p50:.2f}x the prepared model's p50) | |",
-        f"| the same decision through `await encoder.embed()` (adds the batching window), p50 / p99 | "
+        f"| the same decision through `await encoder.embed()` (adds the trip to the worker thread), p50 / p99 | "
         f"{ms(lat['100 async'], 50):.1f} ms / {ms(lat['100 async'], 99):.1f} ms | |",
         f"| decision, 20-token prompt, p50 / p99 (float32 products: p50) | {ms(lat['20 sync'], 50):.1f} ms / "
         f"{ms(lat['20 sync'], 99):.1f} ms ({ms(lat['20 float'], 50):.1f} ms) | |",

@@ -14,12 +14,13 @@ The app's lifespan builds one encoder per process and closes it on shutdown::
     vector = await encoder.embed("one prompt")                    # (384,), micro-batched
     encoder.close()
 
-``embed`` gathers the prompts of concurrent callers that arrive within ``batch_window_ms`` of the oldest
-waiting one (or until ``max_batch`` are waiting) and hands them to one worker thread off the event loop in
-one hop. The model then runs each text on its own: the int8 model quantises its activations with one scale
-per call, so a text encoded beside others would get a slightly different vector (up to 0.03 in one
-component) than alone, and a routing decision must not depend on who else was asking. Unpadded runs also
-waste nothing on padding; on this CPU one 100-token run in int8 is faster than its share of a float32 batch.
+``embed`` gathers the prompts of concurrent callers and hands them to one worker thread off the event loop
+in one hop: those waiting when the worker is free, up to ``max_batch`` (``batch_window_ms``, 0 by default,
+can make it wait for company). The model then runs each text on its own: the int8 model quantises its
+activations with one scale per call, so a text encoded beside others would get a slightly different vector
+(up to 0.03 in one component) than alone, and a routing decision must not depend on who else was asking.
+Unpadded runs also waste nothing on padding; on this CPU one 100-token run in int8 is faster than its share
+of a float32 batch.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Encoder:
         tokenizer: Tokenizer,
         *,
         max_batch: int = 32,
-        batch_window_ms: float = 2.0,
+        batch_window_ms: float = 0.0,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -107,7 +108,7 @@ class Encoder:
         *,
         intra_op_num_threads: int = 1,
         max_batch: int = 32,
-        batch_window_ms: float = 2.0,
+        batch_window_ms: float = 0.0,
         warmup: bool = True,
     ) -> Encoder:
         """Build the session and run one warm-up text.
