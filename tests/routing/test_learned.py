@@ -13,10 +13,26 @@ from tiergate.config import RouterConfig
 from tiergate.errors import ConfigError
 from tiergate.routing.base import Signals, decide
 from tiergate.routing.calibrate import calibrate, quality_at_threshold, realised_share, threshold_for_share
-from tiergate.routing.features import FEATURE_NAMES, batch_features, request_features, routing_text
+from tiergate.routing.features import (
+    FEATURE_NAMES,
+    WORD_PROBLEM_FEATURES,
+    batch_features,
+    request_features,
+    routing_text,
+    text_features,
+)
 from tiergate.routing.learned import LearnedModel, LearnedRouter
 from tiergate.routing.metrics import evaluate
-from tiergate.routing.train import DataError, Outcomes, groups, load_outcomes, train_router
+from tiergate.routing.train import (
+    DataError,
+    Outcomes,
+    benchmark_weights,
+    fit_head,
+    fit_ridge,
+    groups,
+    load_outcomes,
+    train_router,
+)
 from tiergate.signals.encoder import Encoder
 from tiergate.types import ChatRequest, Message, Tier, ToolSpec
 
@@ -87,6 +103,61 @@ def test_request_features_see_the_conversation() -> None:
     assert features["log_tools"] == pytest.approx(np.log1p(1))
     assert features["log_system_chars"] == pytest.approx(np.log1p(8))
     assert batch_features(["What is 2+2?"])[0][0] == pytest.approx(features["log_chars"])
+
+
+def test_word_problem_features_are_zero_unless_a_quantity_and_no_options() -> None:
+    def named(text: str) -> dict[str, float]:
+        return dict(zip(FEATURE_NAMES, text_features(text).tolist(), strict=True))
+
+    problem = named("Jan has three cats and 2.5 times as many fish, half of them red. How many fish, in all?")
+    assert problem["word_problem"] == 1.0
+    for name in WORD_PROBLEM_FEATURES:
+        assert problem[name] > 0.0, name
+    for text in (
+        "Write a short poem about the sea, and make it rhyme.",
+        "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:",
+    ):
+        other = named(text)
+        assert [other[n] for n in ("word_problem", *WORD_PROBLEM_FEATURES)] == [0.0] * 7, text
+
+
+def test_benchmark_weights_lift_the_small_benchmark() -> None:
+    weights = benchmark_weights(["mmlu"] * 16 + ["gsm8k"] * 4)
+    assert weights[:16].tolist() == [1.0] * 16
+    assert weights[16:].tolist() == [2.0] * 4
+
+
+def test_the_word_problem_stage_moves_word_problems_only(small: tuple[Outcomes, np.ndarray]) -> None:
+    data, embeddings = small
+    feats = batch_features(data.prompts)
+    gain = data.strong - data.weak
+    problem = feats[:, FEATURE_NAMES.index("word_problem")] > 0.5
+    assert problem.sum() == 48
+    assert not problem[np.array(data.families) == "mmlu"].any()
+    arrays = fit_head(embeddings, feats, gain, data.families)
+    # Stage 1 alone: the same head with the word-problem weights (indicator and cues) set to 0.
+    stage1 = dict(arrays)
+    w0 = arrays["w0"].copy()
+    w0[embeddings.shape[1] + FEATURE_NAMES.index("word_problem") :] = 0.0
+    stage1["w0"] = w0
+    meta = {**LearnedModel.default().meta, "calibration": {"threshold": 0.5}}
+    both = LearnedModel.from_parts(meta, {**arrays, "calibration_quantiles": np.zeros(2)})
+    first = LearnedModel.from_parts(meta, {**stage1, "calibration_quantiles": np.zeros(2)})
+    # The folded feature means and stds leave other prompts' scores exactly as stage 1 made them...
+    np.testing.assert_array_equal(both.predict(embeddings, feats)[~problem], first.predict(embeddings, feats)[~problem])
+    assert not np.array_equal(both.predict(embeddings, feats)[problem], first.predict(embeddings, feats)[problem])
+
+    # ...and on word problems the head equals stage 1 plus a ridge fit of its residuals on the cues.
+    def gain_of(model: LearnedModel) -> np.ndarray:
+        p = model.predict(embeddings, feats)
+        return np.log(p / (1 - p)) / 4.0
+
+    cues = feats[problem][:, [FEATURE_NAMES.index(n) for n in WORD_PROBLEM_FEATURES]].astype(np.float64)
+    std = cues.std(axis=0)
+    std[std < 1e-6] = 1.0
+    z = (cues - cues.mean(axis=0)) / std
+    coef, intercept = fit_ridge(z, gain[problem] - gain_of(first)[problem], 100.0)
+    np.testing.assert_allclose(gain_of(both)[problem] - gain_of(first)[problem], z @ coef + intercept, atol=1e-4)
 
 
 def test_shipped_artifact_reproduces_its_recorded_held_out_check(outcomes: Outcomes, encoder: Encoder) -> None:

@@ -1,10 +1,19 @@
 """Training the learned router on routing outcomes (``data/routing/SOURCES.md``), with numpy alone.
 
 The target is the strong model's gain on a prompt, ``strong - weak`` (in {-1, 0, 1} for right/wrong
-outcomes), fitted by ridge regression on the design of :func:`design`; the score served is
-``sigmoid(4 x predicted gain)``, so 0.5 means "no expected gain". Of the targets tried on held-out
-subjects (gain, P(strong right and weak wrong), P(weak wrong)) and heads (ridge, logistic, kNN, MLP),
-this gave the best APGR; ``docs/benchmarks-routing.md`` has the figures.
+outcomes). The head is linear on :func:`design` and fitted in two stages, both ridge regression:
+
+1. on the embedding and the general features, each benchmark's rows weighted by ``sqrt(largest / its
+   size)`` so that a small benchmark (GSM8K beside MMLU) is not drowned out;
+2. on the word problems among the training prompts (``word_problem``: a quantity and no answer options),
+   the first stage's residuals on the ``wp_*`` features, which are 0 for every other prompt: a correction
+   that applies to word problems alone and leaves every other score as the first stage made it.
+
+The two stages fold into one weight vector; the score served is ``sigmoid(4 x predicted gain)``, so 0.5
+means "no expected gain". Of the targets tried on held-out subjects (gain, P(strong right and weak wrong),
+P(weak wrong)) and heads (ridge, logistic, kNN, MLP, gated and interacted variants), this gave the best APGR
+on cross-validations of the shipped data itself (so its figures there are optimistic);
+``docs/benchmarks-routing.md`` has them.
 
 A seeded share of the task groups (whole MMLU subjects; buckets of GSM8K problems) is held out of training:
 the threshold is calibrated on it and its metrics are recorded in the artifact, with a small check subset
@@ -30,12 +39,16 @@ import numpy as np
 import numpy.typing as npt
 
 from tiergate.routing.calibrate import calibrate
-from tiergate.routing.features import FEATURE_NAMES, batch_features
+from tiergate.routing.features import FEATURE_NAMES, WORD_PROBLEM_FEATURES, batch_features
 from tiergate.routing.learned import FORMAT, FORMAT_VERSION, LearnedModel, design
 from tiergate.routing.metrics import evaluate
 from tiergate.signals.encoder import MAX_TOKENS, MODEL_ID
 
 RIDGE_ALPHA = 100.0
+#: Ridge penalty of the word-problem correction (stage 2), on its standardised features.
+CORRECTION_ALPHA = 100.0
+#: Fewer word problems than this in training: no correction (its weights stay 0).
+CORRECTION_MIN_ROWS = 20
 GAIN_SCALE = 4.0
 HOLDOUT_SHARE = 0.15
 GROUP_BUCKETS = 10
@@ -165,21 +178,63 @@ def holdout_mask(data: Outcomes, seed: int, share: float = HOLDOUT_SHARE) -> npt
     return np.isin(row_groups, sorted(held))
 
 
-def fit_ridge(x: npt.NDArray[Any], y: npt.NDArray[Any], alpha: float) -> tuple[npt.NDArray[np.float64], float]:
-    """Ridge regression with an unpenalised intercept (closed form, float64)."""
+def fit_ridge(
+    x: npt.NDArray[Any], y: npt.NDArray[Any], alpha: float, weights: npt.NDArray[Any] | None = None
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Ridge regression with an unpenalised intercept (closed form, float64), optionally row-weighted."""
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    x_mean, y_mean = x64.mean(axis=0), float(y64.mean())
+    w = np.ones(len(y64)) if weights is None else np.asarray(weights, dtype=np.float64)
+    x_mean, y_mean = (w @ x64) / w.sum(), float(w @ y64 / w.sum())
     xc = x64 - x_mean
-    gram = xc.T @ xc + alpha * np.eye(xc.shape[1])
-    coef = np.linalg.solve(gram, xc.T @ (y64 - y_mean))
+    gram = xc.T @ (xc * w[:, None]) + alpha * np.eye(xc.shape[1])
+    coef = np.linalg.solve(gram, xc.T @ (w * (y64 - y_mean)))
     return coef, y_mean - float(x_mean @ coef)
 
 
-def fit_head(embeddings: npt.NDArray[Any], features: npt.NDArray[Any], gain: npt.NDArray[Any]) -> dict[str, Any]:
-    mean = features.mean(axis=0).astype(np.float32)
-    std = features.std(axis=0).astype(np.float32)
+def benchmark_weights(families: Sequence[str]) -> npt.NDArray[np.float64]:
+    """Each row's weight: ``sqrt(rows of the largest benchmark / rows of its own)``."""
+    names, inverse, counts = np.unique(np.asarray(families), return_inverse=True, return_counts=True)
+    per = np.sqrt(counts.max() / counts) if names.size else counts.astype(np.float64)
+    return np.asarray(per[inverse], dtype=np.float64)
+
+
+def fit_head(
+    embeddings: npt.NDArray[Any],
+    features: npt.NDArray[Any],
+    gain: npt.NDArray[Any],
+    families: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The head's arrays: stage 1 on the embedding and general features, stage 2 on word problems."""
+    names = list(FEATURE_NAMES)
+    wp = np.array([n in WORD_PROBLEM_FEATURES for n in names])
+    gate = names.index("word_problem")
+    general = ~wp
+    general[gate] = False
+    features = np.asarray(features, dtype=np.float32)
+    mean = np.zeros(len(names), np.float32)
+    std = np.ones(len(names), np.float32)
+    mean[general] = features[:, general].mean(axis=0)
+    std[general] = features[:, general].std(axis=0)
     std[std < 1e-6] = 1.0  # constant in training (turns, tools here): such a feature then adds nothing
-    coef, intercept = fit_ridge(design(embeddings, features, mean, std), gain, RIDGE_ALPHA)
+    weights = benchmark_weights(families) if families is not None else None
+    x = design(embeddings, features, mean, std)
+    dim = x.shape[1] - len(names)
+    stage1 = np.r_[np.ones(dim, bool), general]
+    coef1, intercept = fit_ridge(x[:, stage1], gain, RIDGE_ALPHA, weights)
+    coef = np.zeros(x.shape[1])
+    coef[stage1] = coef1
+    rows = features[:, gate] > 0.5
+    if rows.sum() >= CORRECTION_MIN_ROWS:
+        # Stage 2 on the residuals of the word problems, its features standardised on those rows; folded into
+        # the linear head as weights on (feature / std) and on the word_problem indicator (mean 0, std 1).
+        cues = features[rows][:, wp].astype(np.float64)
+        cue_mean, cue_std = cues.mean(axis=0), cues.std(axis=0)
+        cue_std[cue_std < 1e-6] = 1.0
+        residual = gain[rows] - (x[rows] @ coef + intercept)
+        coef2, intercept2 = fit_ridge((cues - cue_mean) / cue_std, residual, CORRECTION_ALPHA)
+        std[wp] = cue_std.astype(np.float32)
+        coef[dim:][wp] = coef2
+        coef[dim + gate] = intercept2 - float(coef2 @ (cue_mean / cue_std))
     return {
         "feature_mean": mean,
         "feature_std": std,
@@ -195,9 +250,11 @@ def head_meta() -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "features": list(FEATURE_NAMES),
         "head": {
-            "kind": "ridge",
+            "kind": "ridge + word-problem correction",
             "layers": 1,
             "alpha": RIDGE_ALPHA,
+            "correction_alpha": CORRECTION_ALPHA,
+            "row_weights": "sqrt(rows of the largest benchmark / rows of the prompt's benchmark)",
             "target": "strong - weak quality",
             "output": f"sigmoid({GAIN_SCALE:g} x predicted gain)",
         },
@@ -230,7 +287,8 @@ def train_router(
     train = ~held
     if train.sum() < 10:
         raise DataError("too few prompts to train on (need at least 10 outside the held-out groups)")
-    arrays = fit_head(embeddings[train], features[train], data.strong[train] - data.weak[train])
+    families = [f for f, t in zip(data.families, train, strict=True) if t]
+    arrays = fit_head(embeddings[train], features[train], data.strong[train] - data.weak[train], families)
     meta: dict[str, Any] = {
         **head_meta(),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
