@@ -2,14 +2,20 @@
 
 Topology: two OpenAI-compatible open-tier replicas (``primary`` is tried first while idle) and Claude.
 Faults are scripted on one upstream at a time through its FIFO queue, so only that backend misbehaves.
+The same topology with cross-tier failover forbidden (``strict``), backends of several context windows
+(``windows``), unreachable backends whose connects hang (``unreachable``) and a replica that goes down and
+comes back (health checks) have their own fixtures below. Time is only checked against generous upper
+bounds (a configured limit plus ``SLACK_S``), or as a lower bound where the gateway must wait as told.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from typing import Any
 
 import httpx
@@ -26,7 +32,9 @@ from tests.fakes import (
     Hang,
     MalformedStream,
     Refusal,
+    Reply,
     StallStream,
+    blackhole,
 )
 from tests.support.servers import free_port, serve_app
 from tiergate.api import create_app
@@ -34,7 +42,11 @@ from tiergate.backends.breaker import Breaker
 from tiergate.config import parse_config
 
 OA = "/v1/chat/completions"
+AN = "/v1/messages"
 TIMEOUTS = {"first_token_timeout_s": 1.0, "stall_timeout_s": 1.0, "timeout_s": 2.0, "breaker_failures": 3}
+DEADLINE_S = 6.0
+RETRY_AFTER_CAP_S = 0.5
+SLACK_S = 4.0  # generous allowance on top of a configured bound, for a slow shared machine
 
 
 class World:
@@ -48,8 +60,8 @@ class World:
             state.breaker = Breaker(state.breaker.failures, state.breaker.window_s, state.breaker.cooldown_s)
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+@contextlib.contextmanager
+def make_world(failover: dict[str, bool] | None = None) -> Iterator[World]:
     primary, secondary = FakeOpenAI(stream_chunks=8), FakeOpenAI(stream_chunks=8)
     claude = FakeAnthropic(api_key="sk-ant-test")
     with serve_app(primary) as p_url, serve_app(secondary) as s_url, serve_app(claude) as c_url:
@@ -89,13 +101,26 @@ def world() -> Iterator[World]:
                 "backends": backends,
                 "router": {"kind": "open"},
                 "ledger": {"url": "sqlite:///:memory:"},
-                "dispatch": {"attempts": 2, "backoff_base_s": 0.01, "deadline_s": 6, "seed": 1},
+                "dispatch": {
+                    "attempts": 2,
+                    "backoff_base_s": 0.01,
+                    "deadline_s": DEADLINE_S,
+                    "retry_after_cap_s": RETRY_AFTER_CAP_S,
+                    "seed": 1,
+                },
+                "policy": {"failover": failover or {}},
             }
         )
         os.environ.setdefault(CLAUDE_KEY_ENV, "sk-ant-test")
         app = create_app(config)
         with serve_app(app) as url:
             yield World(url, app, primary, secondary, claude)
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with make_world() as world:
+        yield world
 
 
 @pytest.fixture
@@ -109,6 +134,31 @@ def w(world: World) -> Iterator[World]:
 def ask(w: World, *, stream: bool = False, model: str = "open", text: str = "Tell me something.") -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream}
     return httpx.post(w.url + OA, json=body, timeout=15)
+
+
+def ask_anthropic(
+    w: World, *, stream: bool = False, model: str = "open", text: str = "Tell me something.", **extra: Any
+) -> httpx.Response:
+    body = {"model": model, "max_tokens": 200, "messages": [{"role": "user", "content": text}], "stream": stream}
+    headers = {"anthropic-version": "2023-06-01"}
+    return httpx.post(w.url + AN, json={**body, **extra}, headers=headers, timeout=15)
+
+
+def anthropic_events(resp: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """``(event name, data)`` of each server-sent event of an Anthropic-dialect stream."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    name = ""
+    for line in resp.text.splitlines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            out.append((name, json.loads(line[6:])))
+    return out
+
+
+def anthropic_text(events: list[tuple[str, dict[str, Any]]]) -> str:
+    deltas = [d["delta"] for name, d in events if name == "content_block_delta"]
+    return "".join(d["text"] for d in deltas if d["type"] == "text_delta")
 
 
 def stream_text(resp: httpx.Response) -> tuple[str, list[dict[str, Any]], bool]:
@@ -256,13 +306,46 @@ def test_everything_down_is_a_clean_error_within_the_deadline(w: World) -> None:
     for fake in (w.primary, w.secondary):
         fake.script(Hang(seconds=10), Hang(seconds=10))
     w.claude.script(Hang(seconds=10), Hang(seconds=10))
+    started = time.monotonic()
     resp = ask(w)
+    elapsed = time.monotonic() - started
     assert resp.status_code == 504
     assert resp.json()["error"]["type"] == "timeout"
+    assert elapsed <= DEADLINE_S + SLACK_S  # dispatch.deadline_s bounds retries and failover together
 
 
-def test_flapping_primary_opens_its_circuit(w: World) -> None:
-    w.primary.flap(["fail"])  # every request fails while flapping
+def test_everything_down_is_a_clean_stream_error_within_the_deadline(w: World) -> None:
+    for fake in (w.primary, w.secondary, w.claude):
+        fake.script(Delay(10.0), Delay(10.0))
+    started = time.monotonic()
+    resp = ask(w, stream=True)
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 504  # nothing was sent yet: a clean error response, not a broken stream
+    assert "no first token" in resp.json()["error"]["message"]
+    assert elapsed <= DEADLINE_S + SLACK_S
+
+
+def test_flapping_primary_never_fails_a_client(w: World) -> None:
+    w.primary.flap(["ok", "fail"])  # healthy, failing (503), healthy, failing, ...
+    answers = [ask(w, stream=i % 2 == 1) for i in range(8)]
+    assert [a.status_code for a in answers] == [200] * 8
+    assert {a.headers["x-tiergate-backend"] for a in answers} == {"primary"}  # a failure is retried on it
+    for i, answer in enumerate(answers):
+        if i % 2:
+            text, _, done = stream_text(answer)
+            assert done
+            assert text
+        else:
+            assert answer.json()["choices"][0]["message"]["content"]
+    stats = w.primary.stats
+    assert stats.get("fault", 0) >= 3  # the primary really did fail in between
+    assert stats.get("ok", 0) >= 3
+    assert w.app.state.tiergate.pool.states["primary"].breaker.state == "closed"  # each success resets the count
+    assert w.claude.received == []
+
+
+def test_persistently_failing_primary_opens_its_circuit(w: World) -> None:
+    w.primary.flap(["fail"])  # every request fails
     for _ in range(4):
         assert ask(w).headers["x-tiergate-backend"] == "secondary"
     seen = len(w.primary.received)
@@ -332,6 +415,21 @@ def test_stream_slots_are_released_whatever_the_ending(w: World) -> None:
     assert all(not s.breaker.probing for s in states.values())
 
 
+def test_an_empty_stream_frees_its_slot(w: World) -> None:
+    w.primary.script(Reply(text=""))  # the stream's first event is its end
+    resp = ask(w, stream=True)
+    text, _, done = stream_text(resp)
+    assert done
+    assert text == ""
+    primary = w.app.state.tiergate.pool.states["primary"]
+    for _ in range(250):
+        if primary.in_flight == 0:
+            break
+        time.sleep(0.02)
+    assert primary.in_flight == 0
+    assert primary.breaker.state == "closed"
+
+
 def test_a_stream_cut_twice_is_continued_with_one_assistant_prefix(w: World) -> None:
     w.primary.script(CutStream(after_events=3))
     w.secondary.script(CutStream(after_events=3))
@@ -343,3 +441,383 @@ def test_a_stream_cut_twice_is_continued_with_one_assistant_prefix(w: World) -> 
     prefix = last[-1]["content"][0]["text"]
     assert text.startswith(prefix)
     assert prefix == prefix.rstrip()  # the Messages API rejects a final assistant turn ending in whitespace
+
+
+# -- Claude streams, tool calls, Retry-After ---------------------------------------------------------------
+
+
+def test_claude_stream_cut_mid_answer_is_continued_elsewhere(w: World) -> None:
+    w.claude.script(CutStream(after_events=5))  # message_start, content_block_start, ping, two text deltas
+    resp = ask_anthropic(w, stream=True, model="closed")
+    events = anthropic_events(resp)
+    names = [name for name, _ in events]
+    assert resp.status_code == 200
+    assert "error" not in names
+    assert names.count("message_stop") == 1
+    assert names[-1] == "message_stop"
+    assert len(w.claude.received) == 1
+    continued = w.primary.received[0].body  # the closed tier failed: the open tier continues (closed_to_open)
+    prefix = continued["messages"][-1]
+    assert prefix["role"] == "assistant"
+    assert prefix["content"]  # the part Claude had streamed before the cut
+    assert continued["continue_final_message"] is True
+    text = anthropic_text(events)
+    assert text.startswith(prefix["content"])
+    assert len(text) > len(prefix["content"])
+
+
+TOOLS_OPENAI = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+TOOLS_ANTHROPIC = [
+    {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+#: Cut after the tool call started and some of its arguments were sent (per upstream dialect).
+TOOL_CUTS = {"primary": ("open", CutStream(after_events=3)), "claude": ("closed", CutStream(after_events=5))}
+
+
+@pytest.mark.parametrize("backend", sorted(TOOL_CUTS))
+def test_cut_tool_call_stream_ends_with_an_error_in_the_openai_dialect(w: World, backend: str) -> None:
+    model, cut = TOOL_CUTS[backend]
+    getattr(w, backend).script(cut)
+    body = {
+        "model": model,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": TOOLS_OPENAI,
+        "tool_choice": "required",
+    }
+    resp = httpx.post(w.url + OA, json=body, timeout=15)
+    _, chunks, done = stream_text(resp)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == backend
+    calls = [c for c in chunks if c.get("choices") and c["choices"][0]["delta"].get("tool_calls")]
+    assert calls  # the tool call had started streaming
+    assert not done  # no [DONE] ...
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
+    assert finishes == [None] * len(finishes)  # ... and no finish_reason that looks like success
+    assert "error" in chunks[-1]
+    assert backend in chunks[-1]["error"]["message"]
+    others = [f for f in (w.primary, w.secondary, w.claude) if f is not getattr(w, backend)]
+    assert [len(f.received) for f in others] == [0, 0]  # arguments are never stitched from another backend
+
+
+@pytest.mark.parametrize("backend", sorted(TOOL_CUTS))
+def test_cut_tool_call_stream_ends_with_an_error_in_the_anthropic_dialect(w: World, backend: str) -> None:
+    model, cut = TOOL_CUTS[backend]
+    getattr(w, backend).script(cut)
+    resp = ask_anthropic(
+        w, stream=True, model=model, text="Weather in Paris?", tools=TOOLS_ANTHROPIC, tool_choice={"type": "any"}
+    )
+    events = anthropic_events(resp)
+    names = [name for name, _ in events]
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == backend
+    assert any(n == "content_block_start" and d["content_block"]["type"] == "tool_use" for n, d in events)
+    assert "message_stop" not in names
+    assert names[-1] == "error"
+    assert events[-1][1]["type"] == "error"
+    assert backend in events[-1][1]["error"]["message"]
+    others = [f for f in (w.primary, w.secondary, w.claude) if f is not getattr(w, backend)]
+    assert [len(f.received) for f in others] == [0, 0]
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_huge_retry_after_is_capped(w: World, form: str) -> None:
+    an_hour = "3600" if form == "seconds" else formatdate(time.time() + 3600, usegmt=True)
+    w.primary.script(Fault(429, headers={"retry-after": an_hour}))
+    started = time.monotonic()
+    resp = ask(w)
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "primary"  # retried on the same backend ...
+    assert len(w.primary.received) == 2
+    assert elapsed <= RETRY_AFTER_CAP_S + SLACK_S  # ... after dispatch.retry_after_cap_s, not an hour
+
+
+def test_retry_after_http_date_is_honoured(w: World) -> None:
+    w.primary.script(Fault(503, headers={"retry-after": formatdate(time.time() + 2, usegmt=True)}))
+    resp = ask(w)
+    assert resp.status_code == 200
+    first, second = w.primary.received
+    assert second.at - first.at >= RETRY_AFTER_CAP_S * 0.9  # waited (up to the cap), did not retry at once
+
+
+# -- failover policy ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strict_world() -> Iterator[World]:
+    """The same topology with both cross-tier failovers forbidden by policy."""
+    with make_world({"closed_to_open": False, "open_to_closed": False}) as world:
+        yield world
+
+
+@pytest.fixture
+def strict(strict_world: World) -> Iterator[World]:
+    strict_world.reset()
+    yield strict_world
+    strict_world.reset()
+
+
+def test_closed_to_open_false_keeps_a_failing_closed_tier_closed(strict: World) -> None:
+    strict.claude.script(Fault(529), Fault(529))
+    resp = ask(strict, model="closed")
+    assert resp.status_code == 503
+    assert "claude" in resp.json()["error"]["message"]
+    assert len(strict.claude.received) == 2  # retried on its own tier ...
+    assert strict.primary.received == []  # ... never on the open one
+    assert strict.secondary.received == []
+
+
+def test_closed_to_open_false_in_the_anthropic_dialect(strict: World) -> None:
+    strict.claude.script(Fault(529), Fault(529))
+    resp = ask_anthropic(strict, model="closed")
+    assert resp.status_code == 503
+    assert resp.json()["type"] == "error"
+    assert resp.json()["error"]["type"] == "overloaded_error"
+    assert strict.primary.received == []
+    assert strict.secondary.received == []
+
+
+def test_open_to_closed_false_keeps_a_failing_open_tier_open(strict: World) -> None:
+    strict.primary.script(Fault(503), Fault(503))
+    strict.secondary.script(Fault(503), Fault(503))
+    resp = ask(strict)
+    assert resp.status_code == 503
+    assert resp.json()["error"]["message"]
+    assert len(strict.primary.received) == 2  # between replicas of the tier, failover still happens
+    assert len(strict.secondary.received) == 2
+    assert strict.claude.received == []  # the closed tier is never asked
+
+
+def test_open_to_closed_false_does_not_continue_a_stream_on_the_closed_tier(strict: World) -> None:
+    strict.primary.script(CutStream(after_events=4))
+    strict.secondary.script(Fault(503), Fault(503))
+    resp = ask(strict, stream=True)
+    _, chunks, done = stream_text(resp)
+    assert not done
+    assert "error" in chunks[-1]
+    assert strict.claude.received == []
+
+
+# -- context-length errors of Claude and vLLM --------------------------------------------------------------
+
+SMALL_WINDOW = 100  # tokens: the fakes reject longer prompts with their real context-length error
+LONG_TEXT = "Summarise this please. " * 60  # about 350 tokens at four characters a token
+
+
+@pytest.fixture(scope="module")
+def windows() -> Iterator[dict[str, Any]]:
+    """Per tier a small-window backend, one with the same window and one with a smaller one, all of which
+    reject a long prompt in their own words; and a large-window Claude that takes it."""
+    fakes: dict[str, Any] = {
+        "vllm-small": FakeOpenAI(context_window=SMALL_WINDOW, context_error="vllm"),
+        "vllm-same": FakeOpenAI(context_window=SMALL_WINDOW, context_error="vllm"),
+        "vllm-smaller": FakeOpenAI(context_window=SMALL_WINDOW // 2, context_error="vllm-legacy"),
+        "claude-small": FakeAnthropic(context_window=SMALL_WINDOW),
+        "claude-same": FakeAnthropic(context_window=SMALL_WINDOW),
+        "claude-smaller": FakeAnthropic(context_window=SMALL_WINDOW // 2),
+        "claude-large": FakeAnthropic(),
+    }
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve_app(fake)) for name, fake in fakes.items()}
+        backends: list[dict[str, Any]] = []
+        for name, url in urls.items():
+            window = 200_000 if name == "claude-large" else fakes[name].context_window
+            if name.startswith("vllm"):
+                backend = {"tier": "open", "kind": "openai", "base_url": url + "/v1", "model": "m"}
+            else:
+                backend = {"tier": "closed", "kind": "anthropic", "base_url": url, "model": "claude-sonnet-4-5"}
+                backend["api_key_env"] = CLAUDE_KEY_ENV
+            backends.append({"name": name, "context_window": window, **backend})
+        config = parse_config({"backends": backends, "router": {"kind": "open"}, "dispatch": {"deadline_s": 30}})
+        url = stack.enter_context(serve_gateway(config))
+        yield {"url": url, "fakes": fakes}
+
+
+def _long_request(url: str, model: str, stream: bool) -> httpx.Response:
+    body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": LONG_TEXT}]}
+    return httpx.post(url + OA, json=body, timeout=30)
+
+
+@pytest.fixture
+def win(windows: dict[str, Any]) -> dict[str, Any]:
+    for fake in windows["fakes"].values():
+        fake.reset()
+    windows["fakes"]["vllm-small"].context_error = "vllm"
+    return windows
+
+
+def _asked(win: dict[str, Any]) -> dict[str, int]:
+    return {name: len(fake.received) for name, fake in win["fakes"].items() if fake.received}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_claude_prompt_too_long_goes_to_a_larger_window_only(win: dict[str, Any], stream: bool) -> None:
+    resp = _long_request(win["url"], "closed", stream)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "claude-large"
+    # Claude's real 400 ("prompt is too long: N tokens > M maximum") is not retried, and neither the same
+    # window nor a smaller one is tried: only a strictly larger one.
+    assert _asked(win) == {"claude-small": 1, "claude-large": 1}
+
+
+@pytest.mark.parametrize("style", ["vllm", "vllm-legacy"])
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_vllm_context_length_goes_to_a_larger_window_only(win: dict[str, Any], stream: bool, style: str) -> None:
+    win["fakes"]["vllm-small"].context_error = style  # vLLM says so only in its message, in either envelope
+    resp = _long_request(win["url"], "open", stream)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "claude-large"  # the other tier, by open_to_closed
+    assert resp.headers["x-tiergate-route"].endswith("failover:open-down")
+    assert _asked(win) == {"vllm-small": 1, "claude-large": 1}
+
+
+def test_context_length_with_no_larger_window_is_a_clean_400(win: dict[str, Any]) -> None:
+    resp = _long_request(win["url"], "vllm-small", False)  # pinned to one backend: nowhere larger to go
+    assert resp.status_code == 400
+    assert "maximum context length" in resp.json()["error"]["message"]
+    assert _asked(win) == {"vllm-small": 1}
+
+
+def test_context_length_errors_do_not_open_the_circuit(win: dict[str, Any]) -> None:
+    answers = [_long_request(win["url"], "claude-small", False) for _ in range(6)]  # breaker_failures is 5
+    assert [a.status_code for a in answers] == [400] * 6  # each one the backend's own answer, not "circuit open"
+    assert _asked(win) == {"claude-small": 6}
+    state = httpx.get(win["url"] + "/readyz").json()["backends"]["claude-small"]
+    assert state["circuit"] == "closed"
+
+
+# -- connect timeout ---------------------------------------------------------------------------------------
+
+CONNECT_S = 0.5
+HANGING_CONNECT = {
+    "connect_timeout_s": CONNECT_S,  # the only timeout short enough to explain a quick failover
+    "first_token_timeout_s": 60,
+    "timeout_s": 60,
+    "breaker_failures": 1000,  # every test gets to try the unreachable backends
+}
+
+
+@pytest.fixture(scope="module")
+def unreachable() -> Iterator[dict[str, Any]]:
+    """Backends of both kinds whose address neither accepts nor refuses a connection, and a live Claude."""
+    claude = FakeAnthropic()
+    with blackhole() as hole, serve_app(claude) as claude_url:
+        backends: list[dict[str, Any]] = [
+            {"name": "hole-oa", "tier": "open", "kind": "openai", "base_url": hole + "/v1", **HANGING_CONNECT},
+            {"name": "hole-an", "tier": "closed", "kind": "anthropic", "base_url": hole, **HANGING_CONNECT},
+            {"name": "live", "tier": "closed", "kind": "anthropic", "base_url": claude_url},
+        ]
+        for b in backends:
+            if b["kind"] == "anthropic":
+                b["api_key_env"] = CLAUDE_KEY_ENV
+        config = parse_config(
+            {
+                "backends": backends,
+                "router": {"kind": "open"},
+                "dispatch": {"attempts": 2, "backoff_base_s": 0.01, "deadline_s": 120},
+            }
+        )
+        with serve_gateway(config) as url:
+            yield {"url": url, "claude": claude}
+
+
+def _timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    resp = call()
+    return resp, time.monotonic() - started
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize(("model", "holes"), [("open", 2), ("closed", 1)])
+def test_connect_timeout_fails_over_within_the_configured_connect_timeout(
+    unreachable: dict[str, Any], model: str, holes: int, stream: bool
+) -> None:
+    body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    resp, elapsed = _timed(lambda: httpx.post(unreachable["url"] + OA, json=body, timeout=120))
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "live"
+    # open: hole-oa (openai) twice, then hole-an (anthropic) twice; closed: hole-an twice. Each try gives up
+    # after connect_timeout_s, not after timeout_s / first_token_timeout_s (60 s) or a built-in default.
+    assert elapsed <= 2 * holes * CONNECT_S + SLACK_S
+    ready = httpx.get(unreachable["url"] + "/readyz").json()["backends"]
+    assert "ConnectTimeout" in ready["hole-an"]["last_error"]
+    if model == "open":
+        assert "ConnectTimeout" in ready["hole-oa"]["last_error"]
+
+
+@pytest.mark.parametrize("backend", ["hole-oa", "hole-an"])
+def test_connect_timeout_alone_is_a_clean_504(unreachable: dict[str, Any], backend: str) -> None:
+    body = {"model": backend, "messages": [{"role": "user", "content": "hi"}]}
+    resp, elapsed = _timed(lambda: httpx.post(unreachable["url"] + OA, json=body, timeout=120))
+    assert resp.status_code == 504
+    assert backend in resp.json()["error"]["message"]
+    assert elapsed <= 2 * CONNECT_S + SLACK_S
+
+
+# -- active health checks ----------------------------------------------------------------------------------
+
+HEALTH_INTERVAL_S = 0.2
+
+
+def test_active_health_checks_see_a_replica_go_down_and_come_back_without_traffic() -> None:
+    flaky, steady = FakeOpenAI(), FakeOpenAI()
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        steady_url = stack.enter_context(serve_app(steady))
+        replica = stack.enter_context(contextlib.ExitStack())
+        replica.enter_context(serve_app(flaky, port=port))
+        backends = [
+            {"name": "flaky", "tier": "open", "kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"},
+            {"name": "steady", "tier": "open", "kind": "openai", "base_url": steady_url + "/v1"},
+        ]
+        config = parse_config(
+            {"backends": backends, "router": {"kind": "open"}, "dispatch": {"health_interval_s": HEALTH_INTERVAL_S}}
+        )
+        url = stack.enter_context(serve_gateway(config))
+
+        def flaky_state() -> dict[str, Any]:
+            state: dict[str, Any] = httpx.get(url + "/readyz").json()["backends"]["flaky"]
+            return state
+
+        def metric() -> str:
+            lines = httpx.get(url + "/metrics").text.splitlines()
+            return next(line for line in lines if line.startswith("tiergate_backend_up{") and '"flaky"' in line)
+
+        assert flaky_state()["healthy"] is True
+        replica.close()  # the replica goes down
+        down_after = wait_for(lambda: flaky_state()["healthy"] is False, "the check to see the replica down")
+        assert metric().endswith(" 0.0")
+        replica.enter_context(serve_app(flaky, port=port))  # and comes back on the same address
+        up_after = wait_for(lambda: flaky_state()["healthy"] is True, "the check to see the replica back")
+        assert metric().endswith(" 1.0")
+        ready = httpx.get(url + "/readyz")
+    assert ready.status_code == 200
+    assert flaky.received == []  # no traffic: only the active checks saw it
+    assert steady.received == []
+    # Within a few intervals (generously bounded: the machine is shared), not on the next request.
+    assert down_after <= 25 * HEALTH_INTERVAL_S + SLACK_S
+    assert up_after <= 25 * HEALTH_INTERVAL_S + SLACK_S
+
+
+def wait_for(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> float:
+    """Poll ``check`` until it holds; returns the seconds it took (fails after ``limit_s``)."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > limit_s:
+            raise AssertionError(f"still waiting after {limit_s:.0f}s for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - started

@@ -7,12 +7,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.fakes import Delay, FakeOpenAI, StallStream, script_marker
+from tests.conftest import backend_configs, serve_gateway
+from tests.fakes import Delay, FakeAnthropic, FakeOpenAI, StallStream, script_marker
 from tests.support.servers import free_port, serve_app
+from tiergate.config import parse_config
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
@@ -84,7 +88,16 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tmp_path: Path) -> None
     assert [kind for kind, _ in results].count("ok") == 12, results
 
 
-def test_client_disconnect_cancels_the_upstream_stream(fast_gateway: str) -> None:
+@pytest.fixture
+def own_gateway(fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI, str]) -> Iterator[str]:
+    """A gateway of its own: the shared one's circuits may be open after other modules' failure tests."""
+    config = parse_config({"backends": backend_configs(fake_claude[1], fake_openai[1]), "router": {"kind": "rules"}})
+    with serve_gateway(config) as url:
+        yield url
+
+
+def test_client_disconnect_cancels_the_upstream_stream(own_gateway: str) -> None:
+    fast_gateway = own_gateway
     body = {
         "model": "vllm",
         "stream": True,

@@ -97,12 +97,17 @@ class Dispatcher:
                     attempts.failed.append(state.name)
                     break
                 try:
-                    await self.pool.acquire(state)
-                except Saturated as exc:
+                    await self.pool.acquire(state, max_wait_s=deadline - now)
+                except Saturated as exc:  # overflow by decision: the next target, at once
                     state.breaker.release()
                     attempts.failed.append(state.name)
                     attempts.last = exc
                     break
+                except UpstreamTimeout as exc:  # queued until the deadline: nothing left to try
+                    state.breaker.release()
+                    attempts.failed.append(state.name)
+                    attempts.last = exc
+                    raise
                 try:
                     try:
                         result = await call(state, deadline)
@@ -117,12 +122,13 @@ class Dispatcher:
                     if not may_fail_over(exc):
                         state.breaker.release()
                         raise
-                    self.pool.failure(state, exc.message)
-                    if isinstance(exc, ContextLengthExceeded):
+                    if isinstance(exc, ContextLengthExceeded):  # the backend is fine, the prompt is too long
+                        state.breaker.release()  # no verdict: a rejection of the prompt is no fault of the backend
                         attempts.context_failed = True
                         attempts.context_window = state.config.context_window
                         attempts.failed.append(state.name)
                         break
+                    self.pool.failure(state, exc.message)
                     if retry_same(exc, attempt, self.policy, bytes_sent=False):
                         pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
                         if time.monotonic() + pause < deadline:
@@ -160,11 +166,19 @@ class Dispatcher:
         return response, Served(state, attempts)
 
     async def stream(
-        self, request: ChatRequest, targets: list[BackendState], prepare: Prepare | None = None
+        self,
+        request: ChatRequest,
+        targets: list[BackendState],
+        prepare: Prepare | None = None,
+        deadline: float | None = None,
     ) -> tuple[StreamEvent, EventStream, Served]:
-        """Open a stream on the first target that yields a first event within its first-token timeout."""
+        """Open a stream on the first target that yields a first event within its first-token timeout.
+
+        ``deadline`` (monotonic) is the request's: a continuation keeps the deadline of the stream it continues.
+        """
         attempts = Attempts()
-        deadline = time.monotonic() + self.config.deadline_s
+        if deadline is None:
+            deadline = time.monotonic() + self.config.deadline_s
         opened: dict[str, EventStream] = {}
 
         async def call(state: BackendState, deadline: float) -> StreamEvent:
@@ -248,7 +262,7 @@ class Dispatcher:
                 raise
             log.warning("stream from %s broke after %d events; continuing elsewhere: %s", state.name, produced, exc)
             prefix = "".join(text)
-            async for ev in self._continue(request, targets, served, prefix, produced, prepare):
+            async for ev in self._continue(request, targets, served, prefix, produced, prepare, deadline):
                 yield ev
         finally:
             if not settled:  # the consumer went away mid-stream: no verdict on the backend, free the probe
@@ -264,6 +278,7 @@ class Dispatcher:
         prefix: str,
         produced: int,
         prepare: Prepare | None,
+        deadline: float,
     ) -> EventStream:
         failed = served.attempts.last
         assert failed is not None
@@ -272,7 +287,7 @@ class Dispatcher:
             raise failed
         continued = replace(request, messages=with_prefix(request.messages, prefix))
         try:
-            _, events, again = await self.stream(continued, candidates, prepare)
+            _, events, again = await self.stream(continued, candidates, prepare, deadline)
         except UpstreamError:
             raise failed from None
         served.state = again.state

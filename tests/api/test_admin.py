@@ -48,9 +48,10 @@ def test_metrics_count_requests_tokens_and_latency(fast_gateway: str) -> None:
     assert httpx.post(fast_gateway + "/v1/chat/completions", json=body).status_code == 200
     text = httpx.get(fast_gateway + "/metrics").text
     assert 'tiergate_requests_total{backend="vllm",dialect="openai",status="ok",tier="open"}' in text
-    assert 'tiergate_tokens_total{backend="vllm",direction="output",tier="open"}' in text
-    assert 'tiergate_request_seconds_bucket{backend="vllm",dialect="openai",le="0.005",tier="open"}' in text
+    assert 'tiergate_tokens_total{backend="vllm",direction="output",status="ok",tier="open"}' in text
+    assert 'tiergate_request_seconds_bucket{backend="vllm",dialect="openai",le="0.005",status="ok",tier="open"}' in text
     assert 'tiergate_backend_up{backend="claude",tier="closed"} 1.0' in text
+    assert 'tiergate_backend_circuit_state{backend="claude",state="closed",tier="closed"} 1.0' in text
 
 
 def test_error_requests_are_counted(fast_gateway: str) -> None:

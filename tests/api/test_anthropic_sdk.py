@@ -8,7 +8,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.fakes import FakeAnthropic
+from tests.fakes import FakeAnthropic, FakeOpenAI
 
 BACKENDS = ["local", "vllm", "claude"]
 WEATHER: dict[str, Any] = {
@@ -115,22 +115,72 @@ def test_streaming_tool_use(client: anthropic.Anthropic, backend: str) -> None:
     assert final.stop_reason == "tool_use"
 
 
-def test_headers_forwarded_to_claude(full_gateway: str, fake_claude: tuple[FakeAnthropic, str]) -> None:
-    fake, _ = fake_claude
-    client = anthropic.Anthropic(
+# Not the SDK's default (2023-06-01): only forwarding can bring this value to Claude.
+VERSION = "2024-10-22"
+BETA = "tools-2099-01-01,another-beta-2099-02-02"
+
+
+@pytest.fixture
+def versioned(full_gateway: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
         base_url=full_gateway,
         api_key="unused",
         max_retries=0,
-        default_headers={"anthropic-beta": "tools-2099-01-01", "anthropic-version": "2023-06-01"},
+        default_headers={"anthropic-beta": BETA, "anthropic-version": VERSION},
     )
+
+
+def _received_headers(fake: FakeAnthropic | FakeOpenAI, before: int, path: str) -> dict[str, str]:
+    (request,) = [r for r in fake.received[before:] if r.path == path]
+    return request.headers
+
+
+def test_headers_forwarded_to_claude(versioned: anthropic.Anthropic, fake_claude: tuple[FakeAnthropic, str]) -> None:
+    fake, _ = fake_claude
     before = len(fake.received)
-    client.messages.create(model="claude", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
-    seen = fake.received[before].headers
-    assert seen["anthropic-beta"] == "tools-2099-01-01"
-    assert seen["anthropic-version"] == "2023-06-01"
+    versioned.messages.create(model="claude", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    seen = _received_headers(fake, before, "/v1/messages")
+    assert seen["anthropic-beta"] == BETA
+    assert seen["anthropic-version"] == VERSION
     # The backend's own key (the 2.x SDK sends it as a bearer token), never the caller's.
     assert "sk-ant-test" in seen.get("x-api-key", seen.get("authorization", ""))
     assert "unused" not in (seen.get("x-api-key", "") + seen.get("authorization", ""))
+
+
+def test_headers_forwarded_to_claude_when_streaming(
+    versioned: anthropic.Anthropic, fake_claude: tuple[FakeAnthropic, str]
+) -> None:
+    fake, _ = fake_claude
+    before = len(fake.received)
+    with versioned.messages.stream(
+        model="claude", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    ) as stream:
+        assert stream.get_final_message().content
+    seen = _received_headers(fake, before, "/v1/messages")
+    assert (seen["anthropic-version"], seen["anthropic-beta"]) == (VERSION, BETA)
+
+
+def test_headers_forwarded_to_claude_when_counting_tokens(
+    versioned: anthropic.Anthropic, fake_claude: tuple[FakeAnthropic, str]
+) -> None:
+    fake, _ = fake_claude
+    before = len(fake.received)
+    counted = versioned.messages.count_tokens(model="claude", messages=[{"role": "user", "content": "count me!"}])
+    seen = _received_headers(fake, before, "/v1/messages/count_tokens")
+    assert (seen["anthropic-version"], seen["anthropic-beta"]) == (VERSION, BETA)
+    # Claude's own count (the fake rounds 9 characters up to 3 tokens; the gateway's fallback would say 2).
+    assert counted.input_tokens == 3
+
+
+def test_headers_not_forwarded_to_an_openai_compatible_backend(
+    versioned: anthropic.Anthropic, fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    fake, _ = fake_openai
+    before = len(fake.received)
+    versioned.messages.create(model="vllm", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    seen = _received_headers(fake, before, "/v1/chat/completions")
+    assert "anthropic-version" not in seen
+    assert "anthropic-beta" not in seen
 
 
 def test_count_tokens(client: anthropic.Anthropic) -> None:

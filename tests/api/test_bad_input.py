@@ -243,7 +243,10 @@ def test_upstream_overloaded_anthropic_dialect(strict_gateway: str) -> None:
 
 def test_upstream_timeout(strict_gateway: str) -> None:
     body = {"model": "claude", "messages": user("hello " + script_marker(Hang(seconds=5)))}
-    openai_error(post(strict_gateway, OA, body, headers=KEY), 504, contains="no answer within 1.0s", err_type="timeout")
+    err = openai_error(
+        post(strict_gateway, OA, body, headers=KEY), 504, contains="no answer within 1.0s", err_type="timeout"
+    )
+    assert err["message"].startswith("backend 'claude': "), err["message"]
 
 
 def test_upstream_malformed_reply(strict_gateway: str) -> None:
@@ -264,3 +267,4 @@ def test_upstream_connection_refused(fake_claude: tuple[FakeAnthropic, str]) -> 
     with serve_gateway(config) as url:
         err = openai_error(post(url, OA, {"model": "auto", "messages": user()}), 503, contains="cannot connect")
         assert err["type"] == "service_unavailable"
+        assert err["message"].startswith("backend 'gone': "), err["message"]

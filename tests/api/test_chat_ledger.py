@@ -16,6 +16,8 @@ from starlette.routing import Route
 
 from tests.conftest import backend_configs, serve_gateway
 from tests.fakes import FakeAnthropic, FakeOpenAI, Fault, StallStream, script_marker
+from tests.fakes.fake_anthropic import prompt_text
+from tests.fakes.script import estimate_tokens
 from tests.support.databases import fresh_postgres_database, postgres_base_url
 from tests.support.ledger import rows_of, wait_rows
 from tests.support.servers import serve_app
@@ -144,7 +146,8 @@ def test_the_key_name_is_recorded(
     url = f"sqlite:///{tmp_path / 'keys.db'}"
     config = parse_config(
         {
-            "backends": backend_configs(fake_claude[1], fake_openai[1]), "router": {"kind": "rules"},
+            "backends": backend_configs(fake_claude[1], fake_openai[1]),
+            "router": {"kind": "rules"},
             "keys": [{"name": "hr-app", "key": "sk-hr"}],
             "ledger": {"url": url},
         }
@@ -172,6 +175,33 @@ def test_a_client_that_hangs_up_mid_stream_leaves_a_cancelled_row(gateway: tuple
     row = wait_rows(url, {rid}, timeout=6)[rid]
     assert (row.status, row.tier) == ("cancelled", "open")
     assert row.ttft_ms is not None
+
+
+def test_a_client_that_hangs_up_mid_claude_stream_keeps_claudes_input_count(
+    gateway: tuple[str, str], fake_claude: tuple[FakeAnthropic, str]
+) -> None:
+    base, url = gateway
+    fake = fake_claude[0]
+    before = len(fake.received)
+    stall = script_marker(StallStream(after_events=5, seconds=5))  # message_start, block start, ping, 2 deltas
+    text = f"Tell me a long story about the sea, please. {stall}"
+    if len(text) % 4 == 0:  # a length the gateway's own four-characters estimate gets wrong
+        text += "!"
+    body = {"model": "closed", "max_tokens": 200, "stream": True, "messages": [{"role": "user", "content": text}]}
+    with httpx.stream("POST", base + "/v1/messages", json=body, headers=AN_HEADERS, timeout=30) as resp:
+        rid = resp.headers["x-request-id"]
+        assert any(line == "event: content_block_delta" for line in resp.iter_lines())  # text arrived: hang up
+    row = wait_rows(url, {rid}, timeout=8)[rid]
+    sent = next(r for r in fake.received[before:] if r.path == "/v1/messages")
+    claude_input = estimate_tokens(prompt_text(sent.body))  # what the fake's message_start reported
+    assert claude_input != len(text) // 4
+    assert (row.status, row.tier, row.backend) == ("cancelled", "closed", "claude")
+    assert row.input_tokens == claude_input
+    assert row.output_tokens > 0  # the deltas Claude streamed before the client left
+    assert row.estimated  # the output is counted by the gateway
+    assert row.cost_usd == pytest.approx(row.input_tokens * SONNET_IN + row.output_tokens * SONNET_OUT)
+    # The upstream request was cancelled and its slot freed.
+    assert httpx.get(base + "/readyz").json()["backends"]["claude"]["in_flight"] == 0
 
 
 async def test_rows_land_in_postgresql(

@@ -31,7 +31,8 @@ def fakes(fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI,
 def config(fakes: Fakes, url: str, **key: Any) -> Config:
     return parse_config(
         {
-            "backends": backend_configs(fakes[0][1], fakes[1][1]), "router": {"kind": "rules"},
+            "backends": backend_configs(fakes[0][1], fakes[1][1]),
+            "router": {"kind": "rules"},
             "keys": [{"name": "team", "key": "sk-team", **key}],
             "ledger": {"url": url},
         }

@@ -1,9 +1,11 @@
 """Faithful fake upstreams for tests and benchmarks: Anthropic's Messages API and an
 OpenAI-compatible Chat Completions server (vLLM / llama.cpp), scriptable per request.
 
-See ``fake_anthropic.py``, ``fake_openai.py`` and ``script.py`` for the details.
+See ``fake_anthropic.py``, ``fake_openai.py`` and ``script.py`` for the details; ``blackhole.py`` is an
+address whose connects hang (neither accepted nor refused).
 """
 
+from tests.fakes.blackhole import blackhole
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.script import (
@@ -48,6 +50,7 @@ __all__ = [
     "StallStream",
     "Step",
     "StreamError",
+    "blackhole",
     "script_header",
     "script_marker",
     "step_from_json",

@@ -94,6 +94,10 @@ _FINISH_FROM_ANTHROPIC = {
     "refusal": "content_filter",
     "pause_turn": "stop",
 }
+#: How a context-length rejection looks: OpenAI's (with ``code: "context_length_exceeded"``), vLLM's
+#: (OpenAI's envelope, ``type: "BadRequestError"``, ``code: 400``, the reason only in the message) and older
+#: vLLM's (the flat ``{"object": "error", ...}`` body, "... is longer than the maximum model length ...").
+CONTEXT_ERRORS = ("openai", "vllm", "vllm-legacy")
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _DONE = b"data: [DONE]\n\n"
 _JSON = "application/json"
@@ -201,6 +205,8 @@ class FakeOpenAI(FakeUpstream):
     reply's text; ``stream_chunks`` is how many content deltas it is split into; ``delay_s`` is added
     before every answer; ``context_window`` (tokens) makes longer prompts fail with
     ``context_length_exceeded`` and is reported as ``max_model_len`` by ``/v1/models``;
+    ``context_error`` picks how a context-length rejection looks (:data:`CONTEXT_ERRORS`): OpenAI's
+    ``code: "context_length_exceeded"``, or vLLM's 400 that says so only in its message;
     ``record=False`` keeps no request log (for long benchmark runs)."""
 
     flap_failure: Step = Fault(503)
@@ -214,9 +220,13 @@ class FakeOpenAI(FakeUpstream):
         stream_chunks: int = 8,
         delay_s: float = 0.0,
         context_window: int | None = None,
+        context_error: str = "openai",
         record: bool = True,
     ) -> None:
         super().__init__(record=record)
+        if context_error not in CONTEXT_ERRORS:
+            raise ValueError(f"context_error must be one of {CONTEXT_ERRORS}, not {context_error!r}")
+        self.context_error = context_error
         self.api_key = api_key
         self.models = list(models) if models is not None else None
         self.reply_text = reply_text
@@ -358,6 +368,22 @@ class FakeOpenAI(FakeUpstream):
         )
 
     def _context_length(self, step: ContextLength) -> Response:
+        if self.context_error == "vllm":  # vLLM >= 0.9: OpenAI's envelope, the status as the code, no context code
+            message = (
+                f"This model's maximum context length is {step.limit} tokens. However, you requested "
+                f"{step.prompt_tokens} tokens ({step.prompt_tokens} in the messages, 0 in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+            error = {"message": message, "type": "BadRequestError", "param": None, "code": 400}
+            body: dict[str, Any] = {"error": error}
+            return Response(_dumps(body), status_code=400, media_type=_JSON, headers=self._headers())
+        if self.context_error == "vllm-legacy":  # older vLLM: the error object is the whole body
+            message = (
+                f"The prompt (total length {step.prompt_tokens}) is longer than the maximum model length of "
+                f"{step.limit}. Make sure that `max_model_len` is no smaller than the number of text tokens."
+            )
+            body = {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
+            return Response(_dumps(body), status_code=400, media_type=_JSON, headers=self._headers())
         return self._error(
             400,
             "invalid_request_error",

@@ -9,12 +9,15 @@ from starlette.responses import JSONResponse, Response
 
 from tiergate.api.chat import error_response, new_request_id, read_body
 from tiergate.api.edges import ANTHROPIC, OPENAI
+from tiergate.api.metrics import CIRCUIT_STATES
 from tiergate.api.state import AppState
-from tiergate.dialects.anthropic import convert_messages, system_text
+from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
 from tiergate.dialects.anthropic_wire import ACountTokensRequest
 from tiergate.dialects.common import decode_json, validate
-from tiergate.errors import TiergateError
-from tiergate.types import ChatRequest, ToolSpec
+from tiergate.errors import TiergateError, UpstreamError
+from tiergate.policy import PolicyVerdict
+from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
+from tiergate.types import ChatRequest, Tier, ToolSpec
 
 
 def _state(request: Request) -> AppState:
@@ -70,7 +73,10 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     state = _state(request)
     for s in state.pool.states.values():
-        state.metrics.backend_up.labels(s.name, s.config.tier.value).set(1 if s.healthy else 0)
+        tier, circuit = s.config.tier.value, s.breaker.state
+        state.metrics.backend_up.labels(s.name, tier).set(1 if s.healthy and circuit != "open" else 0)
+        for name in CIRCUIT_STATES:
+            state.metrics.circuit.labels(s.name, tier, name).set(1 if circuit == name else 0)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -78,7 +84,7 @@ async def count_tokens(request: Request) -> Response:
     state = _state(request)
     rid = new_request_id()
     try:
-        state.keys.caller(request.headers)
+        caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
         wire = validate(ACountTokensRequest, decode_json(body))
         chat = ChatRequest(
@@ -86,8 +92,30 @@ async def count_tokens(request: Request) -> Response:
             messages=convert_messages(wire.messages),
             system=system_text(wire.system),
             tools=tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in wire.tools or ()),
+            forward_headers={h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers},
         )
-        tokens = await state.gateway.count_tokens(chat)
+        verdict = state.gateway.policy.inspect(
+            chat, key_sovereign=caller.sovereign, header=request.headers.get(SOVEREIGN_HEADER)
+        )
+        tokens = await _count(state, chat, verdict)
     except TiergateError as exc:
         return error_response(ANTHROPIC, exc, rid)
     return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers={"x-request-id": rid})
+
+
+async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> int:
+    """Input tokens by the most authoritative counter (closed tier first), under the same hard policy as a chat:
+    a sovereign prompt is only counted inside the perimeter, a redacted one leaves it only redacted."""
+    prepare = state.gateway.policy.prepare(verdict)
+    for tier in (Tier.CLOSED, Tier.OPEN):
+        for backend in state.pool.tier(tier):
+            counter = getattr(backend.backend, "count_tokens", None)
+            if counter is None or not verdict.allows(backend):
+                continue
+            sent = prepare(backend, chat)[0] if prepare is not None else chat
+            try:
+                count: int = await counter(sent)
+            except UpstreamError:
+                continue
+            return count
+    return max(1, sum(len(t) for t in chat.texts()) // 4)

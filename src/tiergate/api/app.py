@@ -62,9 +62,14 @@ def needs_encoder(state: AppState) -> bool:
 
 
 async def _watch_health(pool: Pool, interval_s: float) -> None:
+    """Active health checks: every ``interval_s`` (``dispatch.health_interval_s``), each backend's ``health()``,
+    with or without traffic. A round that fails unexpectedly is logged; the next one still runs."""
     while True:
         await asyncio.sleep(interval_s)
-        await pool.check_health()
+        try:
+            await pool.check_health()
+        except Exception:
+            log.exception("active health check failed")
 
 
 def create_app(config: Config | None = None, registry: dict[str, BackendFactory] | None = None) -> Starlette:
@@ -89,6 +94,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         finally:
             state.ready = False
             watcher.cancel()
+            await state.drain()  # cut streams still being accounted need their backends and the ledger
             await state.pool.close()
             if state.gateway.encoder is not None:
                 state.gateway.encoder.close()

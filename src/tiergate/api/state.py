@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from tiergate.accounting.budgets import Budgets
 from tiergate.accounting.cost import CostModel
@@ -25,3 +28,14 @@ class AppState:
     ledger: Ledger
     budgets: Budgets
     ready: bool = False
+    #: Work a request left behind (the accounting of a cut stream): awaited at shutdown, before the ledger closes.
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        if self.pending:
+            await asyncio.wait(set(self.pending), timeout=timeout_s)

@@ -143,8 +143,9 @@ def parse_message(msg: AMessage) -> ChatResponse:
 
 def translate(backend: str, exc: anthropic.APIError) -> UpstreamError:
     """The SDK's exceptions -> ours, by class and status (the structured body rides along)."""
-    if isinstance(exc, anthropic.APITimeoutError):
-        return UpstreamTimeout("timed out", backend=backend)
+    if isinstance(exc, anthropic.APITimeoutError):  # the transport's own timeout (ConnectTimeout, ...) is the cause
+        cause = f" ({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
+        return UpstreamTimeout(f"timed out{cause}", backend=backend)
     if isinstance(exc, anthropic.APIConnectionError):
         return UpstreamUnavailable(f"cannot connect ({exc.__cause__ or exc})", backend=backend)
     if isinstance(exc, anthropic.APIStatusError):
@@ -153,20 +154,30 @@ def translate(backend: str, exc: anthropic.APIError) -> UpstreamError:
     return UpstreamUnavailable(f"{type(exc).__name__}: {exc}", backend=backend)
 
 
+def timeouts(config: BackendConfig) -> httpx2.Timeout:
+    """The SDK client's timeouts: ``connect_timeout_s`` to open a connection, ``timeout_s`` for the rest.
+
+    >>> t = timeouts(BackendConfig(name="c", tier="closed", kind="anthropic", connect_timeout_s=0.5, timeout_s=30))
+    >>> (t.connect, t.read)
+    (0.5, 30.0)
+    """
+    return httpx2.Timeout(config.timeout_s, connect=min(config.connect_timeout_s, config.timeout_s))
+
+
 def _first_party(config: BackendConfig) -> anthropic.AsyncAnthropic:
     key = os.environ.get(config.api_key_env or "ANTHROPIC_API_KEY") or None
-    return anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0, timeout=config.timeout_s)
+    return anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0, timeout=timeouts(config))
 
 
 def _bedrock(config: BackendConfig) -> anthropic.AsyncAnthropicBedrock:
     return anthropic.AsyncAnthropicBedrock(
-        aws_region=config.region, base_url=config.base_url, max_retries=0, timeout=config.timeout_s
+        aws_region=config.region, base_url=config.base_url, max_retries=0, timeout=timeouts(config)
     )
 
 
 def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
     """Google Vertex: credentials from Application Default Credentials, or an access token in api_key_env."""
-    kwargs: dict[str, Any] = {"max_retries": 0, "timeout": config.timeout_s, "base_url": config.base_url}
+    kwargs: dict[str, Any] = {"max_retries": 0, "timeout": timeouts(config), "base_url": config.base_url}
     if config.api_key_env and os.environ.get(config.api_key_env):
         kwargs["access_token"] = os.environ[config.api_key_env]
     if config.region:

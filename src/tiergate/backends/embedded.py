@@ -7,6 +7,9 @@ queue (a full queue is a clean 503, not an ever-growing backlog), and the event 
 
 Tools: when ``tool_choice`` requires a call, the arguments are generated under a JSON-schema grammar, so the
 call is always well formed. With ``tool_choice: auto`` the small model answers in text.
+
+Images: the model reads text only. A request carrying an image is refused with a 400 that names the backend
+(never answered as if the image were not there); send images to a backend that takes them (Claude).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tiergate.config import BackendConfig
-from tiergate.errors import ConfigError, ContextLengthExceeded, UpstreamUnavailable
+from tiergate.errors import ConfigError, ContextLengthExceeded, UpstreamClientError, UpstreamUnavailable
 from tiergate.types import (
     JSON,
     ChatRequest,
     ChatResponse,
     EventStream,
+    ImagePart,
     Message,
     StopReason,
     StreamEnd,
@@ -155,10 +159,18 @@ class EmbeddedBackend:
             raise UpstreamUnavailable("model is not loaded", backend=self.config.name)
         return self._llm
 
-    def _admit(self) -> None:
+    def _admit(self, req: ChatRequest) -> None:
+        """Refuse at once what this backend cannot take: images, or a request beyond a full queue."""
+        if any(isinstance(p, ImagePart) for m in req.messages for p in m.parts):
+            raise UpstreamClientError(
+                f"model {self.model} reads text only and cannot take images; "
+                "send images to a backend that accepts them (e.g. Claude)",
+                backend=self.config.name,
+            )
         if self._slots.locked():
             raise UpstreamUnavailable(
-                f"queue is full ({self.config.max_queue} waiting); try again later", backend=self.config.name
+                f"queue is full (1 generating, {self.config.max_queue} waiting); try again later",
+                backend=self.config.name,
             )
 
     def _kwargs(self, req: ChatRequest) -> dict[str, Any]:
@@ -268,13 +280,13 @@ class EmbeddedBackend:
     # --- on the event loop ---
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        self._admit()
+        self._admit(request)
         async with self._slots:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, self._generate, request)
 
     async def stream(self, request: ChatRequest) -> EventStream:
-        self._admit()
+        self._admit(request)
         async with self._slots:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[StreamEvent | BaseException | None] = asyncio.Queue()

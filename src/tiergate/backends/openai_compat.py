@@ -204,6 +204,22 @@ class StreamParser:
         return StreamEnd(self.finish, self.usage or estimate)
 
 
+#: Longest a health probe (``GET /models``) may take, connecting included.
+HEALTH_TIMEOUT_S = 5.0
+
+
+def timeouts(config: BackendConfig, total: float | None = None) -> httpx.Timeout:
+    """The client's timeouts: ``connect_timeout_s`` to open a connection (never more than ``total``), ``total``
+    (default ``timeout_s``) for each read, write and pool wait. The dispatcher adds its own per-attempt limits.
+
+    >>> t = timeouts(BackendConfig(name="b", tier="open", kind="openai", connect_timeout_s=0.5, timeout_s=30))
+    >>> (t.connect, t.read)
+    (0.5, 30.0)
+    """
+    total = config.timeout_s if total is None else total
+    return httpx.Timeout(total, connect=min(config.connect_timeout_s, total))
+
+
 class OpenAICompatBackend:
     def __init__(self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not config.base_url:
@@ -225,7 +241,7 @@ class OpenAICompatBackend:
         self._client = httpx.AsyncClient(
             base_url=str(self.config.base_url).rstrip("/") + "/",
             headers=headers,
-            timeout=httpx.Timeout(self.config.timeout_s, connect=10.0),
+            timeout=timeouts(self.config),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
             transport=self._transport,
         )
@@ -236,7 +252,7 @@ class OpenAICompatBackend:
 
     async def health(self) -> bool:
         try:
-            resp = await self.client.get("models", timeout=5.0)
+            resp = await self.client.get("models", timeout=timeouts(self.config, HEALTH_TIMEOUT_S))
         except httpx.HTTPError:
             return False
         return resp.status_code < 500

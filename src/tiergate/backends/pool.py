@@ -1,7 +1,7 @@
 """The configured backends, by name and tier: health, circuit breakers and per-backend concurrency limits.
 
 Each backend has ``max_concurrency`` slots and a wait queue of ``max_queue``; when both are full the
-backend is *saturated* and :meth:`Pool.slot` refuses at once, so the dispatcher overflows to the next
+backend is *saturated* and :meth:`Pool.acquire` refuses at once, so the dispatcher overflows to the next
 target by decision rather than queueing without bound.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from tiergate.backends import Backend, BackendFactory, build_backend
 from tiergate.backends.breaker import Breaker
 from tiergate.config import BackendConfig
-from tiergate.errors import UpstreamUnavailable
+from tiergate.errors import UpstreamTimeout, UpstreamUnavailable
 from tiergate.types import Tier
 
 log = logging.getLogger("tiergate.backends")
@@ -91,15 +91,25 @@ class Pool:
             out[state.name] = state.healthy
         return out
 
-    async def acquire(self, state: BackendState) -> None:
-        """Take one of the backend's concurrency slots; refuse at once when slots and queue are full."""
+    async def acquire(self, state: BackendState, max_wait_s: float | None = None) -> None:
+        """Take one of the backend's concurrency slots; refuse at once when slots and queue are full.
+
+        A request waits in the queue at most ``max_wait_s`` (its remaining deadline), then gives up with
+        :class:`UpstreamTimeout`, so a backend that stopped finishing requests cannot hold callers forever.
+        """
         if state.slots.locked() and state.waiting >= state.config.max_queue:
             raise Saturated(
                 f"saturated ({state.config.max_concurrency} in flight, {state.waiting} waiting)", backend=state.name
             )
         state.waiting += 1
         try:
-            await state.slots.acquire()
+            async with asyncio.timeout(max_wait_s):
+                await state.slots.acquire()
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no concurrency slot freed up within {max_wait_s:.1f}s ({state.config.max_concurrency} in flight)",
+                backend=state.name,
+            ) from None
         finally:
             state.waiting -= 1
         state.in_flight += 1
