@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from tiergate.backends.pool import BackendState, Pool, Saturated
+from tiergate.backends.pool import BackendState, Pool
 from tiergate.backends.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.config import DispatchConfig
-from tiergate.errors import ContextLengthExceeded, NoBackendAvailable, UpstreamError, UpstreamTimeout
+from tiergate.errors import ContextLengthExceeded, NoBackendAvailable, Saturated, UpstreamError, UpstreamTimeout
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
@@ -122,6 +122,10 @@ class Dispatcher:
                     if not may_fail_over(exc):
                         state.breaker.release()
                         raise
+                    if isinstance(exc, Saturated):  # the backend's own queue is full: overflow, not a fault
+                        state.breaker.release()
+                        attempts.failed.append(state.name)
+                        break
                     if isinstance(exc, ContextLengthExceeded):  # the backend is fine, the prompt is too long
                         state.breaker.release()  # no verdict: a rejection of the prompt is no fault of the backend
                         attempts.context_failed = True

@@ -112,6 +112,10 @@ class UpstreamUnavailable(UpstreamError):
     kind = "overloaded_error"
 
 
+class Saturated(UpstreamUnavailable):
+    """Every slot and queue place of a backend is taken: overflow to the next target, not a fault of the backend."""
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     kind = "timeout_error"

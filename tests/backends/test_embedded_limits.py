@@ -23,13 +23,7 @@ LONG = {"role": "user", "content": "Count from 1 to 100, separated by commas."}
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[str]:
     backend = {"name": "local", "tier": "open", "kind": "embedded", "n_threads": 2, "max_queue": 1}
-    config = parse_config(
-        {
-            "backends": [backend],
-            "router": {"kind": "rules"},
-            "dispatch": {"attempts": 1},  # a full queue is asserted as it is, not retried
-        }
-    )
+    config = parse_config({"backends": [backend], "router": {"kind": "rules"}})
     with serve_gateway(config) as url:
         yield url
 
@@ -70,6 +64,11 @@ def test_a_full_queue_is_a_clean_503_in_each_dialect(gateway: str) -> None:
         health = httpx.get(gateway + "/healthz", timeout=5)
         health_s = time.perf_counter() - started
         still = in_flight(gateway)
+        more = [httpx.post(gateway + "/v1/chat/completions", json=oa_body, timeout=30) for _ in range(5)]
+        circuit = httpx.get(gateway + "/readyz", timeout=5).json()["backends"]["local"]["circuit"]
+    # A full queue is overflow, not a fault: eight refusals (more than breaker_failures) leave the circuit closed.
+    assert [r.status_code for r in more] == [503] * 5
+    assert circuit == "closed"
     for resp in (oa, oa_stream):
         assert resp.status_code == 503, resp.text
         assert resp.headers["content-type"] == "application/json"

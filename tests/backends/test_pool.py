@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from tiergate.backends import Backend, BackendFactory
-from tiergate.backends.pool import BackendState, Pool, Saturated
+from tiergate.backends.pool import BackendState, Pool
 from tiergate.config import BackendConfig, DispatchConfig
 from tiergate.dispatch import Dispatcher
-from tiergate.errors import UpstreamTimeout
+from tiergate.errors import Saturated, UpstreamTimeout
 from tiergate.types import ChatRequest, ChatResponse, EventStream, Message, StopReason, StreamEnd, TextPart, Tier, Usage
 
 

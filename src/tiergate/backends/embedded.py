@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tiergate.config import BackendConfig
-from tiergate.errors import ConfigError, ContextLengthExceeded, UpstreamClientError, UpstreamUnavailable
+from tiergate.errors import ConfigError, ContextLengthExceeded, Saturated, UpstreamClientError, UpstreamUnavailable
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -168,7 +168,7 @@ class EmbeddedBackend:
                 backend=self.config.name,
             )
         if self._slots.locked():
-            raise UpstreamUnavailable(
+            raise Saturated(
                 f"queue is full (1 generating, {self.config.max_queue} waiting); try again later",
                 backend=self.config.name,
             )

@@ -15,14 +15,10 @@ from dataclasses import dataclass, field
 from tiergate.backends import Backend, BackendFactory, build_backend
 from tiergate.backends.breaker import Breaker
 from tiergate.config import BackendConfig
-from tiergate.errors import UpstreamTimeout, UpstreamUnavailable
+from tiergate.errors import Saturated, UpstreamTimeout
 from tiergate.types import Tier
 
 log = logging.getLogger("tiergate.backends")
-
-
-class Saturated(UpstreamUnavailable):
-    """Every slot and queue place of the backend is taken: overflow, not a fault of the backend."""
 
 
 @dataclass(slots=True)
