@@ -233,10 +233,20 @@ def test_malformed_stream_fails_over_before_the_first_byte(w: World) -> None:
     assert text
 
 
+def served_ok(w: World, backend: str) -> float:
+    """``tiergate_requests_total`` of successful OpenAI-dialect requests served by ``backend``."""
+    prefix = f'tiergate_requests_total{{backend="{backend}",dialect="openai",status="ok"'
+    lines = [ln for ln in httpx.get(w.url + "/metrics").text.splitlines() if ln.startswith(prefix)]
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+
 def test_stream_cut_mid_answer_is_continued_elsewhere(w: World) -> None:
     w.primary.script(CutStream(after_events=4))
+    before = served_ok(w, "primary"), served_ok(w, "secondary")
     resp = ask(w, stream=True)
     text, chunks, done = stream_text(resp)
+    # Counted where it was finished: the backend that continued it (the ledger row says the same).
+    assert (served_ok(w, "primary"), served_ok(w, "secondary")) == (before[0], before[1] + 1)
     assert done, "the continued stream ends normally"
     assert chunks[-1]["choices"] == [] or chunks[-1]["choices"][0]["finish_reason"] == "stop"
     body = w.secondary.received[0].body

@@ -224,7 +224,8 @@ class Gateway:
             first, events, served = await self.dispatcher.stream(request, plan.targets, plan.prepare)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
-        return first, events, _outcome(plan, served)
+        outcome = _outcome(plan, served)
+        return first, _follow(events, served, outcome), outcome
 
     async def count_tokens(self, request: ChatRequest) -> int:
         """Input tokens by the most authoritative counter configured (closed tier first), else an estimate."""
@@ -246,6 +247,20 @@ def _in_perimeter(plan: Plan, exc: UpstreamError) -> UpstreamError:
     if not plan.sovereign or not exc.retryable:
         return exc
     return NoBackendAvailable(f"no in-perimeter backend is available for this sovereign request: {exc.message}")
+
+
+async def _follow(events: EventStream, served: Served, outcome: Outcome) -> EventStream:
+    """Keep ``outcome`` true to the stream: when a broken stream is continued on another backend, the request
+    was served by the backend that finished it (ledger row, metrics), and its route says so."""
+    try:
+        async for ev in events:
+            if served.state is not outcome.backend:
+                outcome.route += f";continued:{served.state.name}"
+                outcome.backend = served.state
+                outcome.failovers = list(served.attempts.failed)
+            yield ev
+    finally:
+        await events.aclose()
 
 
 def _outcome(plan: Plan, served: Served) -> Outcome:
