@@ -227,20 +227,6 @@ class Gateway:
         outcome = _outcome(plan, served)
         return first, _follow(events, served, outcome), outcome
 
-    async def count_tokens(self, request: ChatRequest) -> int:
-        """Input tokens by the most authoritative counter configured (closed tier first), else an estimate."""
-        for tier in (Tier.CLOSED, Tier.OPEN):
-            for state in self.pool.tier(tier):
-                counter = getattr(state.backend, "count_tokens", None)
-                if counter is None:
-                    continue
-                try:
-                    count: int = await counter(request)
-                except UpstreamError:
-                    continue
-                return count
-        return max(1, sum(len(t) for t in request.texts()) // 4)
-
 
 def _in_perimeter(plan: Plan, exc: UpstreamError) -> UpstreamError:
     """For a sovereign request, say plainly that no in-perimeter backend could answer."""
