@@ -136,7 +136,8 @@ class Dispatcher:
                     if retry_same(exc, attempt, self.policy, bytes_sent=False):
                         pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
                         if time.monotonic() + pause < deadline:
-                            await asyncio.sleep(pause)
+                            if pause > 0:  # a zero backoff goes again at once, without a turn of the loop
+                                await asyncio.sleep(pause)
                             continue
                     attempts.failed.append(state.name)
                     break

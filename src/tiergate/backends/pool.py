@@ -93,7 +93,11 @@ class Pool:
         A request waits in the queue at most ``max_wait_s`` (its remaining deadline), then gives up with
         :class:`UpstreamTimeout`, so a backend that stopped finishing requests cannot hold callers forever.
         """
-        if state.slots.locked() and state.waiting >= state.config.max_queue:
+        if not state.slots.locked():  # a free slot is taken at once: nothing to queue for, nothing to time out
+            await state.slots.acquire()
+            state.in_flight += 1
+            return
+        if state.waiting >= state.config.max_queue:
             raise Saturated(
                 f"saturated ({state.config.max_concurrency} in flight, {state.waiting} waiting)", backend=state.name
             )
