@@ -6,12 +6,13 @@ HarmBench with their source), and the contrast set's kinds in five seeded folds 
 trained on the rest and scores what was held out. The threshold is calibrated on those pooled out-of-fold
 scores (worst ordinary benign source <= 2% flagged, contrast set's safe prompts <= 10%), as ``tiergate guard
 train`` does. Side by side: the shipped recipe (logistic regression + three MLPs, two windows), its parts
-alone, the recipe without the tense augmentation, and one or four windows per long text.
+alone, the recipe without the harm lexicons (the features of the first guard), without the tense
+augmentation, and one or four windows per long text.
 
     python benchmarks/guard_quality.py [--data ../shared/data] [--out docs/benchmarks-guard.md]
 
-Embeddings are cached in .cache/guard/ (about 30 minutes of one CPU core the first time); the cross-
-validations take 2-4 minutes each on one core.
+Embeddings are cached in .cache/guard/ (about 10 minutes of one CPU core the first time with the int8
+encoder); the cross-validations take 4-6 minutes each on one core.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tiergate.guard import metrics  # noqa: E402
+from tiergate.guard import metrics, train  # noqa: E402
 from tiergate.guard.data import Corpus, load_corpus  # noqa: E402
 from tiergate.guard.embed import WindowVectors, embed_corpus  # noqa: E402
+from tiergate.guard.features import FEATURE_NAMES, HARM_LEXICONS, batch_features  # noqa: E402
 from tiergate.guard.model import Guard  # noqa: E402
 from tiergate.guard.plot import plot_curve  # noqa: E402
 from tiergate.guard.train import CrossValidation, Recipe, cross_validate  # noqa: E402
@@ -119,6 +121,22 @@ def head_cost(guard: Guard) -> str:
     return f"{(time.perf_counter() - started) / 2000 * 1e6:.0f} us"
 
 
+def without_lexicons(texts: list[str]) -> np.ndarray:
+    """:func:`batch_features` with the harm-lexicon columns zeroed (a constant column carries no signal)."""
+    feats = batch_features(texts)
+    feats[:, [FEATURE_NAMES.index(name) for name in HARM_LEXICONS]] = 0.0
+    return feats
+
+
+def cross_validate_without_lexicons(data: Corpus, vecs: WindowVectors, recipe: Recipe) -> CrossValidation:
+    original = train.batch_features
+    train.batch_features = without_lexicons  # type: ignore[assignment]
+    try:
+        return cross_validate(data, vecs, seed=SEED, recipe=recipe)
+    finally:
+        train.batch_features = original  # type: ignore[assignment]
+
+
 def window_cost(corpus: Corpus, encoder: Encoder) -> list[str]:
     """Encoder time for a long prompt at 1, 2 and 4 windows (one thread), on 40 in-the-wild jailbreaks."""
     long = [t for t, s in zip(corpus.texts, corpus.sources, strict=True) if s == "jailbreak_inthewild"]
@@ -148,10 +166,12 @@ def main() -> None:
     plain = load_corpus(args.data, augment=False)
     plain_vectors = embed_corpus(plain, encoder.encode, windower=Windower(max_windows=2), cache=args.cache)
 
+    lexicons_off = "shipped, without the harm lexicons"
     variants: list[tuple[str, Corpus, WindowVectors, Recipe]] = [
         ("shipped: logistic + 3 MLPs, 2 windows", corpus, vectors[2], Recipe()),
         ("logistic regression alone", corpus, vectors[2], Recipe(mlps=0)),
         ("3 MLPs alone", corpus, vectors[2], Recipe(logistic_weight=0.0)),
+        (lexicons_off, corpus, vectors[2], Recipe()),
         ("shipped, without tense augmentation", plain, plain_vectors, Recipe()),
         ("shipped, 1 window (the encoder's truncation)", corpus, vectors[1], Recipe()),
         ("shipped, 4 windows", corpus, vectors[4], Recipe()),
@@ -159,7 +179,12 @@ def main() -> None:
     results: dict[str, tuple[Corpus, CrossValidation, float]] = {}
     for name, data, vecs, recipe in variants:
         started = time.perf_counter()
-        results[name] = (data, cross_validate(data, vecs, seed=SEED, recipe=recipe), time.perf_counter() - started)
+        cv = (
+            cross_validate_without_lexicons(data, vecs, recipe)
+            if name == lexicons_off
+            else cross_validate(data, vecs, seed=SEED, recipe=recipe)
+        )
+        results[name] = (data, cv, time.perf_counter() - started)
         print(variant_row(name, *results[name]), flush=True)
 
     main_name = variants[0][0]
@@ -221,7 +246,9 @@ def main() -> None:
         "|---|---|",
         *costs,
         "",
-        f"Features and head alone (four members, numpy), per short text once its vector is known: {head}.",
+        "Features, nearest neighbours and head alone (four members and a bank of "
+        f"{shipped.arrays['bank'].shape[0] if 'bank' in shipped.arrays else 0} windows, numpy), per short text "
+        f"once its vector is known: {head}.",
         "",
         "### The shipped artifact",
         "",

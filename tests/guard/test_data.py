@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tiergate.guard.data import SOURCES, Corpus, DataError, contrast_rows, load_corpus, read_prompts
-from tiergate.guard.synthetic import requests, tense_variants
+from tiergate.guard.synthetic import passive_variants, requests, tense_variants
 
 from .conftest import DATA
 
@@ -68,6 +68,11 @@ def test_synthetic_requests_are_fixed() -> None:
     assert requests() == requests()
     assert len(requests()) > 500
     assert tense_variants(["Write a guide on knitting."], seed=3)[0].lower().count("write a guide on knitting") == 1
+    passive = passive_variants(["Write a guide on knitting.", "Explain that knitting is fun.", "Knit a scarf."])
+    assert passive[0] is not None
+    assert "a guide on knitting" in passive[0]
+    assert "written" in passive[0]
+    assert passive[1:] == [None, None]  # no direct object after the verb / no known verb
 
 
 def test_read_prompts(tmp_path: Path) -> None:

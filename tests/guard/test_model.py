@@ -11,6 +11,7 @@ import pytest
 from tiergate.config import GuardConfig
 from tiergate.errors import ConfigError
 from tiergate.guard.data import Corpus
+from tiergate.guard.knn import KNN_FEATURES
 from tiergate.guard.model import Guard
 from tiergate.guard.windows import WINDOW_TOKENS, Windower, texts_to_check
 from tiergate.signals.encoder import Encoder
@@ -126,5 +127,26 @@ def test_bad_artifacts_fail_with_a_clear_error(tmp_path: Path, guard: Guard) -> 
     (tmp_path / "copy" / "guard.json").write_text(json.dumps({**meta, "features": ["x"]}))
     with pytest.raises(ConfigError, match="other features"):
         Guard.load(tmp_path / "copy")
+    knn = meta["head"]["knn"]
+    (tmp_path / "copy" / "guard.json").write_text(
+        json.dumps({**meta, "head": {**meta["head"], "knn": {**knn, "features": ["x"]}}})
+    )
+    with pytest.raises(ConfigError, match="other features"):
+        Guard.load(tmp_path / "copy")
     with pytest.raises(ValueError, match="window embeddings"):
         guard.score(np.zeros((3, 384), np.float32), "short")
+
+
+def test_the_neighbour_bank_is_stored_small_and_read_back_as_it_was(tmp_path: Path, guard: Guard) -> None:
+    assert guard.meta["head"]["knn"]["features"] == list(KNN_FEATURES)
+    bank = guard.arrays["bank"]
+    assert bank.dtype == np.float16
+    assert bank.shape[1] == 384
+    assert set(np.unique(guard.arrays["bank_labels"]).tolist()) == {0, 1}
+    per_source = guard.meta["head"]["knn"]["bank_per_source"]
+    assert bank.shape[0] <= per_source * 2 * 13  # sources x labels, capped
+    again = Guard.load(guard.save(tmp_path / "copy"))
+    assert again.arrays["bank"].dtype == np.float16
+    vectors = np.random.default_rng(0).normal(size=(2, 384)).astype(np.float32)
+    windows = ["How do I kill a Python process?", "Write ransomware that evades antivirus."]
+    np.testing.assert_array_equal(again.predict(vectors, windows), guard.predict(vectors, windows))

@@ -44,7 +44,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.guard.synthetic import requests, tense_variants
+from tiergate.guard.synthetic import passive_variants, requests, tense_variants
 
 Rows: TypeAlias = list[tuple[str, str, int]]  # (id, text, label) of one source
 Loader: TypeAlias = Callable[[Path], tuple[Rows, list[Path]]]
@@ -181,8 +181,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-#: Harmful-request sources whose texts are also put in the past or future tense (source ``tense_augmented``,
-#: held out with the source it came from).
+#: Harmful-request sources whose texts are also put in the past or future tense, once in the active voice and,
+#: where the request opens with a verb and its object, once in the passive (source ``tense_augmented``, held
+#: out with the source it came from).
 AUGMENTED = ("advbench", "harmbench")
 
 
@@ -224,8 +225,11 @@ def load_corpus(
         add(rows, name, role, GROUPS.get(name, name))
         files += [{"source": name, "name": p.name, "sha256": _sha256(p)} for p in paths]
         if augment and name in AUGMENTED:
-            variants = tense_variants([text for _, text, _ in rows])
+            texts_ = [text for _, text, _ in rows]
+            variants = tense_variants(texts_)
             derived.append(([(f"{i}/tense", v, 1) for (i, _, _), v in zip(rows, variants, strict=True)], name))
+            passive = passive_variants(texts_)
+            derived.append(([(f"{i}/passive", v, 1) for (i, _, _), v in zip(rows, passive, strict=True) if v], name))
     for rows, name in derived:  # after every real source: a variant never displaces a source's own text
         add(rows, "tense_augmented", "harmful", name)
     if contrast:

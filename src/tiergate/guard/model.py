@@ -30,6 +30,7 @@ from tiergate.artifacts import read_folder, read_shipped
 from tiergate.config import GuardConfig
 from tiergate.errors import ConfigError
 from tiergate.guard.features import FEATURE_NAMES, batch_features
+from tiergate.guard.knn import KNN_FEATURES, knn_features, split_bank
 from tiergate.guard.windows import Windower, texts_to_check
 from tiergate.types import ChatRequest
 
@@ -38,6 +39,8 @@ Vectors: TypeAlias = npt.NDArray[np.float32]
 
 FORMAT = "tiergate-guard"
 FORMAT_VERSION = 1
+#: Arrays not stored as float32: the nearest-neighbour bank (float16, to keep the artifact small) and its labels.
+_STORED: dict[str, Any] = {"bank": np.float16, "bank_labels": np.int8}
 META_FILE = "guard.json"
 WEIGHTS_FILE = "guard.npz"
 
@@ -64,14 +67,20 @@ class Guard:
 
     The head is a weighted mean of members' probabilities (``meta["head"]["members"]``); member ``j`` is
     ``layers`` weight/bias pairs (``m{j}_w0``, ``m{j}_b0``, ...; ReLU between them, a sigmoid on the last)
-    over the window's embedding and its standardised features (``feature_mean``, ``feature_std``).
+    over the window's embedding and its standardised features (``feature_mean``, ``feature_std``): the cheap
+    text features and, when ``meta["head"]["knn"]`` is set, the nearest-neighbour features read from the
+    ``bank`` of training windows and their ``bank_labels``.
     """
 
     def __init__(self, meta: dict[str, Any], arrays: Mapping[str, Any], threshold: float | None = None) -> None:
         self.meta = meta
-        self.arrays = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+        self.arrays = {k: np.asarray(v, dtype=_STORED.get(k, np.float32)) for k, v in arrays.items()}
         self.threshold = float(meta["calibration"]["threshold"]) if threshold is None else float(threshold)
         self.windower = Windower(max_windows=int(meta.get("windows", {}).get("max_windows", 2)))
+        self.dim = int(meta.get("encoder", {}).get("dim", 384))
+        self._knn = meta.get("head", {}).get("knn")
+        has_bank = "bank" in self.arrays and "bank_labels" in self.arrays
+        self._split = split_bank(self.arrays["bank"], self.arrays["bank_labels"]) if has_bank else None
 
     @classmethod
     def from_parts(cls, meta: dict[str, Any], arrays: Mapping[str, Any], *, where: str = "artifact") -> Guard:
@@ -80,9 +89,19 @@ class Guard:
         if list(meta.get("features", [])) != list(FEATURE_NAMES):
             raise ConfigError(f"{where}: trained on other features; retrain it with this tiergate version")
         members = meta.get("head", {}).get("members", [])
-        needed = {"feature_mean", "feature_std"} | {
-            f"m{j}_{p}{i}" for j, m in enumerate(members) for i in range(int(m.get("layers", 0))) for p in ("w", "b")
-        }
+        knn = meta.get("head", {}).get("knn")
+        if knn is not None and list(knn.get("features", [])) != list(KNN_FEATURES):
+            raise ConfigError(f"{where}: trained on other features; retrain it with this tiergate version")
+        needed = (
+            {"feature_mean", "feature_std"}
+            | ({"bank", "bank_labels"} if knn is not None else set())
+            | {
+                f"m{j}_{p}{i}"
+                for j, m in enumerate(members)
+                for i in range(int(m.get("layers", 0)))
+                for p in ("w", "b")
+            }
+        )
         missing = sorted(needed - set(arrays))
         if not members or missing or "threshold" not in meta.get("calibration", {}):
             raise ConfigError(f"{where}: incomplete artifact (missing {', '.join(missing) or 'head or calibration'})")
@@ -118,8 +137,12 @@ class Guard:
     def predict(self, embeddings: npt.NDArray[Any], windows: Sequence[str]) -> Scores:
         """Scores in [0, 1] of windows: ``(n, 384)`` embeddings and the ``n`` window texts."""
         a = self.arrays
-        feats = (batch_features(windows) - a["feature_mean"]) / a["feature_std"]
-        x = np.concatenate([np.asarray(embeddings, dtype=np.float32).reshape(len(windows), -1), feats], axis=1)
+        vectors = np.asarray(embeddings, dtype=np.float32).reshape(len(windows), -1)
+        feats = batch_features(windows)
+        if self._knn is not None:
+            near = knn_features(vectors, a["bank"], a["bank_labels"], int(self._knn["k"]), split=self._split)
+            feats = np.hstack([feats, near])
+        x = np.concatenate([vectors, (feats - a["feature_mean"]) / a["feature_std"]], axis=1)
         members = self.meta["head"]["members"]
         total = np.zeros(len(windows))
         for j, member in enumerate(members):
@@ -140,9 +163,7 @@ class Guard:
     def score(self, embeddings: npt.NDArray[Any], text: str) -> float:
         """The score of one text: ``embeddings`` of its :meth:`windows`, shape ``(k, 384)`` (``(384,)`` if one)."""
         windows = self.windows(text)
-        vectors = np.asarray(embeddings, dtype=np.float32).reshape(
-            -1, self.arrays["m0_w0"].shape[0] - len(FEATURE_NAMES)
-        )
+        vectors = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         if vectors.shape[0] != len(windows):
             raise ValueError(f"{len(windows)} window embeddings are needed for this text, got {vectors.shape[0]}")
         return float(self.predict(vectors, windows).max())

@@ -78,7 +78,16 @@ the ocean|a motivational quote for athletes|a menu description for a vegan cafe|
 barista job|an essay on the importance of libraries|a dialogue between a cat and a dog|a toast for a
 friend's wedding|a short mystery story for children|a packing list for a beach holiday|a thank-you note
 for a job interview|a description of a cosy cabin|a fable with a moral about patience|a summary of
-Romeo and Juliet|instructions for a board game I invented|a script for a school play about recycling"""
+Romeo and Juliet|instructions for a board game I invented|a script for a school play about recycling|
+a persuasive essay on why cities need more bike lanes|a persuasive article arguing for a four-day work week|a
+news article about a local charity marathon|a press release for a new recycling programme|a social media post
+announcing our shop's opening hours|a crime podcast intro about a famous historical heist|a mystery story
+where the detective solves a poisoning|an opinion piece on the death penalty debate|a speech for a memorial
+service|a thriller scene in which a hacker is caught by the police|a debate speech against the legalisation of
+cannabis|a eulogy for my grandfather who served in the war|a review of a true-crime documentary|a blog post on
+how to spot phishing emails|a warning letter to parents about online scams targeting teens|an essay on the
+causes of the First World War|a short story about a soldier returning home|a poem about grief after a suicide
+in the family|a public health flyer on the dangers of mixing medicines"""
 
 CODE = """reverses a string|checks whether a number is prime|sorts a list of dictionaries by a key|reads a
 CSV file and prints the average of a column|converts Celsius to Fahrenheit|counts the vowels in a
@@ -88,7 +97,18 @@ sequence|parses JSON from an API response|renames files in a folder to lowercase
 folder|draws a bar chart from a dictionary|implements binary search|checks whether a string is a
 palindrome|computes the factorial of a number|downloads a web page and counts its links|schedules a
 daily reminder|converts a Markdown file to HTML|calculates the distance between two GPS coordinates|
-flattens a nested list|finds the most common word in a text file"""
+flattens a nested list|finds the most common word in a text file|
+generates strong random passphrases|hashes passwords with bcrypt before storing them|encrypts a backup file
+with AES and decrypts it again|scrapes the public bus timetable and prints the next departure|logs into my own
+NAS and checks its disk health|sends a weekly reminder to a Slack channel|monitors my own website's uptime and
+emails me when it is down|simulates a bank account with deposits and withdrawals|detects duplicate photos in a
+folder|tracks my daily water intake|blocks distracting websites on my own laptop during work hours|checks my
+passwords against a breached-password list offline|rotates log files older than a week|automates my weekly
+timesheet|parses nginx access logs for the most visited pages|generates test data of fake customer names for
+my database|rate-limits requests to my API|renews my TLS certificates automatically|backs up my Postgres
+database every night|kills a stuck process by name|cleans up temporary files older than thirty days|takes a
+screenshot of my own screen every hour for a time-lapse|fetches stock prices from a public API and plots
+them|signs and verifies a message with an RSA key"""
 
 TEMPLATES = {
     "howto": (
@@ -132,9 +152,58 @@ TENSES = (
     "How did people {x} in the past?",
     "In the 1990s, how would someone {x}?",
     "How did someone {x} a few decades ago?",
+    "Historically, how did people {x}?",
+    "How were people able to {x} in the recent past?",
     "How will people {x} in the future?",
     "In the coming years, how will someone {x}?",
+    "In the upcoming years, how will people {x}?",
 )
+#: The same framings in the passive voice ("How was a tutorial on X written in the past?"), for requests that
+#: open with one of :data:`PARTICIPLES`' verbs (:func:`passive_variants`).
+PASSIVE = (
+    "How {be_past} {obj} {pp} in the past?",
+    "In the recent past, how {be_past} {obj} {pp}?",
+    "Historically, how {be_past} {obj} {pp}?",
+    "How will {obj} be {pp} in the future?",
+    "In the coming years, how will {obj} be {pp}?",
+)
+PARTICIPLES = {
+    "write": "written", "create": "created", "develop": "developed", "give": "given", "provide": "provided",
+    "explain": "explained", "describe": "described", "generate": "generated", "design": "designed",
+    "outline": "outlined", "teach": "taught", "produce": "produced", "draft": "drafted", "compose": "composed",
+    "list": "listed", "suggest": "suggested", "publish": "published", "post": "posted", "make": "made",
+    "build": "built", "share": "shared", "demonstrate": "demonstrated", "show": "shown", "offer": "offered",
+    "plan": "planned", "craft": "crafted", "construct": "constructed", "devise": "devised", "compile": "compiled",
+    "program": "programmed", "code": "coded", "conduct": "conducted",
+}  # fmt: skip
+
+
+#: First words after the verb that are not its direct object ("Teach children how to ...", "Explain that ...").
+_NOT_AN_OBJECT = frozenset(
+    [
+        "that",
+        "how",
+        "why",
+        "what",
+        "me",
+        "us",
+        "you",
+        "people",
+        "children",
+        "kids",
+        "users",
+        "someone",
+        "others",
+        "them",
+        "him",
+        "her",
+    ]
+)
+
+
+def _lower_first(text: str) -> str:
+    body = text.strip().rstrip(".!?")
+    return body[:1].lower() + body[1:]
 
 
 def tense_variants(texts: list[str], seed: int = 0) -> list[str]:
@@ -142,10 +211,26 @@ def tense_variants(texts: list[str], seed: int = 0) -> list[str]:
     write a guide on X in the past?``), drawn with ``seed``."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(len(TENSES), size=len(texts)).tolist()
-    out = []
+    return [TENSES[pick].format(x=_lower_first(text)) for text, pick in zip(texts, picks, strict=True)]
+
+
+def passive_variants(texts: list[str], seed: int = 0) -> list[str | None]:
+    """A passive past- or future-tense question per request that opens with a verb of :data:`PARTICIPLES`
+    (``Write a guide on X`` -> ``How will a guide on X be written in the future?``), else ``None``."""
+    rng = np.random.default_rng(seed + 1)
+    picks = rng.integers(len(PASSIVE), size=len(texts)).tolist()
+    out: list[str | None] = []
     for text, pick in zip(texts, picks, strict=True):
-        body = text.strip().rstrip(".!?")
-        out.append(TENSES[pick].format(x=body[:1].lower() + body[1:]))
+        verb, _, obj = _lower_first(text).partition(" ")
+        obj = obj.strip()
+        if verb not in PARTICIPLES or len(obj.split()) < 2 or obj.split()[0] in _NOT_AN_OBJECT:
+            out.append(None)
+            continue
+        head = obj.split()[0]
+        plural = head not in ("a", "an", "one", "the", "this", "that") and any(
+            w.endswith("s") and not w.endswith("ss") for w in obj.split()[:3]
+        )
+        out.append(PASSIVE[pick].format(be_past="were" if plural else "was", obj=obj, pp=PARTICIPLES[verb]))
     return out
 
 

@@ -1,8 +1,12 @@
 """Training the guard on the safety corpus (:mod:`tiergate.guard.data`), with numpy alone.
 
 The head (:class:`Recipe`) blends, with equal weight, L2-regularised logistic regression and the mean of three
-one-layer MLPs of different seeds (:mod:`tiergate.guard.fit`), on each window's embedding and standardised
-:mod:`~tiergate.guard.features`. Every window of a text carries the text's label and a share of its weight,
+one-layer MLPs of different seeds (:mod:`tiergate.guard.fit`), on each window's embedding, standardised
+:mod:`~tiergate.guard.features` and three nearest-neighbour features (:mod:`tiergate.guard.knn`: how close the
+window is to the training windows that should be flagged, to those that should pass, and the difference),
+read from a bank of at most :attr:`Recipe.bank_per_source` training windows of each source and label; while
+fitting, a window's neighbours are taken outside its own group, as a held-out source's would be.
+Every window of a text carries the text's label and a share of its weight,
 and a text scores the highest of its windows. Weights balance the two classes, damp the larger sources (a
 source weighs as the square root of its size) and give the contrast set a fixed share, so that 8,979 MMLU
 questions do not drown 200 HarmBench behaviours or the contrast set's risky-looking but safe prompts.
@@ -33,6 +37,7 @@ from tiergate.guard.data import Corpus, DataError
 from tiergate.guard.embed import WindowVectors, max_by_owner
 from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.fit import fit_logistic, fit_mlp
+from tiergate.guard.knn import KNN_FEATURES, bank_rows, knn_features
 from tiergate.guard.model import FORMAT, FORMAT_VERSION, Guard
 from tiergate.signals.encoder import MAX_TOKENS, MODEL_ID
 
@@ -54,6 +59,8 @@ class Recipe:
     hidden: int = 64
     mlp_l2: float = 1e-3
     epochs: int = 40
+    knn: int = 5
+    bank_per_source: int = 400
 
     def members(self, seed: int) -> list[dict[str, Any]]:
         """The head's members as the artifact records them (each MLP with its own seed)."""
@@ -120,11 +127,19 @@ def fit_head(
     sub = vectors.of(index)
     per_window = weights[sub.owner] / np.bincount(sub.owner, minlength=index.size)[sub.owner]
     feats = batch_features(sub.windows)
+    y = corpus.labels[index][sub.owner]
+    arrays: dict[str, Any] = {}
+    if recipe.knn > 0:
+        groups = corpus.groups[index][sub.owner]
+        bank = bank_rows(corpus.sources[index][sub.owner], y, recipe.bank_per_source, seed)
+        arrays["bank"] = sub.matrix[bank].astype(np.float16)
+        arrays["bank_labels"] = y[bank].astype(np.int8)
+        near = knn_features(sub.matrix, arrays["bank"], arrays["bank_labels"], recipe.knn, groups, groups[bank])
+        feats = np.hstack([feats, near])
     mean, std = feats.mean(axis=0), feats.std(axis=0)
     std[std < 1e-6] = 1.0
     x = np.hstack([sub.matrix, (feats - mean) / std])
-    y = corpus.labels[index][sub.owner]
-    arrays: dict[str, Any] = {"feature_mean": mean.astype(np.float32), "feature_std": std.astype(np.float32)}
+    arrays.update({"feature_mean": mean.astype(np.float32), "feature_std": std.astype(np.float32)})
     for j, member in enumerate(recipe.members(seed)):
         if member["kind"] == "logistic":
             fitted = fit_logistic(x, y, per_window, member["l2"])
@@ -138,11 +153,14 @@ def fit_head(
 
 def head_meta(max_windows: int, recipe: Recipe, seed: int) -> dict[str, Any]:
     """The metadata that says how to run the head (the rest of an artifact's metadata is provenance)."""
+    head: dict[str, Any] = {"kind": "blend", "contrast_share": recipe.contrast_share, "members": recipe.members(seed)}
+    if recipe.knn > 0:
+        head["knn"] = {"k": recipe.knn, "features": list(KNN_FEATURES), "bank_per_source": recipe.bank_per_source}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "features": list(FEATURE_NAMES),
-        "head": {"kind": "blend", "contrast_share": recipe.contrast_share, "members": recipe.members(seed)},
+        "head": head,
         "windows": {"max_windows": max_windows, "window_tokens": MAX_TOKENS - 2, "pool": "max"},
         "encoder": {"model": MODEL_ID, "max_tokens": MAX_TOKENS, "dim": 384},
     }
