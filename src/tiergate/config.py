@@ -119,6 +119,8 @@ class GuardConfig(_Model):
     enabled: bool = False
     on_flag: Literal["closed", "refuse"] = "closed"
     threshold: float | None = Field(None, ge=0, le=1)
+    #: A folder written by ``tiergate guard train --out``; the shipped guard when unset.
+    artifact: str | None = None
 
 
 class FailoverConfig(_Model):

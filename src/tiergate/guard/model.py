@@ -121,8 +121,8 @@ class Guard:
 
     @classmethod
     def from_config(cls, config: GuardConfig) -> Guard:
-        """The shipped guard, flagging at ``config.threshold`` when it is set."""
-        guard = cls.default()
+        """The guard of ``config.artifact`` (else the shipped one), flagging at ``config.threshold`` when set."""
+        guard = cls.load(config.artifact) if config.artifact else cls.default()
         if config.threshold is not None:
             guard.threshold = float(config.threshold)
         return guard
