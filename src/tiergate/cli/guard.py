@@ -13,10 +13,9 @@ Usage::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tiergate.errors import ConfigError
+from tiergate.cli.failure import one_line_errors
 from tiergate.guard import metrics
 from tiergate.guard.data import SOURCES, Corpus, load_corpus, read_prompts
 from tiergate.guard.embed import WindowVectors, embed_corpus, embed_windows
@@ -47,21 +46,6 @@ DataArg = Annotated[Path, typer.Argument(help="Folder holding safety/ and routin
 SourcesOpt = Annotated[str | None, typer.Option("--sources", help=f"Comma-separated subset of: {', '.join(SOURCES)}.")]
 ContrastOpt = Annotated[bool, typer.Option("--contrast/--no-contrast", help="Include the shipped contrast set.")]
 WindowsOpt = Annotated[int, typer.Option("--windows", min=1, max=8, help="Windows per long text (start, end, ...).")]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except (ValueError, ConfigError) as exc:  # DataError is a ValueError
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
 
 
 def _corpus(data: Path, sources: str | None, contrast: bool) -> Corpus:
@@ -106,7 +90,7 @@ def train(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Train the guard: cross-validate over held-out sources, calibrate the threshold, write the artifact."""
-    with _errors():
+    with one_line_errors():
         corpus = _corpus(data, sources, contrast)
         guard, _ = train_guard(corpus, _embed(corpus, threads, windows, cache), seed=seed)
         guard.save(out)
@@ -127,7 +111,7 @@ def score(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Score prompts: how likely each is harmful, in [0, 1], and whether the guard flags it."""
-    with _errors():
+    with one_line_errors():
         ids, prompts = read_prompts(data)
         guard = _load(artifact)
         if threshold is not None:
@@ -186,7 +170,7 @@ def eval_(
     rest and scores it, and the threshold is calibrated on those out-of-fold scores. With --artifact the
     given guard scores everything at its own threshold (in-sample, for the data it was trained on).
     """
-    with _errors():
+    with one_line_errors():
         corpus = _corpus(data, sources, contrast)
         if artifact is not None:
             guard = Guard.load(artifact)

@@ -19,7 +19,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,6 +28,7 @@ from rich.table import Table
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.prices import load_price_table
 from tiergate.accounting.summary import parse_since
+from tiergate.cli.failure import fail
 from tiergate.config import load_config
 from tiergate.economics.advice import Plan, make_plan
 from tiergate.economics.charts import cost_chart_png
@@ -60,13 +61,13 @@ def plan(
 ) -> None:
     """Compare the monthly cost of all-closed, all-open and hybrid for a workload, and recommend one."""
     if from_ledger and from_eval is not None:
-        _fail("give --from-ledger or --from-eval, not both")
+        fail("give --from-ledger or --from-eval, not both", code=2)
     if config is not None and db is not None:
-        _fail("give --config or --db, not both")
+        fail("give --config or --db, not both", code=2)
     if not from_ledger and (config is not None or db is not None):
-        _fail("--config and --db name the ledger for --from-ledger; add it")
+        fail("--config and --db name the ledger for --from-ledger; add it", code=2)
     if from_eval is None and threshold is not None:
-        _fail("--threshold applies to --from-eval; add it")
+        fail("--threshold applies to --from-eval; add it", code=2)
     try:
         spec = load_workload(workload)
         table = load_price_table()
@@ -77,7 +78,7 @@ def plan(
         elif from_eval is not None:
             share = share_from_scores(load_scores(from_eval), _threshold(threshold), from_eval.name)
     except (ConfigError, ValueError) as exc:
-        _fail(exc.message if isinstance(exc, ConfigError) else str(exc))
+        fail(exc.message if isinstance(exc, ConfigError) else str(exc), code=2)
     if share is not None:
         spec = spec.model_copy(update={"open_share": share.open_share})
     result = make_plan(spec, price, table.version, share)
@@ -86,7 +87,7 @@ def plan(
         try:
             html.write_text(page, encoding="utf-8")
         except OSError as exc:
-            _fail(f"{html}: cannot write the report ({exc.strerror})")
+            fail(f"{html}: cannot write the report ({exc.strerror})", code=2)
     if json_out:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
@@ -120,11 +121,6 @@ def _threshold(given: float | None) -> float:
     from tiergate.routing.learned import LearnedModel  # numpy and the artifact: only when needed
 
     return LearnedModel.default().threshold
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _money(value: float | None) -> str:

@@ -13,7 +13,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -30,6 +30,7 @@ from tiergate.accounting.report_html import (
     tier_rows,
 )
 from tiergate.accounting.summary import Summary, parse_since, summarise
+from tiergate.cli.failure import fail
 from tiergate.config import load_config
 from tiergate.errors import ConfigError
 
@@ -46,19 +47,19 @@ def report(
     """Summarise the ledger: traffic by tier and reason, the saving against all-closed, latency, failovers,
     and per backend the amortised and marginal cost with the utilisation measured on open-weight GPUs."""
     if config is not None and db is not None:
-        _fail("give --config or --db, not both")
+        fail("give --config or --db, not both", code=2)
     try:
         start = parse_since(since)
         url = db or load_config(config).ledger.url
         summary = asyncio.run(_summarise(url, start))
     except (ConfigError, ValueError) as exc:
-        _fail(exc.message if isinstance(exc, ConfigError) else str(exc))
+        fail(exc.message if isinstance(exc, ConfigError) else str(exc), code=2)
     window = "all time" if start is None else f"since {start:%Y-%m-%d %H:%M} UTC"
     if html is not None:
         try:
             html.write_text(render_report(summary, f"tiergate report: {window}"), encoding="utf-8")
         except OSError as exc:
-            _fail(f"{html}: cannot write the report ({exc.strerror})")
+            fail(f"{html}: cannot write the report ({exc.strerror})", code=2)
     if json_out:
         typer.echo(json.dumps(summary.to_json(), indent=2))
         return
@@ -79,11 +80,6 @@ async def _summarise(url: str, since: datetime | None) -> Summary:
     finally:
         await ledger.close()
     return summarise(rows, since, datetime.now(UTC))
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
 
 
 def _table(title: str, head: list[str], rows: list[list[str]]) -> Table:

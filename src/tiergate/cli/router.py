@@ -12,10 +12,9 @@ Files are JSONL as ``data/routing/SOURCES.md`` describes; ``score`` needs only `
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tiergate.errors import ConfigError
+from tiergate.cli.failure import fail, one_line_errors
 from tiergate.routing.calibrate import Calibration, calibrate, quality_at_threshold, realised_share
 from tiergate.routing.features import batch_features
 from tiergate.routing.learned import LearnedModel
@@ -45,21 +44,6 @@ ArtifactOpt = Annotated[
     Path | None, typer.Option("--artifact", help="Router folder from 'train' (default: the shipped router).")
 ]
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime threads for the encoder.")]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=1)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except (ValueError, ConfigError) as exc:  # DataError is a ValueError
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
 
 
 def _embed(prompts: Sequence[str], threads: int) -> npt.NDArray[np.float32]:
@@ -97,7 +81,7 @@ def train(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Train the learned router, calibrate it on held-out task groups and write the artifact."""
-    with _errors():
+    with one_line_errors():
         outcomes = load_outcomes(data)
         model = train_router(outcomes, _embed(outcomes.prompts, threads), seed=seed, quality=quality)
         model.save(out)
@@ -118,7 +102,7 @@ def score(
     """Score prompts: the need for the strong model, in [0, 1]."""
     import json
 
-    with _errors():
+    with one_line_errors():
         ids, prompts = load_prompts(data)
         scores = _score(_model(artifact), prompts, threads)
         with out.open("w", encoding="utf-8") as fh:
@@ -158,7 +142,7 @@ def eval_(
     threads: ThreadsOpt = 1,
 ) -> None:
     """RouteLLM's metrics of the router on a file: APGR, CPT, quality at 20%/50%, share at 95%."""
-    with _errors():
+    with one_line_errors():
         outcomes = load_outcomes([data])
         model = _model(artifact)
         scores = _score(model, outcomes.prompts, threads)
@@ -210,8 +194,8 @@ def calibrate_(
 ) -> None:
     """Find the threshold that hits a share of strong calls or a quality target on a file."""
     if (strong_share is None) == (quality is None):
-        _fail("give exactly one of --strong-share or --quality")
-    with _errors():
+        fail("give exactly one of --strong-share or --quality")
+    with one_line_errors():
         model = _model(artifact)
         weak: Any = None
         strong: Any = None
