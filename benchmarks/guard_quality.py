@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from routing_quality import machine_line, write_section  # noqa: E402
+
 from tiergate.guard import metrics, train  # noqa: E402
 from tiergate.guard.data import Corpus, load_corpus  # noqa: E402
 from tiergate.guard.embed import WindowVectors, embed_corpus  # noqa: E402
@@ -41,37 +43,6 @@ from tiergate.signals.encoder import Encoder  # noqa: E402
 SEED = 0
 SECTION = "guard-quality"
 SHARES = ("recall_harmful", "recall_jailbreak", "fpr_benign", "fpr_contrast", "fpr_moderation")
-
-
-def machine_line() -> str:
-    import datetime
-    import os
-    import platform
-
-    import onnxruntime
-
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"Measured {datetime.date.today().isoformat()} on {cpu}, {os.cpu_count()} cores shared with other work "
-        f"(load average {load:.1f} at the end), Python {platform.python_version()}, "
-        f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}"
-    )
-
-
-def write_section(path: Path, body: str) -> None:
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    text = path.read_text("utf-8") if path.exists() else "# Guard benchmarks\n\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text, "utf-8")
 
 
 def pct(value: float) -> str:
@@ -258,7 +229,7 @@ def main() -> None:
         + ", ".join(f"{k} {pct(v)}" for k, v in hold.items() if not np.isnan(v))
         + ".",
     ]
-    write_section(args.out, "\n".join(body))
+    write_section(args.out, SECTION, "\n".join(body), title="# Guard benchmarks")
     print(f"wrote {args.out} and {plot}")
 
 

@@ -72,10 +72,10 @@ def machine_line() -> str:
     )
 
 
-def write_section(path: Path, name: str, body: str) -> None:
+def write_section(path: Path, name: str, body: str, title: str = "# Router benchmarks") -> None:
     """Replace this benchmark's section of the docs file (between its markers), keeping the others."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text("utf-8") if path.exists() else "# Router benchmarks\n\n"
+    text = path.read_text("utf-8") if path.exists() else f"{title}\n\n"
     block = f"{start}\n{body.rstrip()}\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
