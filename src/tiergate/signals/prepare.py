@@ -86,10 +86,11 @@ def _drop_nan_guards(source: Path, out: Path) -> int:
     model = onnx.load(str(source))
     graph = model.graph
     producer = {name: node for node in graph.node for name in node.output}
+    outputs = {output.name for output in graph.output}
     replace: dict[str, str] = {}
     dead: set[str] = set()  # by first output name (protobuf wrappers have no stable identity)
     for node in graph.node:
-        if node.op_type != "Where" or len(node.input) != 3:
+        if node.op_type != "Where" or len(node.input) != 3 or node.output[0] in outputs:
             continue
         condition, softmax_out = producer.get(node.input[0]), node.input[2]
         softmax = producer.get(softmax_out)
@@ -103,9 +104,6 @@ def _drop_nan_guards(source: Path, out: Path) -> int:
         for i, name in enumerate(node.input):
             if name in replace:
                 node.input[i] = replace[name]
-    for output in graph.output:
-        if output.name in replace:  # never the case for this model; keep the graph valid if it were
-            return 0
     kept = [node for node in graph.node if node.output[0] not in dead]
     del graph.node[:]
     graph.node.extend(kept)
