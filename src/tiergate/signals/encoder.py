@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.signals.prepare import prepare
+from tiergate.signals.prepare import RECIPE, prepare
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -45,7 +45,8 @@ Vectors: TypeAlias = npt.NDArray[np.float32]
 
 DIM = 384
 MAX_TOKENS = 256
-MODEL_ID = "all-MiniLM-L6-v2-onnx-int8-dynamic-v1"
+#: Names the vectors (artifacts and embedding caches record it): changes with the preparation recipe.
+MODEL_ID = f"all-MiniLM-L6-v2-onnx-{RECIPE}"
 #: onnxruntime fusions left out: its SkipLayerNormalization kernel is slower here than LayerNormalization + Add.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
