@@ -3,9 +3,9 @@
     python benchmarks/overhead.py [--duration 10] [--repeats 3] [--out docs/benchmarks-overhead.md]
 
 Every party is its own process on loopback: the fake upstream (``tests/fakes/fake_openai.py`` under
-uvicorn, a fixed reply ``"ok"``), tiergate (``tiergate serve``, one backend, ``router: {kind: open}``,
-requests for ``model: open``), tiergate again with uvloop on its path (the event loop LiteLLM's proxy
-runs on; a what-if, not what ``pip install tiergate`` gives today), LiteLLM's proxy (``litellm[proxy]``,
+uvicorn on asyncio and h11, a fixed reply ``"ok"``), tiergate (``tiergate serve``, one backend, ``router: {kind:
+open}``, requests for ``model: open``), tiergate again with uvloop on its path (the event loop LiteLLM's proxy
+runs on; once a what-if, now the same as ``tiergate``, which depends on uvloop), LiteLLM's proxy (``litellm[proxy]``,
 pinned below, installed on first use into ``.bench/litellm-venv``, one worker, no database, no
 callbacks) and the load generator, this script. Nothing is pinned to a CPU.
 
@@ -236,6 +236,10 @@ def start_upstream(run_dir: Path) -> Service:
         "--log-level",
         "warning",
         "--no-access-log",
+        "--loop",  # the fake stays on asyncio and h11, whatever tiergate runs on
+        "asyncio",
+        "--http",
+        "h11",
     ]
     return start(
         "direct", argv, model=UPSTREAM_MODEL, port=port, ready="/health", run_dir=run_dir, env={"PYTHONPATH": str(ROOT)}
@@ -748,7 +752,7 @@ def main() -> None:
         info["Load after"] = load_average()
         info["Load during"] = f"1-min load average between {min(loads):.2f} and {max(loads):.2f} (sampled per phase)"
         info["Upstream"] = 'tests/fakes/fake_openai.py under uvicorn 0.54 (asyncio loop, h11), reply "ok"'
-        info["tiergate runtime"] = "uvicorn (asyncio loop, h11): no uvloop/httptools in tiergate's dependencies"
+        info["tiergate runtime"] = "uvicorn with uvloop and httptools (tiergate's dependencies)"
         info["Load generator"] = (
             f"this script, one asyncio process; {args.duration:g} s per phase after "
             f"{args.warmup:g} s warm-up, repeats: {args.repeats}, {wall / 60:.1f} min in all"

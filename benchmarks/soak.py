@@ -285,6 +285,11 @@ def start_upstream(name: str, factory: str, run_dir: Path, claims: Path) -> Serv
         "--log-level",
         "warning",
         "--no-access-log",
+        # The fake keeps the runtime it was measured on (asyncio, h11), whatever tiergate itself runs on.
+        "--loop",
+        "asyncio",
+        "--http",
+        "h11",
     ]
     env: dict[str, str | None] = {"PYTHONPATH": str(ROOT), "SOAK_NAME": name, "SOAK_CLAIMS": str(claims)}
     return start(name, argv, model="", port=port, ready="/soak/stats", run_dir=run_dir, env=env)

@@ -88,6 +88,10 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=int(cfg.server.shutdown_grace_s),
         access_log=False,
+        # uvloop and httptools (dependencies) where installed, else asyncio and h11: spelled out because every
+        # upstream attempt, retry and backoff sleep runs on this loop.
+        loop="auto",
+        http="auto",
     )
     _graceful_server_class()(server_config).run()
 
