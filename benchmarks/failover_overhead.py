@@ -13,19 +13,24 @@ must not open ``r1``'s circuit: that would measure skipping a backend, not faili
 
 **The backoff each request chose.** The dispatcher draws its jitter from one ``random.Random(seed)``, one
 ``uniform(0, min(backoff_cap_s, backoff_base_s * 2 ** (attempt - 1)))`` per retry on the same backend, and nothing
-else draws from it. Requests here go one at a time, so this script replays the same generator and knows the
-backoff of every request exactly (a ``Retry-After`` is used as it is, without a draw). The correlation of the
-measured added latency with the replayed backoff is reported as a check that the replay is in step.
+else draws from it. A failure that goes on at once to a ready replica of the same tier (the default
+``retry_other_replica_first``) draws nothing; only the last ready replica of a tier is retried on itself. Requests
+here go one at a time, so this script replays the same generator and knows the backoff of every request exactly (a
+``Retry-After`` is used as it is, without a draw). The correlation of the measured added latency with the replayed
+backoff is reported as a check that the replay is in step.
 
 Scenarios; every round sends one request of each scenario to each gateway, in a new random order (the first
 request after a pause is slower, so no scenario may always come first; drift and other load hit all alike):
-``direct`` (no fault; ``direct on r2`` names the replica, a control for the failover rows); ``retry`` (``r1``
-answers 503 once: one backoff, same backend); ``failover`` (503 twice on ``r1``: one backoff, then ``r2``);
-``429`` (``r1`` answers 429 with ``Retry-After: 0.05`` once); for streams also ``continue`` (``r1`` cuts the
-stream after 4 events; continued on ``r2``, no backoff). *Added* = a request's latency minus the p50 of
-``direct`` (same gateway, same mode); *excess* = added minus the backoff that request chose. ``upstream alone``
-gives the fake's own round trip for a 200 and a 503, to show what a failed attempt costs
-before the gateway does anything.
+``direct`` (no fault; ``direct on r2`` names the replica, a control for the failover rows); ``503 on r1 -> r2 at
+once`` (``r1`` answers 503 once: no backoff, ``r2`` answers); ``503 on r1 and r2`` (each replica answers 503
+once: ``r2``, the last ready replica, is retried after one backoff); ``r1 by name`` (a plan of ``r1`` alone, as
+with ``model: r1``: a 503 once is retried on ``r1`` after one backoff; a 429 with ``Retry-After: 0.05`` once, after
+that wait); for streams also ``continue`` (``r1`` cuts the stream after 4 events; continued on ``r2``, no
+backoff). The ``base 0.05`` gateway runs only the rows that differ between the two gateways: those with a drawn
+backoff, and the ``503 on r1 -> r2 at once`` rows (the default configuration's answer to a failed replica). *Added* = a
+request's latency minus the p50 of ``direct`` (same gateway, same mode); *excess* = added minus the backoff that
+request chose. ``upstream alone`` gives the fake's own round trip for a 200 and a 503, to show what a failed
+attempt costs before the gateway does anything.
 """
 
 from __future__ import annotations
@@ -77,39 +82,37 @@ class Scenario:
     draws: int = 0  # backoffs drawn from the dispatcher's generator
     fixed_backoff_s: float = 0.0  # a Retry-After, used as it is
     served_by: str = "r1"  # the x-tiergate-backend header expected (for streams: the first backend)
-    model: str = "open"  # "r2": that backend by name, no failover (a control for the failover rows)
+    model: str = "open"  # "r1", "r2": that backend alone, by name (no sibling to go to)
+    each: bool = False  # every replica plays ``step`` ``times`` times (else only the first that sees it)
 
 
+_503 = {"kind": "fault", "status": 503}
 SCENARIOS = [
     Scenario("direct", False, None),
     Scenario("direct on r2 (by name)", False, None, served_by="r2", model="r2"),
-    Scenario("retry (503 once)", False, {"kind": "fault", "status": 503}, 1, failed=1, draws=1),
+    Scenario("503 on r1 -> r2 at once", False, _503, failed=1, served_by="r2"),
+    Scenario("503 on r1 and r2 -> r2 after a backoff", False, _503, failed=2, draws=1, served_by="r2", each=True),
+    Scenario("r1 by name: 503 once -> r1 after a backoff", False, _503, failed=1, draws=1, model="r1"),
     Scenario(
-        "failover (503 twice -> r2)", False, {"kind": "fault", "status": 503}, 2, failed=2, draws=1, served_by="r2"
-    ),
-    Scenario(
-        "429, Retry-After 0.05",
+        "r1 by name: 429, Retry-After 0.05",
         False,
         {"kind": "fault", "status": 429, "retry_after": RETRY_AFTER_S},
-        1,
         failed=1,
         fixed_backoff_s=RETRY_AFTER_S,
+        model="r1",
     ),
     Scenario("stream direct", True, None),
-    Scenario("stream retry (503 once)", True, {"kind": "fault", "status": 503}, 1, failed=1, draws=1),
-    Scenario(
-        "stream failover (503 twice -> r2)",
-        True,
-        {"kind": "fault", "status": 503},
-        2,
-        failed=2,
-        draws=1,
-        served_by="r2",
-    ),
-    Scenario(
-        "stream continue (cut after 4 events -> r2)", True, {"kind": "cut_stream", "after_events": 4}, 1, failed=1
-    ),
+    Scenario("stream 503 on r1 -> r2 at once", True, _503, failed=1, served_by="r2"),
+    Scenario("stream 503 on r1 and r2 -> r2 after a backoff", True, _503, failed=2, draws=1, served_by="r2", each=True),
+    Scenario("stream r1 by name: 503 once -> r1 after a backoff", True, _503, failed=1, draws=1, model="r1"),
+    Scenario("stream continue (cut after 4 events -> r2)", True, {"kind": "cut_stream", "after_events": 4}, failed=1),
 ]
+
+
+def runs_on(scenario: Scenario, base_s: float) -> bool:
+    """Which rows the gateway with a real backoff runs: directs (its baseline), drawn backoffs, and the move to a
+    sibling at once (the default configuration's answer to a failed replica); the rest is the same on both."""
+    return base_s == 0 or scenario.step is None or scenario.draws > 0 or scenario.served_by == "r2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +156,8 @@ async def measure(gateways: list[Gateway], upstream: Service, rounds: int, warmu
     async def one(g: Gateway, scenario: Scenario, counted: bool) -> None:
         nonlocal serial
         serial += 1
-        fault = Fault(f"f{serial}", scenario.name, scenario.step, scenario.times, False) if scenario.step else None
+        step = scenario.step
+        fault = Fault(f"f{serial}", scenario.name, step, scenario.times, False, scenario.each) if step else None
         text = f"Failover overhead {serial}." + (f" {fault.marker()}" if fault else "")
         payload = chat_request(g.service.port, "openai", text, scenario.stream, scenario.model)
         backoff = scenario.fixed_backoff_s
@@ -305,8 +309,7 @@ def main() -> None:
                 [functools.partial(start_variant, by_name, run_dir, base, args.seed) for base in (0.0, args.base)]
             ) as started:
                 for service, base in zip(started, (0.0, args.base), strict=True):
-                    # the 429 case never draws: it is the same on both gateways, measured once
-                    scenarios = [s for s in SCENARIOS if not (base > 0 and s.fixed_backoff_s)]
+                    scenarios = [s for s in SCENARIOS if runs_on(s, base)]
                     label = f"base {base:g}"
                     gateways.append(Gateway(label, service, base, 2.0, args.seed, scenarios))
                 print(
@@ -321,6 +324,7 @@ def main() -> None:
         sys.exit(f"failover_overhead: setup failed: {exc}")
     info["Gateways"] = (
         "`python -m tiergate serve --log-level warning`, replicas r1 and r2 (open, `openai`), `attempts: 2`, "
+        "`retry_other_replica_first: true` (the default), "
         f"`backoff_cap_s: 2`, `seed: {args.seed}`, `breaker_failures: 1000000`; `backoff_base_s` 0 and {args.base:g}"
     )
     info["Client"] = "this script, one request at a time, one keep-alive connection per gateway (no concurrency)"

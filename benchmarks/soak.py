@@ -87,16 +87,20 @@ FAULTS: dict[str, Callable[[random.Random], tuple[dict[str, Any], int]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected fault, as the client chose it; ``everywhere``: every upstream plays it, every time."""
+    """One injected fault, as the client chose it; ``everywhere``: every upstream plays it, every time; ``each``:
+    every upstream plays it ``times`` times (instead of only the first upstream that sees it)."""
 
     id: str
     kind: str
     step: dict[str, Any]
     times: int
     everywhere: bool
+    each: bool = False
 
     def marker(self) -> str:
         data = {"id": self.id, "kind": self.kind, "step": self.step, "times": self.times, "all": self.everywhere}
+        if self.each:
+            data["each"] = True
         return f"{MARKER}{json.dumps(data, separators=(',', ':'))}]]"
 
 
@@ -157,8 +161,12 @@ class Injector:
         self.owned: dict[str, int] = {}  # fault id -> times still to play, for the faults this upstream claimed
         self.counts: Counter[str] = Counter()
 
-    def _claim(self, fault_id: str, times: int) -> bool:
+    def _claim(self, fault_id: str, times: int, shared: bool = True) -> bool:
+        """Take the fault (``shared``: only if no other upstream took it first)."""
         if fault_id in self.owned:
+            return True
+        if not shared:
+            self.owned[fault_id] = times
             return True
         try:
             os.close(os.open(self.claims / fault_id, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -183,7 +191,8 @@ class Injector:
         if marker is None:
             return None
         fault_id, times = str(marker["id"]), int(marker["times"])
-        if marker["all"] or (self._claim(fault_id, times) and self.owned[fault_id] > 0):
+        shared = not marker.get("each", False)
+        if marker["all"] or (self._claim(fault_id, times, shared) and self.owned[fault_id] > 0):
             if not marker["all"]:
                 self.owned[fault_id] -= 1
             self.played[str(marker["kind"]) + ("-all" if marker["all"] else "")] += 1

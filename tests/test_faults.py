@@ -172,23 +172,59 @@ def stream_text(resp: httpx.Response) -> tuple[str, list[dict[str, Any]], bool]:
     return text, chunks, done
 
 
-def test_503_is_retried_on_the_same_backend(w: World) -> None:
-    w.primary.script(Fault(503))
+@pytest.mark.parametrize("fault", [Fault(503), Fault(429, retry_after=30)], ids=["503", "429"])
+def test_a_failed_replica_hands_the_request_to_the_other_replica_at_once(w: World, fault: Fault) -> None:
+    w.primary.script(fault)
     resp = ask(w)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "secondary"
+    assert resp.headers["x-tiergate-route"].endswith("failover:primary-down")
+    assert len(w.primary.received) == 1  # not retried on the primary: the secondary was ready
+    assert len(w.secondary.received) == 1
+
+
+def test_503_on_a_replica_named_alone_is_retried_on_it(w: World) -> None:
+    w.primary.script(Fault(503))
+    resp = ask(w, model="primary")
     assert resp.status_code == 200
     assert resp.headers["x-tiergate-backend"] == "primary"
     assert len(w.primary.received) == 2
     assert w.secondary.received == []
 
 
+def test_503_with_the_other_replica_circuit_open_is_retried_on_the_same_backend(w: World) -> None:
+    secondary = w.app.state.tiergate.pool.states["secondary"]
+    for _ in range(secondary.breaker.failures):
+        secondary.breaker.record_failure(time.monotonic())
+    assert secondary.breaker.state == "open"
+    w.primary.script(Fault(503))
+    resp = ask(w)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "primary"  # the last ready replica of its tier: retried on it
+    assert len(w.primary.received) == 2
+    assert w.secondary.received == []
+    assert w.claude.received == []
+
+
 def test_429_retry_after_is_honoured_on_the_same_backend(w: World) -> None:
     w.primary.script(Fault(429, retry_after=0.3))
     started = time.monotonic()
-    resp = ask(w)
+    resp = ask(w, model="primary")
     waited = time.monotonic() - started
     assert resp.headers["x-tiergate-backend"] == "primary"
     assert len(w.primary.received) == 2
     assert waited >= 0.3  # the gateway waited as told before the second try (a lower bound, not a timing goal)
+
+
+def test_both_replicas_failing_once_is_answered_by_the_second_after_a_retry(w: World) -> None:
+    w.primary.script(Fault(503))
+    w.secondary.script(Fault(503))
+    resp = ask(w)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "secondary"
+    assert len(w.primary.received) == 1
+    assert len(w.secondary.received) == 2  # the last ready replica of the tier is retried on itself
+    assert w.claude.received == []
 
 
 def test_repeated_failure_goes_to_another_replica(w: World) -> None:
@@ -197,6 +233,7 @@ def test_repeated_failure_goes_to_another_replica(w: World) -> None:
     assert resp.status_code == 200
     assert resp.headers["x-tiergate-backend"] == "secondary"
     assert resp.headers["x-tiergate-route"].endswith("failover:primary-down")
+    assert len(w.primary.received) == 1
 
 
 def test_client_error_is_never_retried(w: World) -> None:
@@ -335,11 +372,13 @@ def test_everything_down_is_a_clean_stream_error_within_the_deadline(w: World) -
     assert elapsed <= DEADLINE_S + SLACK_S
 
 
-def test_flapping_primary_never_fails_a_client(w: World) -> None:
+@pytest.mark.parametrize(("model", "answered_by"), [("open", {"primary", "secondary"}), ("primary", {"primary"})])
+def test_flapping_primary_never_fails_a_client(w: World, model: str, answered_by: set[str]) -> None:
     w.primary.flap(["ok", "fail"])  # healthy, failing (503), healthy, failing, ...
-    answers = [ask(w, stream=i % 2 == 1) for i in range(8)]
+    answers = [ask(w, stream=i % 2 == 1, model=model) for i in range(8)]
     assert [a.status_code for a in answers] == [200] * 8
-    assert {a.headers["x-tiergate-backend"] for a in answers} == {"primary"}  # a failure is retried on it
+    # A failure goes to the secondary at once; with the primary named alone, it is retried on the primary.
+    assert {a.headers["x-tiergate-backend"] for a in answers} == answered_by
     for i, answer in enumerate(answers):
         if i % 2:
             text, _, done = stream_text(answer)
@@ -548,7 +587,7 @@ def test_huge_retry_after_is_capped(w: World, form: str) -> None:
     an_hour = "3600" if form == "seconds" else formatdate(time.time() + 3600, usegmt=True)
     w.primary.script(Fault(429, headers={"retry-after": an_hour}))
     started = time.monotonic()
-    resp = ask(w)
+    resp = ask(w, model="primary")
     elapsed = time.monotonic() - started
     assert resp.status_code == 200
     assert resp.headers["x-tiergate-backend"] == "primary"  # retried on the same backend ...
@@ -558,7 +597,7 @@ def test_huge_retry_after_is_capped(w: World, form: str) -> None:
 
 def test_retry_after_http_date_is_honoured(w: World) -> None:
     w.primary.script(Fault(503, headers={"retry-after": formatdate(time.time() + 2, usegmt=True)}))
-    resp = ask(w)
+    resp = ask(w, model="primary")
     assert resp.status_code == 200
     first, second = w.primary.received
     assert second.at - first.at >= RETRY_AFTER_CAP_S * 0.9  # waited (up to the cap), did not retry at once
@@ -607,8 +646,8 @@ def test_open_to_closed_false_keeps_a_failing_open_tier_open(strict: World) -> N
     resp = ask(strict)
     assert resp.status_code == 503
     assert resp.json()["error"]["message"]
-    assert len(strict.primary.received) == 2  # between replicas of the tier, failover still happens
-    assert len(strict.secondary.received) == 2
+    assert len(strict.primary.received) == 1  # between replicas of the tier, failover still happens, at once
+    assert len(strict.secondary.received) == 2  # the last replica of the tier is retried on itself
     assert strict.claude.received == []  # the closed tier is never asked
 
 

@@ -90,6 +90,11 @@ class BackendConfig(_Model):
 
 class DispatchConfig(_Model):
     attempts: int = Field(2, ge=1, description="tries per backend (the first included) for retryable failures")
+    retry_other_replica_first: bool = Field(
+        True,
+        description="after a retryable failure, go at once to a ready replica of the same tier; "
+        "retry the failed backend itself (with backoff) only when it is the last ready one of its tier",
+    )
     backoff_base_s: float = Field(0.05, ge=0)
     backoff_cap_s: float = Field(2.0, ge=0)
     retry_after_cap_s: float = Field(5.0, ge=0)

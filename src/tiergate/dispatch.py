@@ -2,8 +2,10 @@
 
 Rules (decided by the pure functions in :mod:`tiergate.backends.retry`):
 
-- retry the same backend only for retryable failures before any byte reached the client, with backoff
-  (full jitter, or the server's Retry-After up to a cap), within the request's total deadline;
+- after a retryable failure before any byte reached the client, go at once (no backoff) to a later target of
+  the same tier that is ready (healthy, circuit closed, a free slot or room in its queue, not failed already),
+  as load balancers do; only the last ready replica of its tier is retried itself, with backoff (full jitter,
+  or the server's Retry-After up to a cap), within the request's total deadline;
 - never retry a client error (it would fail the same way); after a context-length error, go only to a
   backend with a strictly larger known context window;
 - skip a backend whose circuit is open; a saturated backend is overflow, not a failure;
@@ -86,7 +88,7 @@ class Dispatcher:
         hold: bool = False,
     ) -> tuple[T, BackendState]:
         """Run ``call`` on the targets in order. With ``hold``, the winner's slot stays taken (streams)."""
-        for state in targets:
+        for i, state in enumerate(targets):
             if attempts.context_failed and not fits_context(attempts.context_window, state.config.context_window):
                 continue
             for attempt in range(1, self.policy.attempts + 1):
@@ -133,7 +135,8 @@ class Dispatcher:
                         attempts.failed.append(state.name)
                         break
                     self.pool.failure(state, exc.message)
-                    if retry_same(exc, attempt, self.policy, bytes_sent=False):
+                    sibling = self.config.retry_other_replica_first and ready_sibling(state, targets[i + 1 :], attempts)
+                    if retry_same(exc, attempt, self.policy, bytes_sent=False, sibling_ready=sibling):
                         pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
                         if time.monotonic() + pause < deadline:
                             if pause > 0:  # a zero backoff goes again at once, without a turn of the loop
@@ -315,6 +318,21 @@ def with_prefix(messages: list[Message], prefix: str) -> list[Message]:
     if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
         return [*messages[:-1], Message("assistant", (TextPart(messages[-1].text_content + prefix),))]
     return [*messages, Message("assistant", (TextPart(prefix),))]
+
+
+def ready_sibling(state: BackendState, later: list[BackendState], attempts: Attempts) -> bool:
+    """Is one of the ``later`` targets a replica of ``state``'s tier that can take the request at once?
+
+    Ready means :attr:`BackendState.ready` (healthy, circuit closed, a slot or queue place free), not failed
+    already in this request, and large enough after a context-length error.
+    """
+    return any(
+        s.config.tier is state.config.tier
+        and s.name not in attempts.failed
+        and (not attempts.context_failed or fits_context(attempts.context_window, s.config.context_window))
+        and s.ready
+        for s in later
+    )
 
 
 def tier_of(served: Served) -> Tier:

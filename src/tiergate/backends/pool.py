@@ -44,6 +44,14 @@ class BackendState:
     def load(self) -> float:
         return (self.in_flight + self.waiting) / self.config.weight
 
+    @property
+    def ready(self) -> bool:
+        """Could this backend take a request at once? Healthy, circuit closed, and a free slot or room in the
+        queue (:meth:`Pool.acquire` would not refuse). A half-open circuit is not ready: its one probe is left
+        to the request whose turn it is, not spent on a detour from a failed sibling."""
+        has_room = not self.slots.locked() or self.waiting < self.config.max_queue
+        return self.healthy and self.breaker.state == "closed" and has_room
+
 
 def _state(backend: Backend) -> BackendState:
     c = backend.config

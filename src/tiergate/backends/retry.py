@@ -32,9 +32,21 @@ class RetryPolicy:
         return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
 
 
-def retry_same(exc: UpstreamError, attempt: int, policy: RetryPolicy, bytes_sent: bool) -> bool:
-    """Try the same backend again? Only for retryable failures before any byte reached the client."""
-    if bytes_sent or not exc.retryable or attempt >= policy.attempts:
+def retry_same(
+    exc: UpstreamError, attempt: int, policy: RetryPolicy, bytes_sent: bool, sibling_ready: bool = False
+) -> bool:
+    """Try the same backend again? Only for retryable failures before any byte reached the client, and only
+    when no other replica of its tier is ready to take the request at once (``sibling_ready``).
+
+    A failed exchange says more about the backend than about the request, so a ready sibling goes first and
+    without a backoff, as load balancers do (Envoy's previous-hosts retry predicate, nginx's
+    ``proxy_next_upstream``); the last ready replica of a tier is retried on itself, after a backoff.
+
+    >>> err, policy = UpstreamError("503", backend="r1", upstream_status=503), RetryPolicy()
+    >>> retry_same(err, 1, policy, bytes_sent=False), retry_same(err, 1, policy, bytes_sent=False, sibling_ready=True)
+    (True, False)
+    """
+    if sibling_ready or bytes_sent or not exc.retryable or attempt >= policy.attempts:
         return False
     return exc.upstream_status is None or exc.upstream_status in RETRYABLE_STATUS
 
