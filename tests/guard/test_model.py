@@ -92,6 +92,22 @@ async def test_check_scores_the_system_prompt_and_the_last_user_turn(guard: Guar
     assert encoder.encoded == before  # the router's vector was reused, nothing encoded
 
 
+async def test_check_cuts_the_routers_text_with_the_encoders_count(
+    guard: Guard, encoder: Encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = " ".join([SAFE[5]] * 8)  # longer than a window's tokens in characters, not in tokens
+    request = ChatRequest(model="auto", messages=[Message.text("user", text)])
+    expected = guard.score(encoder.encode([text]), text)  # the encoder has read it whole and counted it
+
+    def tokenize_again() -> None:
+        raise AssertionError("the text was tokenized again")
+
+    monkeypatch.setattr(guard.windower, "_tok", tokenize_again)
+    verdict = await guard.check(request, encoder, known={text: encoder.encode([text])[0]})
+    assert verdict.windows == 1
+    assert verdict.score == pytest.approx(expected)
+
+
 def test_texts_to_check() -> None:
     turns = [Message.text("user", "first"), Message.text("assistant", "ok"), Message.text("user", "  last ")]
     assert texts_to_check(ChatRequest(model="auto", messages=turns, system=" sys ")) == ["sys", "last"]

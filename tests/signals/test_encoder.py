@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tiergate.signals.encoder import DIM, Encoder
+from tiergate.signals.encoder import DIM, Encoder, load_tokenizer
 
 REFERENCE = json.loads((Path(__file__).parent / "minilm_reference.json").read_text("utf-8"))
 
@@ -61,6 +61,14 @@ def test_long_inputs_are_truncated_at_256_tokens(encoder: Encoder) -> None:
     base = "token " * 300
     a, b = encoder.encode([base, base + "completely different words at the end " * 20])
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_it_counts_the_tokens_of_texts_it_read_whole(encoder: Encoder) -> None:
+    text, long = "Count the tokens of this unusual sentence, please.", "token " * 300
+    assert encoder.token_count(text) is None  # never encoded
+    encoder.encode([text, long])
+    assert encoder.token_count(text) == len(load_tokenizer().encode(text, add_special_tokens=False).ids)
+    assert encoder.token_count(long) is None  # truncated: its whole count was not read
 
 
 def test_many_texts_keep_their_order(encoder: Encoder) -> None:

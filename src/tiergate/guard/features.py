@@ -56,26 +56,24 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tense_framing",
 )
 
+# Every pattern is written in lower case and matched case-insensitively (see window_features).
 # Telling the model to drop its rules: the core of a jailbreak, rare in ordinary prompts.
-_OVERRIDE = re.compile(
+_OVERRIDE = (
     r"\b(?:ignore|disregard|forget|bypass|override)\b[^.\n]{0,40}\b(?:instructions?|rules|guidelines|polic(?:y|ies)|"
     r"restrictions|filters?|programming|training)\b|\b(?:no|without(?: any)?|free (?:of|from))\s+(?:ethical |moral )?"
     r"(?:restrictions|limits|limitations|filters?|censorship|guidelines|rules|morals|ethics)\b|\bdeveloper mode\b|"
     r"\bjail ?br(?:oken|eak)\b|\b(?:un(?:censored|filtered|restricted)|amoral|unethical)\b|\bcontent polic(?:y|ies)\b|"
-    r"\bnever (?:refuse|decline|say no)\b|\bdo anything now\b",
-    re.IGNORECASE,
+    r"\bnever (?:refuse|decline|say no)\b|\bdo anything now\b"
 )
 # Casting the model as someone else, which benign role-play shares: a weaker cue on its own.
-_PERSONA = re.compile(
+_PERSONA = (
     r"\b(?:you are|you're|act as|pretend (?:to be|you are)|role-?play|stay in character|from now on|"
-    r"you will (?:now )?(?:be|act|respond)|respond as|answer as|simulate)\b|\bDAN\b",
-    re.IGNORECASE,
+    r"you will (?:now )?(?:be|act|respond)|respond as|answer as|simulate)\b|\bdan\b"
 )
 # Asking for two answers, the filtered one and the "free" one: a common jailbreak format.
-_DUAL = re.compile(
+_DUAL = (
     r"\b(?:two (?:different )?(?:responses|answers|paragraphs)|both (?:responses|answers)|normal (?:response|mode)|"
-    r"\[?(?:🔒|🔓|CLASSIC|JAILBREAK)\]?|GPT:|DAN:)",
-    re.IGNORECASE,
+    r"\[?(?:🔒|🔓|classic|jailbreak)\]?|gpt:|dan:)"
 )
 
 #: Subjects of harm (the categories of AdvBench, HarmBench and the moderation taxonomy), request forms and
@@ -113,27 +111,30 @@ HARM_LEXICONS: dict[str, str] = {
     r"(?:a )?traces?)|evad\w*|untraceabl\w*|get away with|undetect\w*|avoid (?:detection|getting caught|the police|"
     r"law enforcement)|cover up|illegal(?:ly)?|illicit\w*|black market|smuggl\w*|traffick\w*)\b",
     "request_form": r"^\s*(?:write|create|develop|design|give|provide|generate|explain how|describe how|teach|show|"
-    r"outline|draft|produce|compose|list|instruct|detail|suggest)\b|\bhow (?:to|do i|can i|could i|would "
-    r"(?:i|one|someone)|should i)\b|\bstep[- ]by[- ]step\b|\b(?:detailed )?instructions\b|\btutorial\b|\bguide\b",
+    r"outline|draft|produce|compose|list|instruct|detail|suggest)\b|\b(?:how (?:to|do i|can i|could i|would "
+    r"(?:i|one|someone)|should i)\b|step[- ]by[- ]step\b|(?:detailed )?instructions\b|tutorial\b|guide\b)",
     "tense_framing": r"\b(?:in the past|historically|back then|in the (?:early|late)? ?\d{4}s|in the future|in the "
     r"coming (?:years|decades)|how (?:did|were|was|will|would) (?:people|individuals|someone|they|criminals|"
     r"hackers)|how (?:was|were|will)\b|did people|in (?:earlier|past) (?:times|decades|centuries))\b",
 }
-_LEXICONS = tuple(re.compile(pattern, re.IGNORECASE) for pattern in HARM_LEXICONS.values())
+_PATTERNS = (_OVERRIDE, _PERSONA, _DUAL, *HARM_LEXICONS.values())
+# An ASCII text is matched in lower case, case-sensitively: the same matches as re.IGNORECASE (lower() keeps
+# its length, its word boundaries and every character's class, and the patterns have no upper-case letter),
+# at twice the speed. Other texts are matched as they are, case-insensitively.
+_FOLDED = tuple(re.compile(pattern, re.IGNORECASE) for pattern in _PATTERNS)
+_LOWER = tuple(re.compile(pattern) for pattern in _PATTERNS)
 
 
 def window_features(text: str) -> Features:
     """The features of one window, in the order of :data:`FEATURE_NAMES`."""
-    letters = sum(c.isalpha() for c in text)
+    letters = sum(map(str.isalpha, text))
+    scan, patterns = (text.lower(), _LOWER) if text.isascii() else (text, _FOLDED)
     return np.asarray(
         (
             math.log1p(len(text)),
             math.log1p(text.count("\n")),
-            sum(c.isupper() for c in text) / letters if letters else 0.0,
-            math.log1p(len(_OVERRIDE.findall(text))),
-            math.log1p(len(_PERSONA.findall(text))),
-            math.log1p(len(_DUAL.findall(text))),
-            *(math.log1p(len(lexicon.findall(text))) for lexicon in _LEXICONS),
+            sum(map(str.isupper, text)) / letters if letters else 0.0,
+            *(math.log1p(len(pattern.findall(scan))) for pattern in patterns),
         ),
         dtype=np.float32,
     )

@@ -21,6 +21,10 @@ import numpy.typing as npt
 
 KNN_FEATURES: tuple[str, ...] = ("knn_flag", "knn_pass", "knn_margin")
 CHUNK = 1024
+#: Bank rows per matrix product. A request's few windows against the whole bank would be a product large
+#: enough for OpenBLAS to hand to its thread pool, whose hand-off costs more than the product (ten times more
+#: when the other cores are busy); products of this many rows run on the calling thread.
+BANK_BLOCK = 512
 
 
 def bank_rows(
@@ -41,6 +45,14 @@ def _top_mean(sims: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
         return np.zeros(sims.shape[0], dtype=np.float32)
     k = min(k, sims.shape[1])
     return np.asarray(-np.partition(-sims, k - 1, axis=1)[:, :k].mean(axis=1), dtype=np.float32)
+
+
+def _similarities(x: npt.NDArray[np.float32], part: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``x @ part.T``, :data:`BANK_BLOCK` rows of ``part`` at a time."""
+    out = np.empty((x.shape[0], part.shape[0]), dtype=np.float32)
+    for start in range(0, part.shape[0], BANK_BLOCK):
+        np.matmul(x, part[start : start + BANK_BLOCK].T, out=out[:, start : start + BANK_BLOCK])
+    return out
 
 
 def split_bank(bank: npt.NDArray[Any], bank_labels: npt.NDArray[Any]) -> tuple[Any, Any]:
@@ -72,7 +84,7 @@ def knn_features(
     out = np.zeros((x.shape[0], len(KNN_FEATURES)), dtype=np.float32)
     for col, (part, mask) in enumerate(((flag_bank, flag), (pass_bank, ~flag))):
         for start in range(0, x.shape[0], CHUNK):
-            sims = x[start : start + CHUNK] @ part.T
+            sims = _similarities(x[start : start + CHUNK], part)
             if groups is not None and bank_groups is not None:
                 sims[groups[start : start + CHUNK, None] == bank_groups[mask][None, :]] = -1.0
             out[start : start + CHUNK, col] = _top_mean(sims, k)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -46,7 +46,9 @@ WEIGHTS_FILE = "guard.npz"
 
 
 class Embedder(Protocol):
-    """What :meth:`Guard.check` needs of :class:`~tiergate.signals.encoder.Encoder`."""
+    """What :meth:`Guard.check` needs of :class:`~tiergate.signals.encoder.Encoder`. An encoder that also has
+    ``token_count(text) -> int | None`` (:meth:`~tiergate.signals.encoder.Encoder.token_count`) spares the guard
+    tokenizing again a text it has just embedded."""
 
     async def embed(self, text: str) -> Vectors: ...
 
@@ -81,6 +83,14 @@ class Guard:
         self._knn = meta.get("head", {}).get("knn")
         has_bank = "bank" in self.arrays and "bank_labels" in self.arrays
         self._split = split_bank(self.arrays["bank"], self.arrays["bank_labels"]) if has_bank else None
+        members = meta.get("head", {}).get("members", [])
+        self._members = [  # (weight, [(w0, b0), (w1, b1), ...]) of each member, read once
+            (
+                float(m["weight"]),
+                [(self.arrays[f"m{j}_w{i}"], self.arrays[f"m{j}_b{i}"]) for i in range(int(m["layers"]))],
+            )
+            for j, m in enumerate(members)
+        ]
 
     @classmethod
     def from_parts(cls, meta: dict[str, Any], arrays: Mapping[str, Any], *, where: str = "artifact") -> Guard:
@@ -143,18 +153,16 @@ class Guard:
             near = knn_features(vectors, a["bank"], a["bank_labels"], int(self._knn["k"]), split=self._split)
             feats = np.hstack([feats, near])
         x = np.concatenate([vectors, (feats - a["feature_mean"]) / a["feature_std"]], axis=1)
-        members = self.meta["head"]["members"]
         total = np.zeros(len(windows))
-        for j, member in enumerate(members):
+        for weight, layers in self._members:
             h = x
-            layers = int(member["layers"])
-            for i in range(layers):
-                h = h @ a[f"m{j}_w{i}"] + a[f"m{j}_b{i}"]
-                if i < layers - 1:
+            for i, (w, b) in enumerate(layers):
+                h = h @ w + b
+                if i < len(layers) - 1:
                     h = np.maximum(h, 0.0)
             z = np.clip(h[:, 0].astype(np.float64), -50.0, 50.0)
-            total += float(member["weight"]) / (1.0 + np.exp(-z))
-        return total / sum(float(m["weight"]) for m in members)
+            total += weight / (1.0 + np.exp(-z))
+        return total / sum(weight for weight, _ in self._members)
 
     def windows(self, text: str) -> list[str]:
         """The windows of ``text`` to embed and score (the text itself when it fits the encoder)."""
@@ -179,7 +187,8 @@ class Guard:
         ``known`` maps texts already embedded (the router's text) to their vectors, to skip encoding them again.
         """
         texts = texts_to_check(request)
-        windows = [w for text in texts for w in self.windows(text)]
+        count: Callable[[str], int | None] | None = getattr(encoder, "token_count", None)
+        windows = [w for text in texts for w in self.windower.split(text, count(text) if count else None)]
         known = known or {}
         todo = [w for w in dict.fromkeys(windows) if w not in known]
         vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed(w) for w in todo)), strict=True))

@@ -63,10 +63,16 @@ class Windower:
             self._tokenizer = tokenizer
         return self._tokenizer
 
-    def split(self, text: str) -> list[str]:
-        """The windows of one text: the text itself when it fits, else up to ``max_windows`` slices of it."""
+    def split(self, text: str, tokens: int | None = None) -> list[str]:
+        """The windows of one text: the text itself when it fits, else up to ``max_windows`` slices of it.
+
+        ``tokens``: the text's token count, when known (the encoder's ``token_count`` of a text it has just
+        embedded), so that a text known to fit is not tokenized again.
+        """
         if len(text) <= self.window_tokens or self.max_windows == 1:
             return [text]  # a token covers at least one character: it fits (or only the start is wanted)
+        if tokens is not None and tokens <= self.window_tokens:
+            return [text]
         return self._cut(text, self._tok().encode(text, add_special_tokens=False).offsets)
 
     def split_many(self, texts: Sequence[str]) -> list[list[str]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.resources
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,8 @@ DIM = 384
 MAX_TOKENS = 256
 #: Names the vectors (artifacts and embedding caches record it): changes with the preparation recipe.
 MODEL_ID = f"all-MiniLM-L6-v2-onnx-{RECIPE}"
+#: Token counts an encoder remembers (:meth:`Encoder.token_count`), a 16-byte digest and an int each.
+COUNTS = 1024
 #: onnxruntime fusions left out: its SkipLayerNormalization kernel is slower here than LayerNormalization + Add.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
@@ -101,6 +104,7 @@ class Encoder:
         #: Worker hops (calls of :meth:`encode`) so far, and texts encoded in them (for metrics and tests).
         self.batches = 0
         self.encoded = 0
+        self._counts: dict[bytes, int] = {}
 
     @classmethod
     def load(
@@ -143,8 +147,20 @@ class Encoder:
         self.encoded += len(texts)
         return out
 
+    def token_count(self, text: str) -> int | None:
+        """The WordPiece tokens of ``text`` ([CLS] and [SEP] not counted) if this encoder read it whole lately,
+        else None: a caller cutting a text it has just embedded into windows need not tokenize it again.
+
+        Remembered by a digest of the text, for up to :data:`COUNTS` texts (then forgotten all at once).
+        """
+        return self._counts.get(_digest(text))
+
     def _run(self, text: str) -> npt.NDArray[np.float32]:
         encoding = self._tokenizer.encode(text)
+        if not encoding.overflowing:
+            if len(self._counts) >= COUNTS:
+                self._counts.clear()  # atomic, unlike evicting one by one, when two threads encode at once
+            self._counts[_digest(text)] = len(encoding.ids) - sum(encoding.special_tokens_mask)
         ids = np.array([encoding.ids], dtype=np.int64)
         mask = np.ones_like(ids)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
@@ -168,6 +184,10 @@ class Encoder:
             self._batcher.stop()
             self._batcher = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class _Batcher:
