@@ -134,7 +134,7 @@ class Dispatcher:
                         attempts.context_window = state.config.context_window
                         attempts.failed.append(state.name)
                         break
-                    self.pool.failure(state, exc.message)
+                    self.pool.failure(state, exc.message, self.policy.rest(exc.retry_after))
                     sibling = self.config.retry_other_replica_first and ready_sibling(state, targets[i + 1 :], attempts)
                     if retry_same(exc, attempt, self.policy, bytes_sent=False, sibling_ready=sibling):
                         pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
@@ -262,7 +262,7 @@ class Dispatcher:
                 else:
                     tools_started = True
         except UpstreamError as exc:
-            self.pool.failure(state, exc.message)
+            self.pool.failure(state, exc.message, self.policy.rest(exc.retry_after))
             settled = True
             served.attempts.failed.append(state.name)
             served.attempts.last = exc

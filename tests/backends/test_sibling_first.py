@@ -9,6 +9,7 @@ counting calls at the stub backends; no test looks at a clock.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from tiergate.types import (
     StreamEnd,
     TextDelta,
     TextPart,
+    Tier,
     Usage,
 )
 
@@ -266,3 +268,44 @@ def test_ready_sibling_skips_failed_other_tier_and_too_small_backends() -> None:
     after_context = Attempts(context_window=4096, context_failed=True)
     assert not ready_sibling(a, [same, c], after_context)
     assert ready_sibling(a, [same, larger], after_context)
+
+
+async def test_a_retry_after_puts_the_replica_last_for_the_next_requests(backoffs: list[Any]) -> None:
+    """A 429 with ``Retry-After`` sends this request to the sibling at once, and the requests after it too, until
+    the pause is over: they do not each pay a refused exchange with the replica that asked for it."""
+    pool, a, b, _ = _three()
+    flaky(a).fail(429, retry_after=30.0)
+    dispatcher = Dispatcher(pool, DispatchConfig(retry_after_cap_s=5.0))
+    _, first = await dispatcher.complete(_request(), pool.tier(Tier.OPEN))
+    assert first.state is b
+    assert a.resting(time.monotonic())
+    assert not a.ready
+    assert a.resting_until - time.monotonic() <= 5.0  # capped as a backoff is
+    assert [s.name for s in pool.tier(Tier.OPEN)] == ["b", "a"]
+    for _ in range(3):
+        _, served = await dispatcher.complete(_request(), pool.tier(Tier.OPEN))
+        assert served.state is b
+    assert calls(a, b) == [1, 4]
+    assert backoffs == []
+
+
+async def test_a_resting_replica_alone_is_still_asked_after_its_pause(backoffs: list[Any]) -> None:
+    """Put last, not left out: with no sibling ready the resting replica is tried, after its Retry-After."""
+    pool, a, b, _ = _three()
+    _open(b)
+    flaky(a).fail(429, retry_after=1.0)
+    _, served = await Dispatcher(pool, DispatchConfig()).complete(_request(), [a, b])
+    assert served.state is a
+    assert calls(a, b) == [2, 0]
+    assert backoffs == [(1, 1.0)]
+    assert not a.resting(time.monotonic())  # its success ended the pause
+
+
+def test_a_failure_without_retry_after_does_not_rest() -> None:
+    pool, a, _, _ = _three()
+    pool.failure(a, "HTTP 503")
+    assert not a.resting(time.monotonic())
+    assert a.ready
+    pool.failure(a, "HTTP 429", rest_s=2.0)
+    pool.failure(a, "HTTP 429", rest_s=0.5)  # a shorter pause does not cut a longer one short
+    assert a.resting_until - time.monotonic() > 1.5

@@ -31,6 +31,8 @@ class BackendState:
     waiting: int = 0
     last_error: str | None = None
     served: int = field(default=0)
+    #: Until when (``time.monotonic()``) the backend asked not to be sent more work: its last ``Retry-After``.
+    resting_until: float = 0.0
 
     @property
     def config(self) -> BackendConfig:
@@ -44,13 +46,19 @@ class BackendState:
     def load(self) -> float:
         return (self.in_flight + self.waiting) / self.config.weight
 
+    def resting(self, now: float) -> bool:
+        """Is the backend inside the pause its last ``Retry-After`` asked for?"""
+        return now < self.resting_until
+
     @property
     def ready(self) -> bool:
-        """Could this backend take a request at once? Healthy, circuit closed, and a free slot or room in the
-        queue (:meth:`Pool.acquire` would not refuse). A half-open circuit is not ready: its one probe is left
-        to the request whose turn it is, not spent on a detour from a failed sibling."""
+        """Could this backend take a request at once? Healthy, circuit closed, not resting after a
+        ``Retry-After``, and a free slot or room in the queue (:meth:`Pool.acquire` would not refuse). A half-open
+        circuit is not ready: its one probe is left to the request whose turn it is, not spent on a detour from a
+        failed sibling."""
         has_room = not self.slots.locked() or self.waiting < self.config.max_queue
-        return self.healthy and self.breaker.state == "closed" and has_room
+        closed = self.breaker.state == "closed"
+        return self.healthy and closed and not self.resting(time.monotonic()) and has_room
 
 
 def _state(backend: Backend) -> BackendState:
@@ -76,10 +84,15 @@ class Pool:
         return next((s for s in self.states.values() if s.backend.model == model), None)
 
     def tier(self, tier: Tier) -> list[BackendState]:
-        """Backends of ``tier`` in the order to try them: available first, then least outstanding per weight."""
+        """Backends of ``tier`` in the order to try them: available first (circuit not open, healthy, not resting
+        after a ``Retry-After``), then least outstanding per weight. A resting backend is tried last, not left
+        out: with no sibling to take the request it is retried after its pause, as the server asked."""
         now = time.monotonic()
         members = [s for s in self.states.values() if s.config.tier is tier]
-        return sorted(members, key=lambda s: (s.breaker.state == "open" and not _cooled(s, now), not s.healthy, s.load))
+        return sorted(
+            members,
+            key=lambda s: (s.breaker.state == "open" and not _cooled(s, now), not s.healthy, s.resting(now), s.load),
+        )
 
     def has_tier(self, tier: Tier) -> bool:
         return any(s.config.tier is tier for s in self.states.values())
@@ -129,12 +142,18 @@ class Pool:
     def success(self, state: BackendState) -> None:
         state.breaker.record_success(time.monotonic())
         state.healthy, state.last_error = True, None
+        state.resting_until = 0.0
         state.served += 1
 
-    def failure(self, state: BackendState, error: str) -> None:
+    def failure(self, state: BackendState, error: str, rest_s: float | None = None) -> None:
+        """Record a failed exchange; ``rest_s`` (the server's ``Retry-After``, capped) puts the backend last in
+        its tier's order, and out of the siblings a failed request may go to, for that long."""
+        now = time.monotonic()
         before = state.breaker.state
-        state.breaker.record_failure(time.monotonic())
+        state.breaker.record_failure(now)
         state.last_error = error
+        if rest_s is not None and rest_s > 0:
+            state.resting_until = max(state.resting_until, now + rest_s)
         if state.breaker.state == "open" and before != "open":
             log.warning("circuit for backend %s opened: %s", state.name, error)
 

@@ -31,6 +31,14 @@ class RetryPolicy:
             return min(max(retry_after, 0.0), self.retry_after_cap_s)
         return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
 
+    def rest(self, retry_after: float | None) -> float | None:
+        """How long a backend that answered with ``Retry-After`` is put last for other requests (capped).
+
+        >>> RetryPolicy(retry_after_cap_s=5.0).rest(30.0), RetryPolicy().rest(None)
+        (5.0, None)
+        """
+        return None if retry_after is None else min(max(retry_after, 0.0), self.retry_after_cap_s)
+
 
 def retry_same(
     exc: UpstreamError, attempt: int, policy: RetryPolicy, bytes_sent: bool, sibling_ready: bool = False
