@@ -71,6 +71,16 @@ def test_it_counts_the_tokens_of_texts_it_read_whole(encoder: Encoder) -> None:
     assert encoder.token_count(long) is None  # truncated: its whole count was not read
 
 
+def test_a_text_s_count_is_found_with_or_without_its_outer_whitespace(encoder: Encoder) -> None:
+    """The router embeds the user's turn as it came; the guard looks it up stripped."""
+    raw = "\n  Outer whitespace makes no WordPiece tokens at all.\t \u3000"
+    encoder.encode([raw])
+    stripped = raw.strip()
+    assert encoder.token_count(stripped) == len(load_tokenizer().encode(stripped, add_special_tokens=False).ids)
+    assert encoder.token_count(stripped) == len(load_tokenizer().encode(raw, add_special_tokens=False).ids)
+    assert encoder.token_count(raw) == encoder.token_count(stripped)
+
+
 def test_many_texts_keep_their_order(encoder: Encoder) -> None:
     texts = [f"prompt number {i} " * (1 + i % 7) for i in range(70)]  # lengths mixed
     batched = encoder.encode(texts)

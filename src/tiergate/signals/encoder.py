@@ -151,16 +151,18 @@ class Encoder:
         """The WordPiece tokens of ``text`` ([CLS] and [SEP] not counted) if this encoder read it whole lately,
         else None: a caller cutting a text it has just embedded into windows need not tokenize it again.
 
-        Remembered by a digest of the text, for up to :data:`COUNTS` texts (then forgotten all at once).
+        Remembered by a digest of the text without its leading and trailing whitespace (which makes no tokens:
+        the router embeds a turn as it came, the guard reads it stripped), for up to :data:`COUNTS` texts (then
+        forgotten all at once).
         """
-        return self._counts.get(_digest(text))
+        return self._counts.get(_digest(text.strip()))
 
     def _run(self, text: str) -> npt.NDArray[np.float32]:
         encoding = self._tokenizer.encode(text)
         if not encoding.overflowing:
             if len(self._counts) >= COUNTS:
                 self._counts.clear()  # atomic, unlike evicting one by one, when two threads encode at once
-            self._counts[_digest(text)] = len(encoding.ids) - sum(encoding.special_tokens_mask)
+            self._counts[_digest(text.strip())] = len(encoding.ids) - sum(encoding.special_tokens_mask)
         ids = np.array([encoding.ids], dtype=np.int64)
         mask = np.ones_like(ids)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
