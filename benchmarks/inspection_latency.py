@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="decisions per variant")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
+    threadpool_limits(limits=1)  # numpy's BLAS too: its threads started before the pinning, on every CPU
     encoder = Encoder.load(intra_op_num_threads=1)
     text, shorter = prompt_of(96), prompt_of(76)  # + "Case 123." makes about 100 tokens, + PII_TAIL too
 

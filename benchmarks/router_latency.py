@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -57,6 +58,11 @@ print(time.perf_counter() - t0)
 """
 
 
+#: Decisions per variant: enough that the p99 is not one hiccup of the shared machine (at 150 it was the
+#: second-slowest decision, and moved between 10.5 and 16 ms from one run to the next).
+DECISIONS = 600
+
+
 def prompt_of(tokens: int) -> str:
     """A prompt whose encoding is exactly ``tokens`` long, [CLS] and [SEP] included."""
     tokenizer = load_tokenizer()
@@ -83,7 +89,7 @@ async def route(encoder: Encoder, router: LearnedRouter, text: str) -> None:
 
 
 async def latencies(
-    encoder: Encoder, float_encoder: Encoder, router: LearnedRouter, texts: dict[str, str], n: int = 150
+    encoder: Encoder, float_encoder: Encoder, router: LearnedRouter, texts: dict[str, str], n: int = DECISIONS
 ) -> dict[str, list[float]]:
     """Per-decision seconds, the variants interleaved so that they see the same load from other work."""
     out: dict[str, list[float]] = {f"{name} {how}": [] for name in texts for how in ("sync", "async", "float")}
@@ -219,6 +225,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=0, help="the CPU to pin to")
     args = parser.parse_args()
     os.sched_setaffinity(0, {args.cpu})
+    threadpool_limits(limits=1)  # numpy's BLAS too: its threads started before the pinning, on every CPU
     encoder = Encoder.load(intra_op_num_threads=1)
     float_encoder = Encoder.load(default_model_path(), intra_op_num_threads=1)
     router = LearnedRouter.default()
@@ -244,7 +251,7 @@ def main() -> None:
         "",
         f"{machine_line()}. Pinned to one CPU, onnxruntime with one intra-op thread; no batching window, "
         "up to 32 texts per trip to the worker thread, each text run on its own; the three variants interleaved, "
-        "150 decisions each. Other work shared the machine, so the figures carry its noise. Produced by "
+        f"{DECISIONS} decisions each. Other work shared the machine, so the figures carry its noise. Produced by "
         "`python benchmarks/router_latency.py`.",
         "",
         "| measure | result | goal |",
