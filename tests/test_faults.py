@@ -183,6 +183,18 @@ def test_a_failed_replica_hands_the_request_to_the_other_replica_at_once(w: Worl
     assert len(w.secondary.received) == 1
 
 
+def test_a_resting_replica_shows_in_readyz_and_comes_last(w: World) -> None:
+    """A replica inside its Retry-After pause is reported as such and gets no first tries until it is over."""
+    primary = w.app.state.tiergate.pool.states["primary"]
+    primary.resting_until = time.monotonic() + 60
+    state = httpx.get(w.url + "/readyz").json()["backends"]
+    assert 59 < state["primary"]["resting_s"] <= 60
+    assert state["secondary"]["resting_s"] == 0
+    for _ in range(3):
+        assert ask(w).headers["x-tiergate-backend"] == "secondary"
+    assert w.primary.received == []
+
+
 def test_503_on_a_replica_named_alone_is_retried_on_it(w: World) -> None:
     w.primary.script(Fault(503))
     resp = ask(w, model="primary")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,6 +56,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state = _state(request)
+    now = time.monotonic()
     backends = {
         s.name: {
             "tier": s.config.tier.value,
@@ -62,6 +64,7 @@ async def readyz(request: Request) -> Response:
             "healthy": s.healthy,
             "circuit": s.breaker.state,
             "in_flight": s.in_flight,
+            "resting_s": round(max(0.0, s.resting_until - now), 3),  # left of the pause its Retry-After asked for
             "last_error": s.last_error,
         }
         for s in state.pool.states.values()
