@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.backends import Backend, BackendFactory
+from tests.support.pools import pool_of
 from tiergate.backends.pool import BackendState, Pool
 from tiergate.config import BackendConfig, DispatchConfig
 from tiergate.dispatch import Dispatcher
@@ -46,16 +46,8 @@ class Stub:
         yield StreamEnd(StopReason.END_TURN, Usage())
 
 
-def _stub_factory(config: BackendConfig) -> Backend:
-    return Stub(config)
-
-
-REGISTRY: dict[str, BackendFactory] = {"stub": _stub_factory}
-
-
 def make_pool(*backends: dict[str, Any]) -> Pool:
-    configs = [BackendConfig.model_validate({"tier": "open", "kind": "stub", **b}) for b in backends]
-    return Pool(configs, REGISTRY)
+    return pool_of(Stub, *backends)
 
 
 def stub(state: BackendState) -> Stub:
@@ -112,11 +104,7 @@ def test_open_circuits_and_unhealthy_backends_go_last() -> None:
 
 
 def test_tier_lists_only_its_members() -> None:
-    configs = [
-        BackendConfig(name="o", tier=Tier.OPEN, kind="stub"),
-        BackendConfig(name="c", tier=Tier.CLOSED, kind="stub"),
-    ]
-    pool = Pool(configs, REGISTRY)
+    pool = make_pool({"name": "o"}, {"name": "c", "tier": "closed"})
     assert names(pool.tier(Tier.OPEN)) == ["o"]
     assert names(pool.tier(Tier.CLOSED)) == ["c"]
 

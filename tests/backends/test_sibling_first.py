@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.backends import Backend, BackendFactory
+from tests.support.pools import pool_of
 from tiergate.backends.pool import BackendState, Pool
 from tiergate.backends.retry import RetryPolicy
 from tiergate.config import BackendConfig, DispatchConfig
@@ -71,16 +71,8 @@ class Flaky:
         yield StreamEnd(StopReason.END_TURN, Usage())
 
 
-def _factory(config: BackendConfig) -> Backend:
-    return Flaky(config)
-
-
-REGISTRY: dict[str, BackendFactory] = {"flaky": _factory}
-
-
 def make_pool(*backends: dict[str, Any]) -> Pool:
-    configs = [BackendConfig.model_validate({"tier": "open", "kind": "flaky", **b}) for b in backends]
-    return Pool(configs, REGISTRY)
+    return pool_of(Flaky, *backends)
 
 
 def flaky(state: BackendState) -> Flaky:
