@@ -37,7 +37,13 @@ from routing_quality import machine_line, write_section  # noqa: E402
 from tiergate.routing.base import Signals, decide  # noqa: E402
 from tiergate.routing.features import routing_text  # noqa: E402
 from tiergate.routing.learned import LearnedRouter  # noqa: E402
-from tiergate.signals.encoder import DISABLED_OPTIMIZERS, Encoder, default_model_path, load_tokenizer  # noqa: E402
+from tiergate.signals.encoder import (  # noqa: E402
+    Encoder,
+    default_model_path,
+    load_tokenizer,
+    open_session,
+    session_options,
+)
 from tiergate.signals.prepare import prepare  # noqa: E402
 from tiergate.types import ChatRequest, Message  # noqa: E402
 
@@ -155,24 +161,17 @@ NODE_KINDS = {
 
 def session(profile_prefix: str | None = None) -> Any:
     """A bare onnxruntime session on the prepared model, as the encoder builds it (one thread)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options = session_options(1)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
-    return onnxruntime.InferenceSession(
-        str(prepare(default_model_path())),
-        options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=DISABLED_OPTIMIZERS,
-    )
+    return open_session(prepare(default_model_path()), options)
 
 
 def feeds(texts: list[str]) -> dict[str, np.ndarray]:
     """The model's inputs for ``texts``, padded to the longest."""
-    encodings = [load_tokenizer().encode(t).ids for t in texts]
+    tokenizer = load_tokenizer()
+    encodings = [tokenizer.encode(t).ids for t in texts]
     width = max(map(len, encodings))
     ids = np.zeros((len(texts), width), dtype=np.int64)
     mask = np.zeros_like(ids)

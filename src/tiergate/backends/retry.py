@@ -27,8 +27,9 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait before try ``attempt + 1``: the server's Retry-After (capped) or full jitter."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.retry_after_cap_s)
+        rest = self.rest(retry_after)
+        if rest is not None:
+            return rest
         return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
 
     def rest(self, retry_after: float | None) -> float | None:

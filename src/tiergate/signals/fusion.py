@@ -32,10 +32,8 @@ class _Graph:
     """Producer / consumer indexes over an ``onnx.GraphProto``."""
 
     def __init__(self, graph: Any) -> None:
-        from onnx import numpy_helper
-
         self.graph = graph
-        self.initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        self.initializers = {i.name: i for i in graph.initializer}  # TensorProtos: only scalars are read
         self.producer = {name: node for node in graph.node for name in node.output}
         self.consumers: dict[str, list[Any]] = {}
         for node in graph.node:
@@ -56,8 +54,12 @@ class _Graph:
         return consumers[0]
 
     def scalar(self, name: str) -> float | None:
-        value = self.initializers.get(name)
-        return float(value) if value is not None and value.size == 1 else None
+        from onnx import numpy_helper
+
+        tensor = self.initializers.get(name)
+        if tensor is None or math.prod(tensor.dims) != 1:
+            return None
+        return float(numpy_helper.to_array(tensor).reshape(()))
 
     def projection(self, name: str) -> tuple[str, float]:
         """Walk back from a query, key or value operand to the ``Add`` of its projection's bias.
