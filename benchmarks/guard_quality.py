@@ -12,17 +12,21 @@ augmentation, and one or four windows per long text.
     python benchmarks/guard_quality.py [--data ../shared/data] [--out docs/benchmarks-guard.md]
 
 Embeddings are cached in .cache/guard/ (about 10 minutes of one CPU core the first time with the int8
-encoder); the cross-validations take 4-6 minutes each on one core.
+encoder); the cross-validations take 4-12 minutes each on one core, ``--jobs`` (default 2) at once, each
+process with one BLAS thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one BLAS thread per variant's process
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,8 +85,8 @@ def rows_table(rows: list[metrics.Row], first: str) -> str:
 
 
 def head_cost(guard: Guard) -> str:
-    """Features and head alone, per short text (the encoder's vector given)."""
-    vector = np.random.default_rng(0).normal(size=(1, 384)).astype(np.float32)
+    """Features and head alone, per short text (the encoder's pooled states given)."""
+    vector = np.random.default_rng(0).normal(size=(1, guard.rows, 384)).astype(np.float32)
     text = "How do I kill a Python process that is stuck in an infinite loop?"
     for _ in range(200):
         guard.score(vector, text)
@@ -100,12 +104,33 @@ def without_lexicons(texts: list[str]) -> np.ndarray:
 
 
 def cross_validate_without_lexicons(data: Corpus, vecs: WindowVectors, recipe: Recipe) -> CrossValidation:
+    """Lexicon columns zeroed where the heads are fitted (``train``) and where they score (``model``)."""
+    from tiergate.guard import model
+
     original = train.batch_features
-    train.batch_features = without_lexicons  # type: ignore[assignment]
+    train.batch_features = model.batch_features = without_lexicons  # type: ignore[assignment]
     try:
         return cross_validate(data, vecs, seed=SEED, recipe=recipe)
     finally:
-        train.batch_features = original  # type: ignore[assignment]
+        train.batch_features = model.batch_features = original  # type: ignore[assignment]
+
+
+LEXICONS_OFF = "shipped, without the harm lexicons"
+#: The variants, set by :func:`main` before the worker processes fork (they read it, nothing is pickled).
+VARIANTS: list[tuple[str, Corpus, WindowVectors, Recipe]] = []
+
+
+def run_variant(i: int) -> tuple[CrossValidation, float]:
+    name, data, vecs, recipe = VARIANTS[i]
+    started = time.perf_counter()
+    cv = (
+        cross_validate_without_lexicons(data, vecs, recipe)
+        if name == LEXICONS_OFF
+        else cross_validate(data, vecs, seed=SEED, recipe=recipe)
+    )
+    seconds = time.perf_counter() - started
+    print(variant_row(name, data, cv, seconds), flush=True)
+    return cv, seconds
 
 
 def window_cost(corpus: Corpus, encoder: Encoder) -> list[str]:
@@ -117,7 +142,7 @@ def window_cost(corpus: Corpus, encoder: Encoder) -> list[str]:
         windower = Windower(max_windows=count)
         started = time.perf_counter()
         for text in long:
-            encoder.encode(windower.split(text))
+            encoder.encode_layers(windower.split(text))
         ms = (time.perf_counter() - started) / len(long) * 1000
         lines.append(f"| {count} | {ms:.0f} ms |")
     return lines
@@ -128,35 +153,31 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-guard.md")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "guard")
+    parser.add_argument("--jobs", type=int, default=2, help="variants cross-validated at once (one process each)")
     args = parser.parse_args()
     encoder = Encoder.load(intra_op_num_threads=1)
     corpus = load_corpus(args.data)
     vectors: dict[int, WindowVectors] = {
-        n: embed_corpus(corpus, encoder.encode, windower=Windower(max_windows=n), cache=args.cache) for n in (1, 2, 4)
+        n: embed_corpus(corpus, encoder.encode_layers, windower=Windower(max_windows=n), cache=args.cache)
+        for n in (1, 2, 4)
     }
     plain = load_corpus(args.data, augment=False)
-    plain_vectors = embed_corpus(plain, encoder.encode, windower=Windower(max_windows=2), cache=args.cache)
+    plain_vectors = embed_corpus(plain, encoder.encode_layers, windower=Windower(max_windows=2), cache=args.cache)
 
-    lexicons_off = "shipped, without the harm lexicons"
-    variants: list[tuple[str, Corpus, WindowVectors, Recipe]] = [
+    VARIANTS[:] = [
         ("shipped: logistic + 3 MLPs, 2 windows", corpus, vectors[2], Recipe()),
         ("logistic regression alone", corpus, vectors[2], Recipe(mlps=0)),
         ("3 MLPs alone", corpus, vectors[2], Recipe(logistic_weight=0.0)),
-        (lexicons_off, corpus, vectors[2], Recipe()),
+        ("shipped, sentence vector only (no layers 2-4)", corpus, vectors[2], Recipe(pooled_layers=())),
+        (LEXICONS_OFF, corpus, vectors[2], Recipe()),
         ("shipped, without tense augmentation", plain, plain_vectors, Recipe()),
         ("shipped, 1 window (the encoder's truncation)", corpus, vectors[1], Recipe()),
         ("shipped, 4 windows", corpus, vectors[4], Recipe()),
     ]
-    results: dict[str, tuple[Corpus, CrossValidation, float]] = {}
-    for name, data, vecs, recipe in variants:
-        started = time.perf_counter()
-        cv = (
-            cross_validate_without_lexicons(data, vecs, recipe)
-            if name == lexicons_off
-            else cross_validate(data, vecs, seed=SEED, recipe=recipe)
-        )
-        results[name] = (data, cv, time.perf_counter() - started)
-        print(variant_row(name, *results[name]), flush=True)
+    variants = VARIANTS
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+        done = pool.map(run_variant, range(len(variants)), chunksize=1)
+    results = {name: (data, cv, seconds) for (name, data, _, _), (cv, seconds) in zip(variants, done, strict=True)}
 
     main_name = variants[0][0]
     _, cv, _ = results[main_name]

@@ -70,7 +70,7 @@ async def guard_alone(gw: Gateway, encoder: Encoder, make: Callable[[int], ChatR
     for i in range(n):
         request = make(20_000 + i)
         text = request.last_user_text()
-        vector = encoder.encode([text])[0]  # the router's pass, which the guard reuses
+        vector = encoder.encode_layers([text])[0]  # the router's pass, which the guard reuses
         t0 = time.perf_counter()
         await guard.check(request, encoder, {text.strip(): vector})
         out.append(time.perf_counter() - t0)

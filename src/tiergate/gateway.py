@@ -123,8 +123,8 @@ class Gateway:
         signals: Signals | None = None
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
             signals = await self.signals(request, guard=True)
-            assert signals.embedding is not None
-            known = {routing_text(request).strip(): signals.embedding}
+            assert signals.states is not None
+            known = {routing_text(request).strip(): signals.states}
             await self.policy.judge(verdict, request, self.encoder, known)
             if verdict.flagged:
                 if self.config.policy.guard.on_flag == "closed" and any(
@@ -172,7 +172,11 @@ class Gateway:
         if self.router.needs_embedding or guard:
             if self.encoder is None:
                 raise RuntimeError("the router or guard needs the encoder, but none was loaded")
-            signals.embedding = await self.encoder.embed(routing_text(request))
+            if guard:  # the guard also reads intermediate layers of the same run
+                signals.states = await self.encoder.embed_layers(routing_text(request))
+                signals.embedding = signals.states[0]
+            else:
+                signals.embedding = await self.encoder.embed(routing_text(request))
         return signals
 
     def _over_open_context(self, request: ChatRequest) -> int | None:

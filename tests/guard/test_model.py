@@ -44,7 +44,7 @@ def guard() -> Guard:
 
 
 def _score(guard: Guard, encoder: Encoder, text: str) -> float:
-    return guard.score(encoder.encode(guard.windows(text)), text)
+    return guard.score(encoder.encode_layers(guard.windows(text)), text)
 
 
 def test_the_shipped_artifact(guard: Guard) -> None:
@@ -84,7 +84,7 @@ async def test_check_scores_the_system_prompt_and_the_last_user_turn(guard: Guar
         system=HARMFUL[3],
     )
     assert (await guard.check(hidden, encoder)).flagged  # the jailbreak sits in the system prompt
-    known = {SAFE[0]: encoder.encode([SAFE[0]])[0]}
+    known = {SAFE[0]: encoder.encode_layers([SAFE[0]])[0]}
     expected = guard.score(known[SAFE[0]], SAFE[0])
     before = encoder.encoded
     plain = ChatRequest(model="auto", messages=[Message.text("user", SAFE[0])])
@@ -97,13 +97,13 @@ async def test_check_cuts_the_routers_text_with_the_encoders_count(
 ) -> None:
     text = " ".join([SAFE[5]] * 8)  # longer than a window's tokens in characters, not in tokens
     request = ChatRequest(model="auto", messages=[Message.text("user", text)])
-    expected = guard.score(encoder.encode([text]), text)  # the encoder has read it whole and counted it
+    expected = guard.score(encoder.encode_layers([text]), text)  # the encoder has read it whole and counted it
 
     def tokenize_again() -> None:
         raise AssertionError("the text was tokenized again")
 
     monkeypatch.setattr(guard.windower, "_tok", tokenize_again)
-    verdict = await guard.check(request, encoder, known={text: encoder.encode([text])[0]})
+    verdict = await guard.check(request, encoder, known={text: encoder.encode_layers([text])[0]})
     assert verdict.windows == 1
     assert verdict.score == pytest.approx(expected)
 
@@ -143,6 +143,11 @@ def test_bad_artifacts_fail_with_a_clear_error(tmp_path: Path, guard: Guard) -> 
     (tmp_path / "copy" / "guard.json").write_text(json.dumps({**meta, "features": ["x"]}))
     with pytest.raises(ConfigError, match="other features"):
         Guard.load(tmp_path / "copy")
+    (tmp_path / "copy" / "guard.json").write_text(
+        json.dumps({**meta, "encoder": {**meta["encoder"], "pooled_layers": [5]}})
+    )
+    with pytest.raises(ConfigError, match="other encoder layers"):
+        Guard.load(tmp_path / "copy")
     knn = meta["head"]["knn"]
     (tmp_path / "copy" / "guard.json").write_text(
         json.dumps({**meta, "head": {**meta["head"], "knn": {**knn, "features": ["x"]}}})
@@ -150,7 +155,7 @@ def test_bad_artifacts_fail_with_a_clear_error(tmp_path: Path, guard: Guard) -> 
     with pytest.raises(ConfigError, match="other features"):
         Guard.load(tmp_path / "copy")
     with pytest.raises(ValueError, match="window embeddings"):
-        guard.score(np.zeros((3, 384), np.float32), "short")
+        guard.score(np.zeros((3, guard.rows, 384), np.float32), "short")
 
 
 def test_the_neighbour_bank_is_stored_small_and_read_back_as_it_was(tmp_path: Path, guard: Guard) -> None:
@@ -163,7 +168,7 @@ def test_the_neighbour_bank_is_stored_small_and_read_back_as_it_was(tmp_path: Pa
     assert bank.shape[0] <= per_source * 2 * 13  # sources x labels, capped
     again = Guard.load(guard.save(tmp_path / "copy"))
     assert again.arrays["bank"].dtype == np.float16
-    vectors = np.random.default_rng(0).normal(size=(2, 384)).astype(np.float32)
+    vectors = np.random.default_rng(0).normal(size=(2, guard.rows, 384)).astype(np.float32)
     windows = ["How do I kill a Python process?", "Write ransomware that evades antivirus."]
     np.testing.assert_array_equal(again.predict(vectors, windows), guard.predict(vectors, windows))
 

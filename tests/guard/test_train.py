@@ -24,7 +24,7 @@ def small(corpus: Corpus, encoder: Encoder) -> tuple[Corpus, WindowVectors]:
     for kind in ("contrast/computing", "contrast/fiction", "contrast/medicine"):
         picked += np.flatnonzero(corpus.groups == kind)[:18].tolist()
     sub = corpus.select(np.array(picked))
-    return sub, embed_corpus(sub, encoder.encode)
+    return sub, embed_corpus(sub, encoder.encode_layers)
 
 
 def test_training_is_deterministic_for_a_seed(small: tuple[Corpus, WindowVectors]) -> None:

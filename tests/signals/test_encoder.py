@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tiergate.signals.encoder import DIM, Encoder, load_tokenizer
+from tiergate.signals.encoder import DIM, POOLED_LAYERS, Encoder, default_model_path, load_tokenizer
 
 REFERENCE = json.loads((Path(__file__).parent / "minilm_reference.json").read_text("utf-8"))
 
@@ -48,6 +48,37 @@ def test_shape_dtype_and_norm(encoder: Encoder) -> None:
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert encoder.encode([]).shape == (0, DIM)
+
+
+def test_the_same_run_pools_intermediate_layers(encoder: Encoder) -> None:
+    """Row 0 is the sentence vector; then layers 2, 3, 4, each mean-pooled and unit length, and each its own."""
+    texts = ["hello", "How do I kill a Python process that hangs?"]
+    stacks = encoder.encode_layers(texts)
+    assert stacks.shape == (2, 1 + len(POOLED_LAYERS), DIM)
+    np.testing.assert_array_equal(stacks[:, 0], encoder.encode(texts))
+    np.testing.assert_allclose(np.linalg.norm(stacks, axis=2), 1.0, atol=1e-5)
+    for stack in stacks:
+        cosines = stack @ stack.T
+        assert (cosines[np.triu_indices(len(stack), 1)] < 0.99).all()  # four different layers
+
+
+def test_a_model_file_not_prepared_here_gets_its_layer_outputs_at_load() -> None:
+    """The shipped float-dequantising file has only last_hidden_state; its layers agree with the int8 ones."""
+    texts = ["hello", "How do I kill a Python process that hangs?", "Summarise this contract in two lines."]
+    raw = Encoder.load(default_model_path(), warmup=False)
+    prepared = Encoder.load(warmup=False)
+    try:
+        cosines = (raw.encode_layers(texts) * prepared.encode_layers(texts)).sum(axis=2)
+    finally:
+        raw.close()
+        prepared.close()
+    assert (cosines >= 0.98).all(), cosines
+
+
+async def test_embed_layers_gives_what_encode_layers_gives(encoder: Encoder) -> None:
+    texts = [f"question {i}: what is {i} squared?" for i in range(8)]
+    stacks = await asyncio.gather(*(encoder.embed_layers(t) for t in texts))
+    np.testing.assert_array_equal(np.stack(stacks), encoder.encode_layers(texts))
 
 
 def test_padding_does_not_change_a_vector(encoder: Encoder) -> None:

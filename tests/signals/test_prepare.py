@@ -28,6 +28,16 @@ def test_the_prepared_graph_runs_int8_products_without_nan_guards(prepared: Path
     assert ops["Softmax"] == ops["Erf"] == ops["Transpose"] == 0
     weights = {init.name for init in graph.initializer}
     assert not [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    outputs = [o.name for o in graph.output]
+    assert outputs == ["last_hidden_state", *(prepare.layer_output(k) for k in range(1, prepare.NUM_LAYERS))]
+
+
+def test_layer_outputs_need_a_bert_shaped_graph(folded: Path) -> None:
+    model = onnx.load(str(folded))
+    norms = [node for node in model.graph.node if node.op_type == "LayerNormalization"]
+    model.graph.node.remove(norms[3])
+    with pytest.raises(prepare.PrepareError, match="13 LayerNormalization"):
+        prepare.add_layer_outputs(model)
 
 
 def test_it_is_built_once_and_named_by_its_inputs(prepared: Path) -> None:

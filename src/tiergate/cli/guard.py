@@ -68,8 +68,8 @@ def _embed(texts: Sequence[str] | Corpus, threads: int, windows: int, cache: Pat
                 progress.advance(task, n)
 
             if isinstance(texts, Corpus):
-                return embed_corpus(texts, encoder.encode, windower=windower, cache=cache, progress=advance)
-            return embed_windows(texts, encoder.encode, windower=windower, cache=cache, progress=advance)
+                return embed_corpus(texts, encoder.encode_layers, windower=windower, cache=cache, progress=advance)
+            return embed_windows(texts, encoder.encode_layers, windower=windower, cache=cache, progress=advance)
     finally:
         encoder.close()
 

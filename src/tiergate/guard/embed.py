@@ -1,12 +1,14 @@
 """Embedding many texts for training and evaluation: windows, one encoder run per window, an on-disk cache.
 
-    encode = Encoder.load().encode
+    encode = Encoder.load().encode_layers
     vectors = embed_windows(corpus.texts, encode, cache=Path(".cache/guard"))
-    vectors.matrix          # (windows, 384)
+    vectors.matrix          # (windows, 1 + len(POOLED_LAYERS), 384): the pooled states the guard reads
+    vectors.vectors         # (windows, 384): the sentence vectors (row 0)
     vectors.owner           # (windows,) index of the text each window belongs to
 
-The cache file of a list of texts is named by a hash of the encoder and of the windows' texts, so a changed
-text, encoder or window rule re-encodes and never reads a stale file.
+The cache file of a list of texts is named by a hash of the encoder, of the layers pooled and of the
+windows' texts, so a changed text, encoder, layer choice or window rule re-encodes and never reads a stale
+file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy.typing as npt
 
 from tiergate.guard.data import Corpus
 from tiergate.guard.windows import Windower
-from tiergate.signals.encoder import MODEL_ID
+from tiergate.signals.encoder import DIM, MODEL_ID, POOLED_LAYERS
 
 Encode: TypeAlias = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 CHUNK = 512
@@ -30,12 +32,17 @@ CHUNK = 512
 
 @dataclass(frozen=True, slots=True)
 class WindowVectors:
-    """The embeddings of every window of a list of texts, with the window texts and their owners."""
+    """The pooled encoder states of every window of a list of texts, with the window texts and their owners."""
 
     matrix: npt.NDArray[np.float32]
     owner: npt.NDArray[np.intp]
     windows: list[str]
     max_windows: int = 2
+
+    @property
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """The windows' sentence vectors, ``(windows, 384)``."""
+        return np.ascontiguousarray(self.matrix[:, 0])
 
     def of(self, index: Sequence[int] | npt.NDArray[np.intp]) -> WindowVectors:
         """The windows of the texts at ``index`` (renumbered 0..len(index)-1, in that order)."""
@@ -71,20 +78,20 @@ def embed_windows(
     windows = [w for ws in split for w in ws]
     path: Path | None = None
     if cache is not None:
-        digest = hashlib.sha256(MODEL_ID.encode())
+        digest = hashlib.sha256(f"{MODEL_ID}|pooled layers {POOLED_LAYERS}".encode())
         for window in windows:
             digest.update(hashlib.sha256(window.encode()).digest())
         path = cache / f"windows-{digest.hexdigest()[:20]}.npy"
         if path.exists():
             matrix = np.load(path, allow_pickle=False)
-            if matrix.shape[0] == len(windows):
+            if matrix.shape == (len(windows), 1 + len(POOLED_LAYERS), DIM):
                 return WindowVectors(np.asarray(matrix, dtype=np.float32), owner, windows, windower.max_windows)
     parts = []
     for start in range(0, len(windows), CHUNK):
         parts.append(encode(windows[start : start + CHUNK]))
         if progress is not None:
             progress(len(parts[-1]))
-    matrix = np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
+    matrix = np.concatenate(parts) if parts else np.zeros((0, 1 + len(POOLED_LAYERS), DIM), np.float32)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")

@@ -9,9 +9,10 @@ benign prompts and the contrast set of risky-looking but safe prompts, and ships
     verdict = await guard.check(request, encoder)                 # embeds texts_to_check(request)'s windows
     if verdict.flagged: ...                                       # on_flag: closed | refuse
 
-or, with embeddings at hand, ``guard.score(embeddings, text)`` for one text (the embeddings of
-``guard.windows(text)``) and ``guard.flagged(score)``. A request's score is the highest of its texts'
-(:func:`~tiergate.guard.windows.texts_to_check`) windows' scores, in [0, 1]; higher means more likely harmful.
+or, with embeddings at hand, ``guard.score(embeddings, text)`` for one text (the encoder's pooled states of
+``guard.windows(text)``, :meth:`~tiergate.signals.encoder.Encoder.encode_layers`) and ``guard.flagged(score)``.
+A request's score is the highest of its texts' (:func:`~tiergate.guard.windows.texts_to_check`) windows'
+scores, in [0, 1]; higher means more likely harmful.
 """
 
 from __future__ import annotations
@@ -32,17 +33,23 @@ from tiergate.errors import ConfigError
 from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.knn import KNN_FEATURES, knn_features, split_bank
 from tiergate.guard.windows import Windower, texts_to_check
+from tiergate.signals.encoder import DIM, POOLED_LAYERS
 from tiergate.types import ChatRequest
 
 Scores: TypeAlias = npt.NDArray[np.float64]
 Vectors: TypeAlias = npt.NDArray[np.float32]
 
 FORMAT = "tiergate-guard"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Arrays not stored as float32: the nearest-neighbour bank (float16, to keep the artifact small) and its labels.
 _STORED: dict[str, Any] = {"bank": np.float16, "bank_labels": np.int8}
 META_FILE = "guard.json"
 WEIGHTS_FILE = "guard.npz"
+
+
+def pooled_layers(meta: Mapping[str, Any]) -> list[int]:
+    """The encoder layers whose pooled states an artifact's head reads besides the sentence vector."""
+    return [int(k) for k in meta.get("encoder", {}).get("pooled_layers", [])]
 
 
 class Embedder(Protocol):
@@ -50,7 +57,7 @@ class Embedder(Protocol):
     ``token_count(text) -> int | None`` (:meth:`~tiergate.signals.encoder.Encoder.token_count`) spares the guard
     tokenizing again a text it has just embedded."""
 
-    async def embed(self, text: str) -> Vectors: ...
+    async def embed_layers(self, text: str) -> Vectors: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +76,11 @@ class Guard:
 
     The head is a weighted mean of members' probabilities (``meta["head"]["members"]``); member ``j`` is
     ``layers`` weight/bias pairs (``m{j}_w0``, ``m{j}_b0``, ...; ReLU between them, a sigmoid on the last)
-    over the window's embedding and its standardised features (``feature_mean``, ``feature_std``): the cheap
-    text features and, when ``meta["head"]["knn"]`` is set, the nearest-neighbour features read from the
-    ``bank`` of training windows and their ``bank_labels``.
+    over the window's pooled encoder states it reads (the sentence vector, then the layers
+    ``meta["encoder"]["pooled_layers"]``, 384 values each) and its standardised features (``feature_mean``,
+    ``feature_std``): the cheap text features and, when ``meta["head"]["knn"]`` is set, the nearest-neighbour
+    features of the sentence vector read from the ``bank`` of training windows' vectors and their
+    ``bank_labels``.
     """
 
     def __init__(self, meta: dict[str, Any], arrays: Mapping[str, Any], threshold: float | None = None) -> None:
@@ -79,7 +88,11 @@ class Guard:
         self.arrays = {k: np.asarray(v, dtype=_STORED.get(k, np.float32)) for k, v in arrays.items()}
         self.threshold = float(meta["calibration"]["threshold"]) if threshold is None else float(threshold)
         self.windower = Windower(max_windows=int(meta.get("windows", {}).get("max_windows", 2)))
-        self.dim = int(meta.get("encoder", {}).get("dim", 384))
+        self.dim = int(meta.get("encoder", {}).get("dim", DIM))
+        #: Rows of the encoder's pooled states given to :meth:`predict` (``Encoder.encode_layers``) and the
+        #: ones the head reads: the sentence vector and the artifact's ``pooled_layers``.
+        self.rows = 1 + len(POOLED_LAYERS)
+        self._read = [0, *(1 + POOLED_LAYERS.index(k) for k in pooled_layers(meta))]
         self._knn = meta.get("head", {}).get("knn")
         has_bank = "bank" in self.arrays and "bank_labels" in self.arrays
         self._split = split_bank(self.arrays["bank"], self.arrays["bank_labels"]) if has_bank else None
@@ -98,6 +111,8 @@ class Guard:
             raise ConfigError(f"{where}: not a {FORMAT} v{FORMAT_VERSION} artifact")
         if list(meta.get("features", [])) != list(FEATURE_NAMES):
             raise ConfigError(f"{where}: trained on other features; retrain it with this tiergate version")
+        if not set(pooled_layers(meta)) <= set(POOLED_LAYERS):
+            raise ConfigError(f"{where}: trained on other encoder layers; retrain it with this tiergate version")
         members = meta.get("head", {}).get("members", [])
         knn = meta.get("head", {}).get("knn")
         if knn is not None and list(knn.get("features", [])) != list(KNN_FEATURES):
@@ -145,14 +160,17 @@ class Guard:
         return out
 
     def predict(self, embeddings: npt.NDArray[Any], windows: Sequence[str]) -> Scores:
-        """Scores in [0, 1] of windows: ``(n, 384)`` embeddings and the ``n`` window texts."""
+        """Scores in [0, 1] of windows: their pooled states, ``(n, 1 + len(POOLED_LAYERS), 384)``, and the ``n``
+        window texts."""
         a = self.arrays
-        vectors = np.asarray(embeddings, dtype=np.float32).reshape(len(windows), -1)
+        states = np.asarray(embeddings, dtype=np.float32).reshape(len(windows), self.rows, self.dim)
         feats = batch_features(windows)
         if self._knn is not None:
+            vectors = np.ascontiguousarray(states[:, 0])
             near = knn_features(vectors, a["bank"], a["bank_labels"], int(self._knn["k"]), split=self._split)
             feats = np.hstack([feats, near])
-        x = np.concatenate([vectors, (feats - a["feature_mean"]) / a["feature_std"]], axis=1)
+        read = states[:, self._read].reshape(len(windows), -1)
+        x = np.concatenate([read, (feats - a["feature_mean"]) / a["feature_std"]], axis=1)
         total = np.zeros(len(windows))
         for weight, layers in self._members:
             h = x
@@ -169,12 +187,13 @@ class Guard:
         return self.windower.split(text)
 
     def score(self, embeddings: npt.NDArray[Any], text: str) -> float:
-        """The score of one text: ``embeddings`` of its :meth:`windows`, shape ``(k, 384)`` (``(384,)`` if one)."""
+        """The score of one text: the pooled states of its :meth:`windows`, shape ``(k, rows, 384)``
+        (``(rows, 384)`` if one; ``rows`` = 1 + len(POOLED_LAYERS))."""
         windows = self.windows(text)
-        vectors = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
-        if vectors.shape[0] != len(windows):
-            raise ValueError(f"{len(windows)} window embeddings are needed for this text, got {vectors.shape[0]}")
-        return float(self.predict(vectors, windows).max())
+        states = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.rows, self.dim)
+        if states.shape[0] != len(windows):
+            raise ValueError(f"{len(windows)} window embeddings are needed for this text, got {states.shape[0]}")
+        return float(self.predict(states, windows).max())
 
     def flagged(self, score: float) -> bool:
         return bool(score >= self.threshold)
@@ -184,14 +203,15 @@ class Guard:
     ) -> Verdict:
         """Score a request: every window of :func:`texts_to_check`, embedded together; the highest score wins.
 
-        ``known`` maps texts already embedded (the router's text) to their vectors, to skip encoding them again.
+        ``known`` maps texts already embedded (the router's text) to their pooled states (``embed_layers``), to
+        skip encoding them again.
         """
         texts = texts_to_check(request)
         count: Callable[[str], int | None] | None = getattr(encoder, "token_count", None)
         windows = [w for text in texts for w in self.windower.split(text, count(text) if count else None)]
         known = known or {}
         todo = [w for w in dict.fromkeys(windows) if w not in known]
-        vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed(w) for w in todo)), strict=True))
+        vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed_layers(w) for w in todo)), strict=True))
         matrix = np.stack([known[w] if w in known else vectors[w] for w in windows])
         score = float(self.predict(matrix, windows).max())
         return Verdict(score, self.flagged(score), self.threshold, len(texts), len(windows))

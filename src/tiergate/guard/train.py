@@ -19,7 +19,7 @@ which its own figures and a small check subset (re-scored by the tests) are reco
 give the same weights bit for bit on one machine, scores within 1e-3 elsewhere.
 
     corpus = load_corpus("../shared/data")
-    guard, cv = train_guard(corpus, embed_windows(corpus.texts, encoder.encode), seed=0)
+    guard, cv = train_guard(corpus, embed_windows(corpus.texts, encoder.encode_layers), seed=0)
     guard.save("artifacts/")
 """
 
@@ -39,7 +39,7 @@ from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.fit import fit_logistic, fit_mlp
 from tiergate.guard.knn import KNN_FEATURES, bank_rows, knn_features
 from tiergate.guard.model import FORMAT, FORMAT_VERSION, Guard
-from tiergate.signals.encoder import MAX_TOKENS, MODEL_ID
+from tiergate.signals.encoder import DIM, MAX_TOKENS, MODEL_ID, POOLED_LAYERS
 
 CONTRAST_FOLDS = 5
 HOLDOUT_SHARE = 0.05
@@ -61,6 +61,9 @@ class Recipe:
     epochs: int = 40
     knn: int = 5
     bank_per_source: int = 400
+    #: Encoder layers (of :data:`~tiergate.signals.encoder.POOLED_LAYERS`) whose pooled states the head reads
+    #: besides the sentence vector.
+    pooled_layers: tuple[int, ...] = POOLED_LAYERS
 
     def members(self, seed: int) -> list[dict[str, Any]]:
         """The head's members as the artifact records them (each MLP with its own seed)."""
@@ -132,13 +135,15 @@ def fit_head(
     if recipe.knn > 0:
         groups = corpus.groups[index][sub.owner]
         bank = bank_rows(corpus.sources[index][sub.owner], y, recipe.bank_per_source, seed)
-        arrays["bank"] = sub.matrix[bank].astype(np.float16)
+        sentence = sub.vectors
+        arrays["bank"] = sentence[bank].astype(np.float16)
         arrays["bank_labels"] = y[bank].astype(np.int8)
-        near = knn_features(sub.matrix, arrays["bank"], arrays["bank_labels"], recipe.knn, groups, groups[bank])
+        near = knn_features(sentence, arrays["bank"], arrays["bank_labels"], recipe.knn, groups, groups[bank])
         feats = np.hstack([feats, near])
     mean, std = feats.mean(axis=0), feats.std(axis=0)
     std[std < 1e-6] = 1.0
-    x = np.hstack([sub.matrix, (feats - mean) / std])
+    read = sub.matrix[:, [0, *(1 + POOLED_LAYERS.index(k) for k in recipe.pooled_layers)]]
+    x = np.hstack([read.reshape(len(sub.owner), -1), (feats - mean) / std])
     arrays.update({"feature_mean": mean.astype(np.float32), "feature_std": std.astype(np.float32)})
     for j, member in enumerate(recipe.members(seed)):
         if member["kind"] == "logistic":
@@ -162,7 +167,12 @@ def head_meta(max_windows: int, recipe: Recipe, seed: int) -> dict[str, Any]:
         "features": list(FEATURE_NAMES),
         "head": head,
         "windows": {"max_windows": max_windows, "window_tokens": MAX_TOKENS - 2, "pool": "max"},
-        "encoder": {"model": MODEL_ID, "max_tokens": MAX_TOKENS, "dim": 384},
+        "encoder": {
+            "model": MODEL_ID,
+            "max_tokens": MAX_TOKENS,
+            "dim": DIM,
+            "pooled_layers": list(recipe.pooled_layers),
+        },
     }
 
 

@@ -28,10 +28,13 @@ if TYPE_CHECKING:
 class Signals:
     """What inspection learned about a request, computed once and shared by every stage.
 
-    ``embedding`` is the shared encoder's L2-normalised sentence vector (None when no stage needs it).
+    ``embedding`` is the shared encoder's L2-normalised sentence vector (None when no stage needs it);
+    ``states`` the same run's pooled states, that vector first (:meth:`~tiergate.signals.encoder.Encoder.
+    embed_layers`), when the guard reads them.
     """
 
     embedding: npt.NDArray[np.float32] | None = None
+    states: npt.NDArray[np.float32] | None = None
     prompt_tokens: int = 0
     reasons: list[str] = field(default_factory=list)
 

@@ -12,7 +12,11 @@ The app's lifespan builds one encoder per process and closes it on shutdown::
     encoder = Encoder.load(intra_op_num_threads=1)
     vectors = encoder.encode(["first prompt", "second prompt"])   # (2, 384), blocking
     vector = await encoder.embed("one prompt")                    # (384,), micro-batched
+    stack = await encoder.embed_layers("one prompt")              # (4, 384): that vector, then layers 2, 3, 4
     encoder.close()
+
+The same run also pools the hidden states of layers :data:`POOLED_LAYERS` (mean over the tokens, then L2 norm,
+as the last layer's): the guard reads them (``encode_layers``, ``embed_layers``), the router reads row 0.
 
 ``embed`` gathers the prompts of concurrent callers and hands them to one worker thread off the event loop
 in one hop: those waiting when the worker is free, up to ``max_batch`` (``batch_window_ms``, 0 by default,
@@ -37,14 +41,16 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.signals.prepare import RECIPE, prepare
+from tiergate.signals.prepare import HIDDEN_SIZE, RECIPE, PrepareError, add_layer_outputs, layer_output, prepare
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 Vectors: TypeAlias = npt.NDArray[np.float32]
 
-DIM = 384
+DIM = HIDDEN_SIZE
+#: The intermediate layers whose pooled states ``encode_layers`` returns after the last layer's (the vector).
+POOLED_LAYERS = (2, 3, 4)
 MAX_TOKENS = 256
 #: Names the vectors (artifacts and embedding caches record it): changes with the preparation recipe.
 MODEL_ID = f"all-MiniLM-L6-v2-onnx-{RECIPE}"
@@ -144,6 +150,8 @@ class Encoder:
         """
         path = Path(model_path) if model_path is not None else prepare(default_model_path())
         session = open_session(path, session_options(intra_op_num_threads))
+        if not {layer_output(k) for k in POOLED_LAYERS} <= {o.name for o in session.get_outputs()}:
+            session = _with_layer_outputs(path, session_options(intra_op_num_threads))
         encoder = cls(session, load_tokenizer(), max_batch=max_batch, batch_window_ms=batch_window_ms)
         if warmup:
             encoder.encode(["warm-up"])
@@ -152,7 +160,12 @@ class Encoder:
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Vectors for ``texts``, shape ``(len(texts), 384)``, each text run on its own; blocks the thread."""
-        out = np.empty((len(texts), DIM), dtype=np.float32)
+        return np.ascontiguousarray(self.encode_layers(texts)[:, 0])
+
+    def encode_layers(self, texts: Sequence[str]) -> Vectors:
+        """Pooled states of ``texts``, shape ``(len(texts), 1 + len(POOLED_LAYERS), 384)``: row 0 the vector
+        :meth:`encode` gives, then layers :data:`POOLED_LAYERS` in that order; blocks the thread."""
+        out = np.empty((len(texts), 1 + len(POOLED_LAYERS), DIM), dtype=np.float32)
         for i, text in enumerate(texts):
             out[i] = self._run(text)
         self.batches += 1
@@ -178,12 +191,17 @@ class Encoder:
         ids = np.array([encoding.ids], dtype=np.int64)
         mask = np.ones_like(ids)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        (hidden,) = self._session.run(["last_hidden_state"], feeds)
-        vector: Vectors = mean_pool(hidden, mask)[0]
-        return vector
+        states = self._session.run(OUTPUTS, feeds)
+        return mean_pool(np.concatenate(states), np.repeat(mask, len(states), axis=0))
 
     async def embed(self, text: str) -> Vectors:
         """The vector of one text, shape ``(384,)``, encoded together with concurrent callers' texts."""
+        vector: Vectors = (await self.embed_layers(text))[0]
+        return vector
+
+    async def embed_layers(self, text: str) -> Vectors:
+        """:meth:`encode_layers` of one text, shape ``(1 + len(POOLED_LAYERS), 384)``, micro-batched as
+        :meth:`embed`."""
         if self._closed:
             raise RuntimeError("the encoder is closed")
         loop = asyncio.get_running_loop()
@@ -198,6 +216,26 @@ class Encoder:
             self._batcher.stop()
             self._batcher = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+#: The graph outputs one run reads: the last layer's states, then those of :data:`POOLED_LAYERS`.
+OUTPUTS = ["last_hidden_state", *(layer_output(k) for k in POOLED_LAYERS)]
+
+
+def _with_layer_outputs(path: Path, options: Any) -> Any:
+    """A session on ``path`` with the layer outputs added (:func:`~tiergate.signals.prepare.add_layer_outputs`),
+    for a model file that was not prepared here."""
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(path))
+    try:
+        add_layer_outputs(model)
+    except PrepareError as exc:
+        raise PrepareError(f"{path}: cannot read the states of layers {POOLED_LAYERS}: {exc}") from exc
+    return onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+    )
 
 
 def _digest(text: str) -> bytes:
@@ -243,7 +281,8 @@ class _Batcher:
             if not live:
                 continue
             try:
-                vectors = await self.loop.run_in_executor(encoder._executor, encoder.encode, [t for t, _ in live])
+                texts = [t for t, _ in live]
+                vectors = await self.loop.run_in_executor(encoder._executor, encoder.encode_layers, texts)
             except Exception as exc:  # the callers get the model's failure, the worker lives on
                 for _, future in live:
                     if not future.done():

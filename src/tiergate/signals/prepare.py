@@ -11,7 +11,11 @@ onnxruntime runs every MatMul in float32 (about 2 GFLOP for 100 tokens). Prepari
    twenty small nodes; about 10% of a 100-token run);
 4. quantises every MatMul with a constant weight dynamically (``onnxruntime.quantization.quantize_dynamic``):
    int8 weights per output channel, activations quantised per call; onnxruntime then runs them as int8
-   products (VNNI where the CPU has it), about twice as fast here.
+   products (VNNI where the CPU has it), about twice as fast here;
+5. names the output of each of the first five layers (``layer_1`` ... ``layer_5``) as an output of the graph
+   too, beside ``last_hidden_state`` (layer 6): the guard reads the pooled states of layers 2 to 4 (their
+   words count more there than in the last layer, which is trained for sentence similarity), from the same
+   run. An output asked for costs a copy of its states; one not asked for costs nothing.
 
 The result lives in a cache folder (``$TIERGATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/tiergate``, else
 ``~/.cache/tiergate``) under a name that hashes the source file, the recipe and the library versions, so it
@@ -35,8 +39,25 @@ from tiergate.signals.fusion import fuse_attention, fuse_gelu
 
 #: all-MiniLM-L6-v2's attention heads.
 NUM_HEADS = 12
-#: Bump when the preparation below changes: it renames the cached file.
+#: all-MiniLM-L6-v2's transformer layers and the width of their hidden states.
+NUM_LAYERS = 6
+HIDDEN_SIZE = 384
+#: Bump when the preparation below changes the numbers the model computes: it renames the cached file and
+#: the vectors (``tiergate.signals.encoder.MODEL_ID``, recorded by artifacts and embedding caches).
 RECIPE = "fused-attention-gelu-dynamic-int8-per-channel-v2"
+#: Bump when the preparation changes what the model returns but not its numbers: it renames the cached file.
+OUTPUTS = "layer-outputs-v1"
+
+
+class PrepareError(ValueError):
+    """The model does not have the structure the preparation expects."""
+
+
+def layer_output(layer: int) -> str:
+    """The graph output holding the hidden states after transformer layer ``layer`` (1-based)."""
+    if not 1 <= layer <= NUM_LAYERS:
+        raise ValueError(f"all-MiniLM-L6-v2 has layers 1 to {NUM_LAYERS}, not {layer}")
+    return "last_hidden_state" if layer == NUM_LAYERS else f"layer_{layer}"
 
 
 def cache_dir() -> Path:
@@ -56,7 +77,7 @@ def prepared_name(source: Path) -> str:
     with source.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    digest.update(f"{RECIPE}|onnxruntime {onnxruntime.__version__}|onnx {onnx.__version__}".encode())
+    digest.update(f"{RECIPE}|{OUTPUTS}|onnxruntime {onnxruntime.__version__}|onnx {onnx.__version__}".encode())
     return f"minilm-{digest.hexdigest()[:16]}.onnx"
 
 
@@ -71,10 +92,12 @@ def prepare(source: Path, folder: Path | None = None) -> Path:
         folded = Path(tmp) / "folded.onnx"
         fused = Path(tmp) / "fused.onnx"
         quantised = Path(tmp) / "quantised.onnx"
+        final = Path(tmp) / "final.onnx"
         _fold(source, folded)
         _rewrite(folded, fused)
         _quantise(fused, quantised)
-        quantised.replace(target)  # atomic: a concurrent reader sees no file or the whole file
+        _expose_layers(quantised, final)
+        final.replace(target)  # atomic: a concurrent reader sees no file or the whole file
     return target
 
 
@@ -137,6 +160,39 @@ def _quantise(source: Path, out: Path) -> None:
         )
     finally:
         root.removeFilter(_no_preprocessing_advice)
+
+
+def _expose_layers(source: Path, out: Path) -> None:
+    """Step 5 of the module docstring."""
+    import onnx
+
+    model = onnx.load(str(source))
+    add_layer_outputs(model)
+    onnx.save(model, str(out))
+
+
+def add_layer_outputs(model: Any) -> list[str]:
+    """Add an output ``layer_k`` (an ``Identity`` of layer ``k``'s last LayerNormalization) for k = 1..5.
+
+    A BERT layer ends with two LayerNormalizations (after attention, after the feed-forward part) and the
+    embeddings with one, so the graph's thirteen, in order, are the embeddings' and two per layer; the last
+    must be the model's ``last_hidden_state``. Raises :class:`PrepareError` on any other structure.
+    """
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    norms = [node for node in graph.node if node.op_type == "LayerNormalization"]
+    if len(norms) != 1 + 2 * NUM_LAYERS or norms[-1].output[0] != "last_hidden_state":
+        raise PrepareError(
+            f"expected {1 + 2 * NUM_LAYERS} LayerNormalization nodes ending in last_hidden_state, found {len(norms)}"
+        )
+    names = []
+    for layer in range(1, NUM_LAYERS):
+        name = layer_output(layer)
+        graph.node.append(helper.make_node("Identity", [norms[2 * layer].output[0]], [name], name=f"{name}_output"))
+        graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "sequence", HIDDEN_SIZE]))
+        names.append(name)
+    return names
 
 
 def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
