@@ -46,7 +46,7 @@ HIDDEN_SIZE = 384
 #: the vectors (``tiergate.signals.encoder.MODEL_ID``, recorded by artifacts and embedding caches).
 RECIPE = "fused-attention-gelu-dynamic-int8-per-channel-v2"
 #: Bump when the preparation changes what the model returns but not its numbers: it renames the cached file.
-OUTPUTS = "layer-outputs-v1"
+OUTPUTS = "layer-outputs-v2"
 
 
 class PrepareError(ValueError):
@@ -172,7 +172,7 @@ def _expose_layers(source: Path, out: Path) -> None:
 
 
 def add_layer_outputs(model: Any) -> list[str]:
-    """Add an output ``layer_k`` (an ``Identity`` of layer ``k``'s last LayerNormalization) for k = 1..5.
+    """Make the output of layer ``k``'s last LayerNormalization a graph output named ``layer_k``, k = 1..5.
 
     A BERT layer ends with two LayerNormalizations (after attention, after the feed-forward part) and the
     embeddings with one, so the graph's thirteen, in order, are the embeddings' and two per layer; the last
@@ -186,13 +186,15 @@ def add_layer_outputs(model: Any) -> list[str]:
         raise PrepareError(
             f"expected {1 + 2 * NUM_LAYERS} LayerNormalization nodes ending in last_hidden_state, found {len(norms)}"
         )
-    names = []
-    for layer in range(1, NUM_LAYERS):
-        name = layer_output(layer)
-        graph.node.append(helper.make_node("Identity", [norms[2 * layer].output[0]], [name], name=f"{name}_output"))
+    renamed = {norms[2 * layer].output[0]: layer_output(layer) for layer in range(1, NUM_LAYERS)}
+    for node in graph.node:  # renamed where produced and where read: no node added, nothing copied
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
+    for info in graph.value_info:
+        info.name = renamed.get(info.name, info.name)
+    for name in renamed.values():
         graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", "sequence", HIDDEN_SIZE]))
-        names.append(name)
-    return names
+    return list(renamed.values())
 
 
 def _no_preprocessing_advice(record: logging.LogRecord) -> bool:
