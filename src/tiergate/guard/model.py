@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -53,11 +53,15 @@ def pooled_layers(meta: Mapping[str, Any]) -> list[int]:
 
 
 class Embedder(Protocol):
-    """What :meth:`Guard.check` needs of :class:`~tiergate.signals.encoder.Encoder`. An encoder that also has
-    ``token_count(text) -> int | None`` (:meth:`~tiergate.signals.encoder.Encoder.token_count`) spares the guard
-    tokenizing again a text it has just embedded."""
+    """What :meth:`Guard.check` needs of :class:`~tiergate.signals.encoder.Encoder`."""
 
-    async def embed_layers(self, text: str) -> Vectors: ...
+    async def embed_layers(self, text: str) -> Vectors:
+        """The pooled states of ``text``, ``(1 + len(POOLED_LAYERS), 384)``."""
+        ...
+
+    def token_count(self, text: str) -> int | None:
+        """The tokens of ``text`` if the encoder read it whole lately (spares tokenizing it again), else None."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +211,7 @@ class Guard:
         skip encoding them again.
         """
         texts = texts_to_check(request)
-        count: Callable[[str], int | None] | None = getattr(encoder, "token_count", None)
-        windows = [w for text in texts for w in self.windower.split(text, count(text) if count else None)]
+        windows = [w for text in texts for w in self.windower.split(text, encoder.token_count(text))]
         known = known or {}
         todo = [w for w in dict.fromkeys(windows) if w not in known]
         vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed_layers(w) for w in todo)), strict=True))
