@@ -251,7 +251,27 @@ def main() -> None:
         + ".",
     ]
     write_section(args.out, SECTION, "\n".join(body), title="# Guard benchmarks")
-    print(f"wrote {args.out} and {plot}")
+    summary = args.out.parent / "benchmarks.md"
+    write_section(summary, "guard-tradeoff", tradeoff_summary(plot, summary, corpus, cv), title="# Benchmarks")
+    print(f"wrote {args.out}, {plot} and the trade-off section of {summary}")
+
+
+def tradeoff_summary(plot: Path, summary: Path, corpus: Corpus, cv: CrossValidation) -> str:
+    """The guard's whole trade-off curve, for the benchmark summary page (issue 4 asks for it there)."""
+    link = plot.relative_to(summary.parent) if plot.is_relative_to(summary.parent) else plot
+    return "\n".join(
+        [
+            "## Guard: the whole trade-off (held-out sources)",
+            "",
+            f"{machine_line()}. Out-of-fold scores of the shipped recipe (`python benchmarks/guard_quality.py`, "
+            "which also writes [benchmarks-guard.md](benchmarks-guard.md)); the calibrated row is the shipped "
+            "threshold.",
+            "",
+            f"![guard trade-off curve]({link})",
+            "",
+            curve_table(corpus, cv.scores, cv.threshold),
+        ]
+    )
 
 
 def _counts(corpus: Corpus) -> list[tuple[str, int]]:
