@@ -173,12 +173,12 @@ class Encoder:
             out[i] = states
         return out
 
-    def encode_each(self, texts: Sequence[tuple[str, bool]]) -> list[Vectors]:
+    def encode_each(self, requests: Sequence[tuple[str, bool]]) -> list[Vectors]:
         """Each ``(text, layers)``'s pooled states: ``(1 + len(POOLED_LAYERS), 384)`` with ``layers``, else the
         vector alone as ``(1, 384)`` (one output copied out instead of four: about 0.2 ms less a run)."""
-        out = [self._run(text, layers) for text, layers in texts]
+        out = [self._run(text, layers) for text, layers in requests]
         self.batches += 1
-        self.encoded += len(texts)
+        self.encoded += len(requests)
         return out
 
     def token_count(self, text: str) -> int | None:
@@ -289,12 +289,12 @@ class _Batcher:
                 self.full.clear()
             if not self.pending:
                 self.wake.clear()
-            live = [(text, future) for text, future, _ in batch if not future.done()]
+            live = [(request, future) for request, future, _ in batch if not future.done()]
             if not live:
                 continue
             try:
-                texts = [t for t, _ in live]
-                vectors = await self.loop.run_in_executor(encoder._executor, encoder.encode_each, texts)
+                requests = [request for request, _ in live]
+                vectors = await self.loop.run_in_executor(encoder._executor, encoder.encode_each, requests)
             except Exception as exc:  # the callers get the model's failure, the worker lives on
                 for _, future in live:
                     if not future.done():

@@ -46,7 +46,7 @@ HIDDEN_SIZE = 384
 #: the vectors (``tiergate.signals.encoder.MODEL_ID``, recorded by artifacts and embedding caches).
 RECIPE = "fused-attention-gelu-dynamic-int8-per-channel-v2"
 #: Bump when the preparation changes what the model returns but not its numbers: it renames the cached file.
-OUTPUTS = "layer-outputs-v2"
+OUTPUTS_VERSION = "layer-outputs-v2"
 
 
 class PrepareError(ValueError):
@@ -77,7 +77,7 @@ def prepared_name(source: Path) -> str:
     with source.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    digest.update(f"{RECIPE}|{OUTPUTS}|onnxruntime {onnxruntime.__version__}|onnx {onnx.__version__}".encode())
+    digest.update(f"{RECIPE}|{OUTPUTS_VERSION}|onnxruntime {onnxruntime.__version__}|onnx {onnx.__version__}".encode())
     return f"minilm-{digest.hexdigest()[:16]}.onnx"
 
 
