@@ -52,6 +52,12 @@ def pooled_layers(meta: Mapping[str, Any]) -> list[int]:
     return [int(k) for k in meta.get("encoder", {}).get("pooled_layers", [])]
 
 
+def state_rows(layers: Sequence[int]) -> list[int]:
+    """The rows of the encoder's pooled states (``Encoder.encode_layers``) a head on ``layers`` reads: the
+    sentence vector, then those layers."""
+    return [0, *(1 + POOLED_LAYERS.index(k) for k in layers)]
+
+
 class Embedder(Protocol):
     """What :meth:`Guard.check` needs of :class:`~tiergate.signals.encoder.Encoder`."""
 
@@ -96,7 +102,7 @@ class Guard:
         #: Rows of the encoder's pooled states given to :meth:`predict` (``Encoder.encode_layers``) and the
         #: ones the head reads: the sentence vector and the artifact's ``pooled_layers``.
         self.rows = 1 + len(POOLED_LAYERS)
-        self._read = [0, *(1 + POOLED_LAYERS.index(k) for k in pooled_layers(meta))]
+        self._read = state_rows(pooled_layers(meta))
         self._knn = meta.get("head", {}).get("knn")
         has_bank = "bank" in self.arrays and "bank_labels" in self.arrays
         self._split = split_bank(self.arrays["bank"], self.arrays["bank_labels"]) if has_bank else None

@@ -38,7 +38,7 @@ from tiergate.guard.embed import WindowVectors, max_by_owner
 from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.fit import fit_logistic, fit_mlp
 from tiergate.guard.knn import KNN_FEATURES, bank_rows, knn_features
-from tiergate.guard.model import FORMAT, FORMAT_VERSION, Guard
+from tiergate.guard.model import FORMAT, FORMAT_VERSION, Guard, state_rows
 from tiergate.signals.encoder import DIM, MAX_TOKENS, MODEL_ID, POOLED_LAYERS
 
 CONTRAST_FOLDS = 5
@@ -142,7 +142,7 @@ def fit_head(
         feats = np.hstack([feats, near])
     mean, std = feats.mean(axis=0), feats.std(axis=0)
     std[std < 1e-6] = 1.0
-    read = sub.matrix[:, [0, *(1 + POOLED_LAYERS.index(k) for k in recipe.pooled_layers)]]
+    read = sub.matrix[:, state_rows(recipe.pooled_layers)]
     x = np.hstack([read.reshape(len(sub.owner), -1), (feats - mean) / std])
     arrays.update({"feature_mean": mean.astype(np.float32), "feature_std": std.astype(np.float32)})
     for j, member in enumerate(recipe.members(seed)):

@@ -89,12 +89,14 @@ def session_options(intra_op_num_threads: int = 1) -> Any:
     return options
 
 
-def open_session(path: Path, options: Any) -> Any:
-    """An onnxruntime session on the CPU with ``options``, the fusions in :data:`DISABLED_OPTIMIZERS` left out."""
+def open_session(model: Path | bytes, options: Any) -> Any:
+    """An onnxruntime session on the CPU with ``options``, the fusions in :data:`DISABLED_OPTIMIZERS` left out;
+    ``model`` is a file or a serialised model."""
     import onnxruntime
 
+    source = model if isinstance(model, bytes) else str(model)
     return onnxruntime.InferenceSession(
-        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+        source, options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
     )
 
 
@@ -201,7 +203,8 @@ class Encoder:
         mask = np.ones_like(ids)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         states = self._session.run(OUTPUTS if layers else OUTPUTS[:1], feeds)
-        return mean_pool(np.concatenate(states), np.repeat(mask, len(states), axis=0))
+        hidden = np.concatenate(states) if layers else states[0]  # the router's run copies nothing
+        return mean_pool(hidden, np.broadcast_to(mask, hidden.shape[:2]))
 
     async def embed(self, text: str) -> Vectors:
         """The vector of one text, shape ``(384,)``, encoded together with concurrent callers' texts."""
@@ -238,16 +241,13 @@ def _with_layer_outputs(path: Path, options: Any) -> Any:
     """A session on ``path`` with the layer outputs added (:func:`~tiergate.signals.prepare.add_layer_outputs`),
     for a model file that was not prepared here."""
     import onnx
-    import onnxruntime
 
     model = onnx.load(str(path))
     try:
         add_layer_outputs(model)
     except PrepareError as exc:
         raise PrepareError(f"{path}: cannot read the states of layers {POOLED_LAYERS}: {exc}") from exc
-    return onnxruntime.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
-    )
+    return open_session(model.SerializeToString(), options)
 
 
 def _digest(text: str) -> bytes:
