@@ -78,8 +78,9 @@ class BackendConfig(_Model):
     # turn is the assistant's (stream continuation, prefill). Off for servers that reject unknown fields.
     continue_final_message: bool = True
     # Embedded (llama.cpp) settings.
-    n_ctx: int = Field(2048, ge=256)
+    n_ctx: int | None = Field(None, ge=256, description="context window; default: the model's trained one")
     n_threads: int | None = Field(None, ge=1)
+    default_max_tokens: int = Field(1024, ge=1, description="answer length when the caller gives no max_tokens")
 
     @property
     def in_perimeter(self) -> bool:

@@ -32,6 +32,9 @@ class Stub:
 
     async def close(self) -> None: ...
 
+    def status(self) -> dict[str, object]:
+        return {}
+
     async def health(self) -> bool:
         return True
 

@@ -47,6 +47,9 @@ class Flaky:
 
     async def close(self) -> None: ...
 
+    def status(self) -> dict[str, object]:
+        return {}
+
     async def health(self) -> bool:
         return True
 

@@ -66,6 +66,7 @@ async def readyz(request: Request) -> Response:
             "in_flight": s.in_flight,
             "resting_s": round(max(0.0, s.resting_until - now), 3),  # left of the pause its Retry-After asked for
             "last_error": s.last_error,
+            **s.backend.status(),
         }
         for s in state.pool.states.values()
     }

@@ -201,6 +201,9 @@ class AnthropicBackend:
         if self._client is not None:
             await self._client.close()
 
+    def status(self) -> dict[str, object]:
+        return {}
+
     async def health(self) -> bool:
         # The Messages API has no free probe; liveness comes from passive signals of real traffic.
         return self._client is not None

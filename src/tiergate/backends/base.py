@@ -1,4 +1,4 @@
-"""The backend contract: every model server, in-process or remote, behind three async methods.
+"""The backend contract: every model server, in-process or remote, behind a few async methods.
 
     class Echo:
         def __init__(self, config: BackendConfig) -> None:
@@ -9,6 +9,9 @@
         async def close(self) -> None: ...
         async def health(self) -> bool:
             return True
+
+        def status(self) -> JSON:
+            return {}
 
         async def complete(self, request: ChatRequest) -> ChatResponse:
             return ChatResponse("1", self.model, [TextPart(request.last_user_text())], StopReason.END_TURN, Usage())
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tiergate.config import BackendConfig
-from tiergate.types import ChatRequest, ChatResponse, EventStream
+from tiergate.types import JSON, ChatRequest, ChatResponse, EventStream
 
 
 class Backend(Protocol):
@@ -43,6 +46,10 @@ class Backend(Protocol):
 
     async def health(self) -> bool:
         """A cheap liveness check of the upstream (no generation)."""
+        ...
+
+    def status(self) -> JSON:
+        """What ``/readyz`` shows of this backend beyond health and circuit (e.g. a worker's state); ``{}``."""
         ...
 
     async def complete(self, request: ChatRequest) -> ChatResponse: ...

