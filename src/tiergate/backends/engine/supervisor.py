@@ -3,9 +3,9 @@
 States (``/readyz`` shows them): ``starting`` -> ``ready``; a worker that exits becomes ``restarting`` (each
 request in flight on it fails with :class:`UpstreamUnavailable`, which the dispatcher handles as any failed
 backend), is started again after a backoff (``restart_base_s``, doubling to ``restart_cap_s``; back to the base
-once a worker has lived ``crash_window_s``), and ``ready`` again after its self-test. ``down`` is final: the
+once a worker has served for ``crash_window_s``), and ``ready`` again after its self-test. ``down`` is final: the
 first worker failed its self-test (a broken engine build: one clear line in the log), or ``crash_loop`` exits
-came within ``crash_window_s``.
+workers in a row each exited within ``crash_window_s`` of passing their self-test.
 
 Requests that arrive while the worker (re)starts wait for it, bounded by the caller's own timeouts.
 """
@@ -178,11 +178,11 @@ class EngineProcess:
 
     async def _supervise(self) -> None:
         delay = self.policy.base_s
-        exits: collections.deque[float] = collections.deque()
+        quick = 0  # workers in a row that exited soon after they started
+        became_ready = 0.0
         first = True
         while True:
             self.state = "starting" if first else "restarting"
-            began = time.monotonic()
             try:
                 proc = self._proc = await self._spawn()
             except OSError as exc:
@@ -195,6 +195,7 @@ class EngineProcess:
             done, _ = await asyncio.wait(waiting, timeout=self.policy.start_timeout_s, return_when="FIRST_COMPLETED")
             if ready in done:
                 self.info = ready.result()
+                became_ready = time.monotonic()
                 self.state, self.reason = "ready", None
                 self._ready.set()
                 self._settled.set()
@@ -222,18 +223,16 @@ class EngineProcess:
                 self._down(f"the embedded engine crashed in its self-test: {exit_text}{tail}; {TROUBLESHOOTING}")
                 return
             first = False
-            now = time.monotonic()
-            exits.append(now)
-            while exits and now - exits[0] > self.policy.window_s:
-                exits.popleft()
-            if len(exits) >= self.policy.crash_loop:
+            lived = time.monotonic() - became_ready if was_ready else 0.0
+            if lived > self.policy.window_s:  # a worker that served a while: a fresh start, not a loop
+                quick, delay = 0, self.policy.base_s
+            quick += 1
+            if quick >= self.policy.crash_loop:
                 self._down(
-                    f"crash loop: {len(exits)} exits within {self.policy.window_s:.0f}s, last {exit_text}{tail}; "
-                    f"{TROUBLESHOOTING}"
+                    f"crash loop: {quick} workers in a row exited within {self.policy.window_s:.0f}s of starting, "
+                    f"last {exit_text}{tail}; {TROUBLESHOOTING}"
                 )
                 return
-            if now - began > self.policy.window_s:
-                delay = self.policy.base_s
             self.state, self.reason = "restarting", f"last exit {exit_text}"
             log.warning("embedded engine %s exited (%s)%s; restarting in %.1fs", self.backend, exit_text, tail, delay)
             await asyncio.sleep(delay)

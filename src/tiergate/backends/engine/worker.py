@@ -46,14 +46,12 @@ class Engine:
     """The model and how prompts are counted and generated, as the worker runs them."""
 
     def __init__(self, settings: JSON) -> None:
-        import llama_cpp
         import llama_cpp.llama_cpp as raw
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self.system_info = raw.llama_print_system_info().decode("utf-8", "replace").strip()
-        compiled = build.parse_system_info(self.system_info)
-        self.plan = build.plan(compiled)
+        self.build = build_info()
+        self.plan = build.plan(build.parse_system_info(self.build["system_info"]))
         if not self.plan.use_extra_buffers:  # Llama() takes no such argument; its model params come from here
             defaults = raw.llama_model_default_params
 
@@ -79,12 +77,9 @@ class Engine:
             eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
             bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
         )
-        self.version = llama_cpp.__version__
 
     def info(self) -> JSON:
-        return {
-            "engine": f"llama-cpp-python {self.version}",
-            "system_info": self.system_info,
+        return self.build | {
             "extra_buffers": self.plan.use_extra_buffers,
             "extra_buffers_reason": self.plan.reason,
             "n_ctx": self.n_ctx,
@@ -201,9 +196,24 @@ class Worker:
                 self.cancelled.pop(rid, None)
 
 
+def build_info() -> JSON:
+    """What the installed engine was compiled with (no model loaded, no kernel run)."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as raw
+
+    return {
+        "engine": f"llama-cpp-python {llama_cpp.__version__}",
+        "system_info": raw.llama_print_system_info().decode("utf-8", "replace").strip(),
+    }
+
+
 def main(argv: list[str]) -> int:
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # whatever native code prints cannot corrupt the protocol
+    if argv[1:] == ["--info"]:
+        protocol.write(json.dumps(build_info()) + "\n")
+        protocol.flush()
+        return 0
     settings: JSON = json.loads(argv[1]) if len(argv) > 1 else {}
     started = time.perf_counter()
     engine = Engine(settings)
