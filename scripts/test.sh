@@ -14,7 +14,7 @@ export TIERGATE_TEST_POSTGRES_URL
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -r requirements/engine.txt -e '.[test]'
 
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy

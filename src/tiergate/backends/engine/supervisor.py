@@ -200,8 +200,11 @@ class EngineProcess:
                 self._ready.set()
                 self._settled.set()
                 log.info(
-                    "embedded engine %s ready (pid %s): %s, n_ctx %s, self-test %.2fs",
-                    self.backend, proc.pid, self.info.get("engine"), self.info.get("n_ctx"),
+                    "embedded engine %s ready (pid %s): %s; model %s, n_ctx %s (trained %s), %s threads; "
+                    "build: %s; %s; self-test %.2fs",
+                    self.backend, proc.pid, self.info.get("engine"), self.settings.get("model_path"),
+                    self.info.get("n_ctx"), self.info.get("n_ctx_train"), self.info.get("n_threads"),
+                    self.info.get("system_info"), self.info.get("extra_buffers_reason"),
                     self.info.get("self_test_s", 0.0),
                 )  # fmt: skip
             elif not done:  # neither ready nor exited: a worker that hangs at start is killed
