@@ -84,3 +84,25 @@ def test_the_worker_keeps_weights_out_of_amx_buffers_when_the_build_has_amx(monk
         assert events[-1]["completion_tokens"] >= 1
     finally:
         engine.llm.close()
+
+
+@pytest.mark.slow
+def test_doctor_reports_build_cpu_model_context_and_a_passed_self_test() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from tiergate.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["engine"]["not_portable"] == []
+    assert report["cpu"]["arch"] == build.machine()
+    [local] = report["backends"]
+    assert local["state"] == "ready"
+    assert local["model_path"].endswith(".gguf")
+    assert local["n_ctx"] == local["n_ctx_train"] == 8192
+    text = CliRunner().invoke(build_app(), ["doctor"]).output
+    assert "build      portable" in text
+    assert "self-test passed" in text

@@ -113,12 +113,13 @@ def test_a_stream_cut_by_a_crash_ends_with_an_error_and_the_next_request_is_serv
 
 
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_request_whose_worker_dies_gets_a_clean_503_when_nothing_else_can_serve_it(
-    gateway: str, dialect: str
+    gateway: str, dialect: str, sig: signal.Signals
 ) -> None:
     wait_for(gateway, lambda s: s["state"] == "ready")
     started = threading.Event()
-    killer = kill_when_generating(gateway, signal.SIGSEGV, started)
+    killer = kill_when_generating(gateway, sig, started)
     started_at = time.monotonic()
 
     def mark_started() -> None:  # a non-streamed answer shows nothing until it ends: watch the backend instead
@@ -133,7 +134,7 @@ def test_a_request_whose_worker_dies_gets_a_clean_503_when_nothing_else_can_serv
     killer.join()
     assert resp.status_code == 503, resp.text
     message = resp.json()["error"]["message"]
-    assert message == "backend 'local': the embedded engine's worker exited (SIGSEGV) during the request"
+    assert message == f"backend 'local': the embedded engine's worker exited ({sig.name}) during the request"
     if dialect == "anthropic":
         assert resp.json()["type"] == "error"
         assert resp.json()["error"]["type"] == "overloaded_error"

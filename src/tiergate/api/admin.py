@@ -79,6 +79,7 @@ async def metrics(request: Request) -> Response:
     for s in state.pool.states.values():
         tier, circuit = s.config.tier.value, s.breaker.state
         state.metrics.backend_up.labels(s.name, tier).set(1 if s.healthy and circuit != "open" else 0)
+        state.metrics.in_flight.labels(s.name, tier).set(s.in_flight + s.waiting)
         for name in CIRCUIT_STATES:
             state.metrics.circuit.labels(s.name, tier, name).set(1 if circuit == name else 0)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -47,6 +47,12 @@ class Metrics:
             ("backend", "tier"),
             registry=self.registry,
         )
+        self.in_flight = Gauge(
+            "tiergate_backend_in_flight",
+            "Requests in flight on the backend or waiting for one of its slots (for autoscaling on load)",
+            ("backend", "tier"),
+            registry=self.registry,
+        )
         self.circuit = Gauge(
             "tiergate_backend_circuit_state",
             "1 for the backend's current circuit-breaker state (closed, half-open, open), 0 for the others",
