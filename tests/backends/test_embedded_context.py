@@ -104,3 +104,36 @@ def test_the_default_context_is_the_models_trained_one(tmp_path: Path) -> None:
     with serve_gateway(config) as base:
         engine = httpx.get(base + "/readyz", timeout=10).json()["backends"]["local"]["engine"]
         assert engine["n_ctx"] == engine["n_ctx_train"] == 8192
+
+
+BAD_INPUTS = {
+    "lone surrogate": {"messages": [{"role": "user", "content": "hi \ud800 there"}]},
+    "tool schema with no grammar": {
+        "messages": [{"role": "user", "content": "Call it."}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "spin",
+                    "parameters": {"type": "object", "properties": {"q": {"type": "quaternion"}}},
+                },
+            }
+        ],
+        "tool_choice": "required",
+    },
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_input_the_engine_cannot_take_is_a_400_and_never_opens_the_circuit(gateway: tuple[str, str], case: str) -> None:
+    base, _ = gateway
+    body = {"model": "local", "max_tokens": 8, **BAD_INPUTS[case]}
+    for _ in range(6):  # more than breaker_failures
+        resp = httpx.post(base + "/v1/chat/completions", content=json.dumps(body), timeout=60,
+                          headers={"content-type": "application/json"})  # fmt: skip
+        assert resp.status_code == 400, resp.text
+        assert "Error" not in resp.json()["error"]["message"]  # no exception class names
+    ready = httpx.get(base + "/readyz", timeout=10).json()["backends"]["local"]
+    assert ready["circuit"] == "closed"
+    ok = httpx.post(base + "/v1/chat/completions", json={"model": "local", "max_tokens": 4, "messages": essay(2)})
+    assert ok.status_code == 200

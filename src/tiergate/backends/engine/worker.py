@@ -88,44 +88,62 @@ class Engine:
             "pid": os.getpid(),
         }
 
+    def prompt(self, messages: list[JSON]) -> tuple[list[int], Any]:
+        """The chat template applied (as ``create_chat_completion`` would) and tokenized: the tokens the model
+        reads, and the template's stop rules."""
+        result = self.formatter(messages=cast(Any, messages))
+        tokens = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        return tokens, result
+
     def count(self, messages: list[JSON]) -> int:
-        """Prompt tokens as the engine will see them: the chat template applied, special tokens included."""
-        prompt = self.formatter(messages=cast(Any, messages)).prompt
-        return len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        """Prompt tokens as the engine sees them: the chat template applied, special tokens included."""
+        return len(self.prompt(messages)[0])
 
     def generate(self, job: JSON, cancelled: threading.Event) -> Iterator[JSON]:
         """Events for one generation: start, deltas, end. ``max_tokens`` is clamped to what the context holds."""
-        messages = job["messages"]
-        prompt_tokens = self.count(messages)
-        room = self.n_ctx - prompt_tokens
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        tokens, template = self.prompt(job["messages"])
+        room = self.n_ctx - len(tokens)
         if room <= 0:
             raise PromptTooLong(
-                f"the prompt is {prompt_tokens} tokens and the context window holds {self.n_ctx}; "
+                f"the prompt is {len(tokens)} tokens and the context window holds {self.n_ctx}; "
                 "shorten the conversation"
             )
         max_tokens = min(job.get("max_tokens") or room, room)
-        yield {"event": "start", "prompt_tokens": prompt_tokens, "max_tokens": max_tokens}
-        kwargs: JSON = {"messages": messages, "max_tokens": max_tokens, "stream": True, "stop": job.get("stop") or None}
+        yield {"event": "start", "prompt_tokens": len(tokens), "max_tokens": max_tokens}
+        kwargs: JSON = {
+            "prompt": tokens,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stop": [*(job.get("stop") or []), *template.stop],
+            "stopping_criteria": template.stopping_criteria,
+        }
         for key in ("temperature", "top_p", "seed"):
             if job.get(key) is not None:
                 kwargs[key] = job[key]
-        if job.get("grammar_schema") is not None:
-            from llama_cpp.llama_grammar import LlamaGrammar
-
-            kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(job["grammar_schema"]), verbose=False)
-        elif job.get("json_schema") is not None:
-            schema = job["json_schema"]
-            kwargs["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+        if job.get("grammar_schema") is not None:  # a forced tool call: its arguments, or nothing
+            try:
+                kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(job["grammar_schema"]), verbose=False)
+            except Exception as exc:
+                raise UnsupportedSchema(
+                    f"the tool's input_schema cannot be turned into a grammar for this model ({exc}); "
+                    "simplify the schema or send the request to another backend"
+                ) from exc
+        elif job.get("json_schema") is not None:  # JSON mode, as create_chat_completion does it
+            try:
+                kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(job["json_schema"]), verbose=False)
+            except Exception:
+                kwargs["grammar"] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         text: list[str] = []
         finish = "stop"
-        chunks: Any = self.llm.create_chat_completion(**kwargs)
+        chunks: Any = self.llm.create_completion(**kwargs)
         try:
             for chunk in chunks:
                 choice = chunk["choices"][0]
-                piece = choice["delta"].get("content")
-                if piece:
-                    text.append(piece)
-                    yield {"event": "delta", "text": piece}
+                if choice["text"]:
+                    text.append(choice["text"])
+                    yield {"event": "delta", "text": choice["text"]}
                 if choice.get("finish_reason") == "length":
                     finish = "length"
                 if cancelled.is_set():
@@ -136,10 +154,14 @@ class Engine:
         completion = len(self.llm.tokenize(produced.encode("utf-8"), add_bos=False, special=False)) if produced else 0
         if completion >= max_tokens:
             finish = "length"
-        yield {"event": "end", "finish": finish, "prompt_tokens": prompt_tokens, "completion_tokens": completion}
+        yield {"event": "end", "finish": finish, "prompt_tokens": len(tokens), "completion_tokens": completion}
 
 
 class PromptTooLong(ValueError):
+    pass
+
+
+class UnsupportedSchema(ValueError):
     pass
 
 
@@ -188,8 +210,11 @@ class Worker:
                     self.send({"id": rid, **event})
             except PromptTooLong as exc:
                 self.send({"id": rid, "event": "error", "kind": "context", "message": str(exc)})
-            except (ValueError, TypeError, KeyError) as exc:
-                self.send({"id": rid, "event": "error", "kind": "invalid", "message": f"{type(exc).__name__}: {exc}"})
+            except UnsupportedSchema as exc:
+                self.send({"id": rid, "event": "error", "kind": "invalid", "message": str(exc)})
+            except UnicodeEncodeError:
+                message = "the request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text"
+                self.send({"id": rid, "event": "error", "kind": "invalid", "message": message})
             except Exception as exc:
                 self.send({"id": rid, "event": "error", "kind": "engine", "message": f"{type(exc).__name__}: {exc}"})
             finally:
