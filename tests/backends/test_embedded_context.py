@@ -106,7 +106,7 @@ def test_the_default_context_is_the_models_trained_one(tmp_path: Path) -> None:
         assert engine["n_ctx"] == engine["n_ctx_train"] == 8192
 
 
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, dict[str, Any]] = {
     "lone surrogate": {"messages": [{"role": "user", "content": "hi \ud800 there"}]},
     "tool schema with no grammar": {
         "messages": [{"role": "user", "content": "Call it."}],

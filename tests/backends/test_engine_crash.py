@@ -52,6 +52,22 @@ def kill_when_generating(base: str, sig: signal.Signals, started: threading.Even
     return thread
 
 
+def when_in_flight(base: str, backend: str = "local") -> threading.Event:
+    """Set once a request is in flight on ``backend`` (a non-streamed answer shows nothing until it ends)."""
+    started = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if httpx.get(base + "/readyz", timeout=10).json()["backends"][backend]["in_flight"] == 1:
+                started.set()
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return started
+
+
 def gateway_config(**dispatch: Any) -> Any:
     backend = {"name": "local", "tier": "open", "kind": "embedded", "n_threads": 2}
     return parse_config({"backends": [backend], "router": {"kind": "rules"}, "dispatch": dispatch})
@@ -118,18 +134,7 @@ def test_a_request_whose_worker_dies_gets_a_clean_503_when_nothing_else_can_serv
     gateway: str, dialect: str, sig: signal.Signals
 ) -> None:
     wait_for(gateway, lambda s: s["state"] == "ready")
-    started = threading.Event()
-    killer = kill_when_generating(gateway, sig, started)
-    started_at = time.monotonic()
-
-    def mark_started() -> None:  # a non-streamed answer shows nothing until it ends: watch the backend instead
-        while time.monotonic() - started_at < 60:
-            if httpx.get(gateway + "/readyz", timeout=10).json()["backends"]["local"]["in_flight"] == 1:
-                started.set()
-                return
-            time.sleep(0.02)
-
-    threading.Thread(target=mark_started).start()
+    killer = kill_when_generating(gateway, sig, when_in_flight(gateway))
     resp = post(gateway, dialect, body(dialect, False))
     killer.join()
     assert resp.status_code == 503, resp.text
@@ -145,10 +150,8 @@ def test_a_request_whose_worker_dies_gets_a_clean_503_when_nothing_else_can_serv
 def test_a_retry_after_the_crash_is_served_by_the_restarted_worker() -> None:
     """With the default dispatch (two attempts), the retry of the one backend waits for its restart."""
     with serve_gateway(gateway_config()) as base:
-        started = threading.Event()
-        killer = kill_when_generating(base, signal.SIGKILL, started)
-        threading.Timer(1.0, started.set).start()
-        resp = post(base, "openai", body("openai", False, max_tokens=300))
+        killer = kill_when_generating(base, signal.SIGKILL, when_in_flight(base))
+        resp = post(base, "openai", body("openai", False))
         killer.join()
         assert resp.status_code == 200, resp.text
         status = engine(base)
@@ -190,3 +193,26 @@ def test_an_engine_that_crashes_at_start_is_one_clear_line_not_a_dead_gateway(
         assert resp.status_code == 503
         assert resp.json()["error"]["message"].startswith("backend 'local': the embedded engine is down")
     assert [r.getMessage() for r in caplog.records] == [status["reason"]]
+
+
+def test_a_request_whose_worker_dies_fails_over_to_another_open_backend(fake_openai: tuple[Any, str]) -> None:
+    backends = [
+        {"name": "local", "tier": "open", "kind": "embedded", "n_threads": 2},
+        {
+            "name": "vllm",
+            "tier": "open",
+            "kind": "openai",
+            "base_url": fake_openai[1] + "/v1",
+            "model": "fake-llama-8b",
+        },
+    ]
+    config = parse_config({"backends": backends, "router": {"kind": "rules"}})
+    with serve_gateway(config) as base:
+        killer = kill_when_generating(base, signal.SIGSEGV, when_in_flight(base))
+        resp = httpx.post(base + "/v1/chat/completions", json={**body("openai", False), "model": "open"}, timeout=120)
+        killer.join()
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-tiergate-backend"] == "vllm"
+        assert resp.json()["choices"][0]["message"]["content"].startswith("Hello from fake LLM")
+        status = wait_for(base, lambda s: s["state"] == "ready" and s["restarts"] == 1)
+        assert status["last_exit"] == "SIGSEGV"
