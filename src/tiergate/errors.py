@@ -23,6 +23,9 @@ translate their transport's exceptions into this tree once, by status code and s
 
 from __future__ import annotations
 
+#: Upstream HTTP statuses that say "not now" rather than "not this request": worth trying again or elsewhere.
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
 
 class TiergateError(Exception):
     status: int = 500

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tiergate.accounting.cost import CostModel
-from tiergate.backends.pool import BackendState, Pool
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Served
+from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.policy import HardPolicy, PolicyVerdict, Prepare
 from tiergate.routing import Router, Signals, decide

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.backends.pool import BackendState
 from tiergate.config import PolicyConfig
+from tiergate.dispatch.pool import BackendState
 from tiergate.signals.redact import Restorer
 from tiergate.signals.sovereignty import SovereigntyInspector, Verdict
 from tiergate.types import ChatRequest, Tier

@@ -24,8 +24,8 @@ from tiergate.api.edges import edge_for_path
 from tiergate.api.metrics import Metrics
 from tiergate.api.state import AppState
 from tiergate.backends import BackendFactory, default_registry
-from tiergate.backends.pool import Pool
 from tiergate.config import Config
+from tiergate.dispatch.pool import Pool
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
 from tiergate.gateway import Gateway
 from tiergate.policy import HardPolicy

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from tests.support.pools import pool_of
-from tiergate.backends.pool import BackendState, Pool
-from tiergate.backends.retry import RetryPolicy
 from tiergate.config import BackendConfig, DispatchConfig
-from tiergate.dispatch import Attempts, Dispatcher, ready_sibling
+from tiergate.dispatch.dispatcher import Attempts, Dispatcher, ready_sibling
+from tiergate.dispatch.pool import BackendState, Pool
+from tiergate.dispatch.retry import RetryPolicy
 from tiergate.errors import UpstreamError, UpstreamUnavailable
 from tiergate.types import (
     ChatRequest,
