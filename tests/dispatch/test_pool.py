@@ -11,51 +11,38 @@ from typing import Any
 import pytest
 
 from tests.support.pools import pool_of
-from tiergate.config import BackendConfig, DispatchConfig
+from tiergate.backends.mock import MockBackend
+from tiergate.config import DispatchConfig
 from tiergate.dispatch import Dispatcher
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import Saturated, UpstreamTimeout
-from tiergate.types import ChatRequest, ChatResponse, EventStream, Message, StopReason, StreamEnd, TextPart, Tier, Usage
+from tiergate.types import ChatRequest, ChatResponse, Message, StopReason, TextPart, Tier, Usage
 
 
-class Stub:
-    """A backend that answers when its gate opens (``gate=None``: at once)."""
+class Gated:
+    """A handler that answers when its gate opens (``gate=None``: at once)."""
 
-    def __init__(self, config: BackendConfig) -> None:
-        self.config = config
-        self.model = config.name
+    def __init__(self) -> None:
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()  # set once a call is in progress
         self.calls = 0
 
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def status(self) -> dict[str, object]:
-        return {}
-
-    async def health(self) -> bool:
-        return True
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def __call__(self, request: ChatRequest) -> ChatResponse:
         self.calls += 1
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
-        return ChatResponse(f"r{self.calls}", self.model, [TextPart("ok")], StopReason.END_TURN, Usage())
-
-    async def stream(self, request: ChatRequest) -> EventStream:
-        yield StreamEnd(StopReason.END_TURN, Usage())
+        return ChatResponse(f"r{self.calls}", "stub", [TextPart("ok")], StopReason.END_TURN, Usage())
 
 
 def make_pool(*backends: dict[str, Any]) -> Pool:
-    return pool_of(Stub, *backends)
+    return pool_of(lambda config: MockBackend(config, Gated()), *backends)
 
 
-def stub(state: BackendState) -> Stub:
-    assert isinstance(state.backend, Stub)
-    return state.backend
+def stub(state: BackendState) -> Gated:
+    assert isinstance(state.backend, MockBackend)
+    assert isinstance(state.backend.handler, Gated)
+    return state.backend.handler
 
 
 def names(states: list[BackendState]) -> list[str]:

@@ -113,12 +113,11 @@ async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> 
     prepare = state.gateway.policy.prepare(verdict)
     for tier in (Tier.CLOSED, Tier.OPEN):
         for backend in state.pool.tier(tier):
-            counter = getattr(backend.backend, "count_tokens", None)
-            if counter is None or not verdict.allows(backend):
+            if not backend.backend.capabilities.counts_tokens or not verdict.allows(backend):
                 continue
             sent = prepare(backend, chat)[0] if prepare is not None else chat
             try:
-                count: int = await counter(sent)
+                count = await backend.backend.count_tokens(sent)
             except UpstreamError:
                 continue
             return count

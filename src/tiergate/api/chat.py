@@ -162,8 +162,8 @@ class Call:
         """
         elapsed = time.perf_counter() - self.started
         output = produced.tokens
-        counter = getattr(outcome.backend.backend, "count_tokens", None)
-        if counter is None:
+        backend = outcome.backend.backend
+        if not backend.capabilities.counts_tokens:
             usage = Usage(input_tokens=estimate_prompt_tokens(chat), output_tokens=output, estimated=True)
             self.record(outcome, usage, status, ttft, elapsed)
             return
@@ -175,7 +175,7 @@ class Call:
                 # The prompt as this backend received it: redacted where the plan redacts for it.
                 sent = plan.prepare(outcome.backend, chat)[0] if plan is not None and plan.prepare else chat
                 async with asyncio.timeout(COUNT_TIMEOUT_S):
-                    prompt = int(await counter(sent))
+                    prompt = int(await backend.count_tokens(sent))
             except Exception as exc:  # accounting must not be lost: fall back to the estimate
                 log.info("request %s: no prompt count from %s (%s)", self.request_id, outcome.backend.name, exc)
             usage = Usage(input_tokens=prompt, output_tokens=output, estimated=True)

@@ -17,6 +17,7 @@ from anthropic import AsyncStream
 from anthropic.types import Message as AMessage
 from anthropic.types import MessageTokensCount, RawMessageStreamEvent
 
+from tiergate.backends.base import Capabilities
 from tiergate.backends.errors import from_http_error, malformed
 from tiergate.config import BackendConfig
 from tiergate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
@@ -188,6 +189,8 @@ def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
 
 
 class AnthropicBackend:
+    capabilities = Capabilities(continues_prefix=True, counts_tokens=True, images=True)
+
     def __init__(self, config: BackendConfig, client_factory: ClientFactory = _first_party) -> None:
         self.config = config
         self.model = config.model or "claude-sonnet-4-5"

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2 as httpx
 
+from tiergate.backends.base import Capabilities
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
 from tiergate.config import BackendConfig
 from tiergate.dialects.openai import STOP_REASON, tool_call_json
@@ -221,6 +222,9 @@ def timeouts(config: BackendConfig, total: float | None = None) -> httpx.Timeout
 
 
 class OpenAICompatBackend:
+    #: No token counter: OpenAI-compatible servers have no standard endpoint for one.
+    capabilities = Capabilities(continues_prefix=True, images=True)
+
     def __init__(self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not config.base_url:
             raise ValueError(f"backend {config.name!r}: kind 'openai' needs base_url (e.g. http://gpu-1:8000/v1)")
@@ -259,6 +263,9 @@ class OpenAICompatBackend:
         except httpx.HTTPError:
             return False
         return resp.status_code < 500
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        raise NotImplementedError(f"backend {self.config.name!r} has no token counter (capabilities.counts_tokens)")
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         name = self.config.name

@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tiergate.dispatch")
 T = TypeVar("T")
-#: Backend kinds that can continue an assistant message given as a prefix.
-CONTINUABLE_KINDS = frozenset({"anthropic", "bedrock", "vertex", "openai"})
 
 
 @dataclass(slots=True)
@@ -284,7 +282,8 @@ class Dispatcher:
     ) -> EventStream:
         failed = served.attempts.last
         assert failed is not None
-        candidates = [s for s in targets if s.name not in served.attempts.failed and s.config.kind in CONTINUABLE_KINDS]
+        failed_names = served.attempts.failed
+        candidates = [s for s in targets if s.name not in failed_names and s.backend.capabilities.continues_prefix]
         if not candidates:
             raise failed
         continued = replace(request, messages=with_prefix(request.messages, prefix))
