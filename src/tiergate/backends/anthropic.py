@@ -17,9 +17,9 @@ from anthropic import AsyncStream
 from anthropic.types import Message as AMessage
 from anthropic.types import MessageTokensCount, RawMessageStreamEvent
 
-from tiergate.backends.base import Capabilities
+from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.errors import from_http_error, malformed
-from tiergate.config import BackendConfig
+from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
 from tiergate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from tiergate.types import (
     JSON,
@@ -166,11 +166,13 @@ def timeouts(config: BackendConfig) -> httpx2.Timeout:
 
 
 def _first_party(config: BackendConfig) -> anthropic.AsyncAnthropic:
+    config = config_of(config, AnthropicConfig)
     key = os.environ.get(config.api_key_env or "ANTHROPIC_API_KEY") or None
     return anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0, timeout=timeouts(config))
 
 
 def _bedrock(config: BackendConfig) -> anthropic.AsyncAnthropicBedrock:
+    config = config_of(config, BedrockConfig)
     return anthropic.AsyncAnthropicBedrock(
         aws_region=config.region, base_url=config.base_url, max_retries=0, timeout=timeouts(config)
     )
@@ -178,6 +180,7 @@ def _bedrock(config: BackendConfig) -> anthropic.AsyncAnthropicBedrock:
 
 def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
     """Google Vertex: credentials from Application Default Credentials, or an access token in api_key_env."""
+    config = config_of(config, VertexConfig)
     kwargs: dict[str, Any] = {"max_retries": 0, "timeout": timeouts(config), "base_url": config.base_url}
     if config.api_key_env and os.environ.get(config.api_key_env):
         kwargs["access_token"] = os.environ[config.api_key_env]

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tiergate.config import BackendConfig
+from tiergate.errors import ConfigError
 from tiergate.types import JSON, ChatRequest, ChatResponse, EventStream
 
 
@@ -63,7 +64,11 @@ class Capabilities:
 
 
 class Backend(Protocol):
-    config: BackendConfig
+    @property
+    def config(self) -> BackendConfig:
+        """The backend's configuration: the model of its kind (:data:`tiergate.config.BackendSpec`)."""
+        ...
+
     #: The model name this backend serves (reported in responses).
     model: str
     capabilities: Capabilities
@@ -93,3 +98,11 @@ class Backend(Protocol):
 
 
 BackendFactory = Callable[[BackendConfig], Backend]
+C = TypeVar("C", bound=BackendConfig)
+
+
+def config_of(config: BackendConfig, kind: type[C]) -> C:
+    """``config`` as the model of the kind a factory builds, or a one-line :class:`ConfigError`."""
+    if not isinstance(config, kind):
+        raise ConfigError(f"backends.{config.name}.kind: {config.kind!r} has no {kind.__name__} configuration")
+    return config

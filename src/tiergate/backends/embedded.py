@@ -29,9 +29,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from tiergate.backends.base import Capabilities
+from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.engine.supervisor import EngineProcess
-from tiergate.config import BackendConfig
+from tiergate.config import BackendConfig, EmbeddedConfig
 from tiergate.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -128,7 +128,7 @@ class EmbeddedBackend:
     #: Text only; no prefix continuation; its tokenizer counts prompts (the chat template applied).
     capabilities = Capabilities(counts_tokens=True)
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: EmbeddedConfig) -> None:
         self.config = config
         self.path = Path(config.model_path).expanduser() if config.model_path else None
         if self.path is not None and not self.path.is_file():
@@ -275,4 +275,4 @@ class EmbeddedBackend:
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:
-    add("embedded", EmbeddedBackend)
+    add("embedded", lambda config: EmbeddedBackend(config_of(config, EmbeddedConfig)))

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx2 as httpx
 
-from tiergate.backends.base import Capabilities
+from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
-from tiergate.config import BackendConfig
+from tiergate.config import BackendConfig, OpenAIConfig
 from tiergate.dialects.openai import STOP_REASON, tool_call_json
 from tiergate.errors import UpstreamError, UpstreamUnavailable
 from tiergate.types import (
@@ -225,12 +225,9 @@ class OpenAICompatBackend:
     #: No token counter: OpenAI-compatible servers have no standard endpoint for one.
     capabilities = Capabilities(continues_prefix=True, images=True)
 
-    def __init__(self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        if not config.base_url:
-            raise ValueError(f"backend {config.name!r}: kind 'openai' needs base_url (e.g. http://gpu-1:8000/v1)")
+    def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
         self.model = config.model or "default"
-        self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -243,11 +240,10 @@ class OpenAICompatBackend:
         key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
         headers = {"authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(
-            base_url=str(self.config.base_url).rstrip("/") + "/",
+            base_url=self.config.base_url.rstrip("/") + "/",
             headers=headers,
             timeout=timeouts(self.config),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            transport=self._transport,
         )
 
     async def close(self) -> None:
@@ -323,4 +319,4 @@ class OpenAICompatBackend:
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:
-    add("openai", OpenAICompatBackend)
+    add("openai", lambda config: OpenAICompatBackend(config_of(config, OpenAIConfig)))

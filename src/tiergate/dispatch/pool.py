@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from tiergate.backends import Backend, BackendFactory, build_backend
@@ -74,7 +74,7 @@ def _state(backend: Backend) -> BackendState:
 
 
 class Pool:
-    def __init__(self, configs: list[BackendConfig], registry: dict[str, BackendFactory]) -> None:
+    def __init__(self, configs: Sequence[BackendConfig], registry: dict[str, BackendFactory]) -> None:
         self.states = {c.name: _state(build_backend(c, registry)) for c in configs}
 
     async def start(self) -> None:
