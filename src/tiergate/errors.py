@@ -75,8 +75,14 @@ class PayloadTooLarge(RequestError):
 
 
 class RateLimited(RequestError):
+    """``retry_after``: seconds until the key's rate window frees up (the answer's ``Retry-After``), if known."""
+
     status = 429
     kind = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamError(TiergateError):

@@ -7,6 +7,7 @@ try them in order, failing over only on retryable upstream errors.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from tiergate.accounting.cost import CostModel
@@ -91,6 +92,23 @@ class Gateway:
         self.router = router
         self.costs = costs
 
+    def needs_encoder(self, *, always_score: bool = False) -> bool:
+        """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
+        ``tiergate route`` shows the score anyway), the guard when it checks (an open tier)."""
+        has_open, has_closed = self.pool.has_tier(Tier.OPEN), self.pool.has_tier(Tier.CLOSED)
+        routing = self.router.needs_embedding and (always_score or (has_open and has_closed))
+        return routing or (self.policy.guard_enabled and has_open)
+
+    async def load_encoder(self, *, always_score: bool = False) -> None:
+        """Load the encoder (off the event loop) where :meth:`needs_encoder` says a stage needs it."""
+        if self.encoder is None and self.needs_encoder(always_score=always_score):
+            self.encoder = await asyncio.to_thread(Encoder.load)
+
+    def close_encoder(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+            self.encoder = None
+
     def models(self) -> list[str]:
         return ["auto", "open", "closed", *self.pool.states]
 
@@ -119,6 +137,13 @@ class Gateway:
     async def _choose(
         self, request: ChatRequest, caller: Caller, tier_header: str | None, verdict: PolicyVerdict
     ) -> Plan:
+        model = request.model
+        named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
+        if named is None and model not in ("auto", *TIER_NAMES):  # before the guard: no encoder pass for a 404
+            raise NotFound(
+                f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
+                param="model",
+            )
         eligible = {t for t in (Tier.OPEN, Tier.CLOSED) if any(verdict.allows(s) for s in self.pool.tier(t))}
         signals: Signals | None = None
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
@@ -132,8 +157,6 @@ class Gateway:
                 ):
                     return Plan(self.pool.tier(Tier.CLOSED), "guard:closed", Tier.CLOSED)
                 return Plan([], "guard", Tier.OPEN)
-        model = request.model
-        named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
         if named is not None:
             if not verdict.allows(named) and verdict.sovereign:
                 raise NoBackendAvailable(
@@ -141,11 +164,6 @@ class Gateway:
                     f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
                 )
             return Plan([named], f"explicit:{named.name}", named.config.tier, pinned=True)
-        if model not in ("auto", *TIER_NAMES):
-            raise NotFound(
-                f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
-                param="model",
-            )
         score: float | None = None
         if model in TIER_NAMES:
             tier, route = TIER_NAMES[model], f"explicit:{model}"

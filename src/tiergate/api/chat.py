@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -52,11 +53,11 @@ def error_response(edge: Edge, exc: TiergateError, request_id: str, headers: dic
     """``exc`` in the caller's envelope. Nothing is billed for an error: ``x-tiergate-cost-usd`` is 0."""
     body = json.dumps(edge.render_error(exc)).encode()
     out = {"x-request-id": request_id, "x-tiergate-cost-usd": NO_COST, **(headers or {})}
-    if isinstance(exc, UpstreamError):
-        if exc.backend:
-            out.setdefault("x-tiergate-backend", exc.backend)
-        if exc.retry_after is not None and exc.status in (429, 503):
-            out["retry-after"] = str(int(exc.retry_after + 0.999))
+    if isinstance(exc, UpstreamError) and exc.backend:
+        out.setdefault("x-tiergate-backend", exc.backend)
+    retry_after = exc.retry_after if isinstance(exc, UpstreamError | RateLimited) else None
+    if retry_after is not None and exc.status in (429, 503):
+        out["retry-after"] = str(math.ceil(retry_after))
     return Response(body, status_code=exc.status, media_type="application/json", headers=out)
 
 

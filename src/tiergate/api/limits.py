@@ -65,7 +65,7 @@ def admit(state: AppState, caller: Caller, chat: ChatRequest, plan: Plan) -> tup
             fallback_usd=None if fallback is None else _worst(state.costs, fallback, usage),
         )
     except OverLimit as exc:
-        raise RateLimited(exc.message) from exc
+        raise RateLimited(exc.message, retry_after=exc.retry_after) from exc
     if reservation is not None and reservation.downgraded and fallback is not None:
         return fallback, reservation
     return plan, reservation
