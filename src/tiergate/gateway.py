@@ -21,13 +21,8 @@ from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
+from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
-
-
-def estimate_tokens(request: ChatRequest) -> int:
-    """A cheap prompt-size estimate (four characters a token) for rules that must not wait for a tokenizer."""
-    return sum(len(t) for t in request.texts()) // 4
-
 
 REFUSAL = (
     "I can't help with that request. It was flagged by this gateway's safety policy; "
@@ -186,7 +181,7 @@ class Gateway:
 
     async def signals(self, request: ChatRequest, *, guard: bool = False) -> Signals:
         """Inspection shared by every stage: one encoder pass per request, only when a stage needs it."""
-        signals = Signals(prompt_tokens=estimate_tokens(request))
+        signals = Signals(prompt_tokens=estimate_prompt_tokens(request))
         if self.router.needs_embedding or guard:
             if self.encoder is None:
                 raise RuntimeError("the router or guard needs the encoder, but none was loaded")
@@ -203,7 +198,7 @@ class Gateway:
         if not windows or None in windows or not self.pool.has_tier(Tier.CLOSED):
             return None
         largest = max(w for w in windows if w is not None)
-        return largest if estimate_tokens(request) + (request.max_tokens or 0) > largest else None
+        return largest if estimate_prompt_tokens(request) + (request.max_tokens or 0) > largest else None
 
     def _targets(self, tier: Tier, route: str, score: float | None) -> Plan:
         other = Tier.CLOSED if tier is Tier.OPEN else Tier.OPEN

@@ -18,6 +18,7 @@ from tiergate.dialects.common import decode_json, validate
 from tiergate.errors import TiergateError, UpstreamError
 from tiergate.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
+from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, Tier, ToolSpec
 
 
@@ -121,4 +122,4 @@ async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> 
             except UpstreamError:
                 continue
             return count
-    return max(1, sum(len(t) for t in chat.texts()) // 4)
+    return max(1, estimate_prompt_tokens(chat))

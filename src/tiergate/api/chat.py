@@ -23,6 +23,7 @@ from tiergate.api.state import AppState
 from tiergate.errors import PayloadTooLarge, RateLimited, TiergateError, UpstreamError
 from tiergate.gateway import Outcome, Plan
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
+from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
 from tiergate.types import ChatRequest, EventStream, StreamEnd, StreamEvent, TextDelta, ToolArgsDelta, Usage
 
 log = logging.getLogger("tiergate.requests")
@@ -71,11 +72,6 @@ def route_headers(outcome: Outcome, request_id: str, cost_usd: float) -> dict[st
     }
 
 
-def estimate_prompt_tokens(chat: ChatRequest) -> int:
-    """Four characters a token: the documented estimate where no tokenizer answers."""
-    return sum(len(t) for t in chat.texts()) // 4
-
-
 @dataclass(slots=True)
 class Produced:
     """What a stream delivered before it was cut: deltas and their characters."""
@@ -92,7 +88,7 @@ class Produced:
     @property
     def tokens(self) -> int:
         """One token a delta (llama.cpp, vLLM), or four characters a token where deltas are longer (Claude)."""
-        return max(self.deltas, -(-self.chars // 4))
+        return max(self.deltas, estimate_tokens(self.chars))
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from anthropic.types import MessageTokensCount, RawMessageStreamEvent
 
 from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.errors import from_http_error, malformed
+from tiergate.backends.http import timeouts
 from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
 from tiergate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from tiergate.types import (
@@ -153,16 +154,6 @@ def translate(backend: str, exc: anthropic.APIError) -> UpstreamError:
         body = json.dumps(exc.body).encode() if exc.body is not None else b""
         return from_http_error(backend, exc.status_code, exc.response.headers, body)
     return UpstreamUnavailable(f"{type(exc).__name__}: {exc}", backend=backend)
-
-
-def timeouts(config: BackendConfig) -> httpx2.Timeout:
-    """The SDK client's timeouts: ``connect_timeout_s`` to open a connection, ``timeout_s`` for the rest.
-
-    >>> t = timeouts(BackendConfig(name="c", tier="closed", kind="anthropic", connect_timeout_s=0.5, timeout_s=30))
-    >>> (t.connect, t.read)
-    (0.5, 30.0)
-    """
-    return httpx2.Timeout(config.timeout_s, connect=min(config.connect_timeout_s, config.timeout_s))
 
 
 def _first_party(config: BackendConfig) -> anthropic.AsyncAnthropic:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-import httpx2 as httpx
+import httpx2
 
 from tiergate.errors import (
     RETRYABLE_STATUS,
@@ -135,9 +135,9 @@ def from_http_error(backend: str, status: int, headers: Mapping[str, str], conte
 
 
 def from_transport_error(backend: str, exc: Exception) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout(f"timed out ({type(exc).__name__})", backend=backend)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx2.ConnectError):
         return UpstreamUnavailable(f"cannot connect ({exc})", backend=backend)
     return UpstreamUnavailable(f"connection failed ({type(exc).__name__}: {exc})", backend=backend)
 

@@ -29,6 +29,7 @@ from typing import TypeAlias
 
 from tiergate.backends.base import Capabilities
 from tiergate.config import BackendConfig
+from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -89,8 +90,7 @@ class MockBackend:
         return {}
 
     async def count_tokens(self, request: ChatRequest) -> int:
-        """Four characters a token, of every text of the prompt."""
-        return sum(len(t) for t in request.texts()) // 4
+        return estimate_prompt_tokens(request)
 
     async def _answer(self, request: ChatRequest) -> Reply:
         self.requests.append(request)

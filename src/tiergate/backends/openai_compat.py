@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp server, LM Studio) over httpx."""
+"""Any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp server, LM Studio) over httpx2."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx2 as httpx
+import httpx2
 
 from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
+from tiergate.backends.http import timeouts
 from tiergate.config import BackendConfig, OpenAIConfig
 from tiergate.dialects.openai import STOP_REASON, tool_call_json
 from tiergate.errors import UpstreamError, UpstreamUnavailable
+from tiergate.tokens import estimate_prompt_tokens, estimate_tokens, prompt_chars
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -201,24 +203,12 @@ class StreamParser:
         if self.finish is None:
             return None
         # No usage from the server: estimate (one token a delta, four characters a prompt token) and say so.
-        estimate = Usage(input_tokens=self._prompt_chars // 4, output_tokens=self._deltas, estimated=True)
+        estimate = Usage(input_tokens=estimate_tokens(self._prompt_chars), output_tokens=self._deltas, estimated=True)
         return StreamEnd(self.finish, self.usage or estimate)
 
 
 #: Longest a health probe (``GET /models``) may take, connecting included.
 HEALTH_TIMEOUT_S = 5.0
-
-
-def timeouts(config: BackendConfig, total: float | None = None) -> httpx.Timeout:
-    """The client's timeouts: ``connect_timeout_s`` to open a connection (never more than ``total``), ``total``
-    (default ``timeout_s``) for each read, write and pool wait. The dispatcher adds its own per-attempt limits.
-
-    >>> t = timeouts(BackendConfig(name="b", tier="open", kind="openai", connect_timeout_s=0.5, timeout_s=30))
-    >>> (t.connect, t.read)
-    (0.5, 30.0)
-    """
-    total = config.timeout_s if total is None else total
-    return httpx.Timeout(total, connect=min(config.connect_timeout_s, total))
 
 
 class OpenAICompatBackend:
@@ -228,10 +218,10 @@ class OpenAICompatBackend:
     def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
         self.model = config.model or "default"
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx2.AsyncClient | None = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx2.AsyncClient:
         if self._client is None:
             raise RuntimeError("backend not started")
         return self._client
@@ -239,11 +229,11 @@ class OpenAICompatBackend:
     async def start(self) -> None:
         key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
         headers = {"authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.AsyncClient(
+        self._client = httpx2.AsyncClient(
             base_url=self.config.base_url.rstrip("/") + "/",
             headers=headers,
             timeout=timeouts(self.config),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256),
         )
 
     async def close(self) -> None:
@@ -256,7 +246,7 @@ class OpenAICompatBackend:
     async def health(self) -> bool:
         try:
             resp = await self.client.get("models", timeout=timeouts(self.config, HEALTH_TIMEOUT_S))
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             return False
         return resp.status_code < 500
 
@@ -269,7 +259,7 @@ class OpenAICompatBackend:
             resp = await self.client.post(
                 "chat/completions", json=request_json(request, self.model, False, self.config.continue_final_message)
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
         if resp.status_code >= 400:
             raise from_http_error(name, resp.status_code, resp.headers, resp.content)
@@ -280,13 +270,13 @@ class OpenAICompatBackend:
         response = parse_response(data, self.model, name)
         if response.usage.estimated:  # no usage from the server: four characters a token, as for streams
             out = len(response.text) + sum(len(c.arguments) for c in response.tool_calls)
-            response.usage = Usage(sum(len(t) for t in request.texts()) // 4, -(-out // 4), estimated=True)
+            response.usage = Usage(estimate_prompt_tokens(request), estimate_tokens(out), estimated=True)
         return response
 
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
         body = request_json(request, self.model, True, self.config.continue_final_message)
-        parser = StreamParser(sum(len(t) for t in request.texts()))
+        parser = StreamParser(prompt_chars(request))
         done = False
         try:
             async with self.client.stream("POST", "chat/completions", json=body) as resp:
@@ -310,7 +300,7 @@ class OpenAICompatBackend:
                         yield ev
         except UpstreamError:
             raise
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
         end = parser.end()
         if end is None:
