@@ -1,4 +1,4 @@
-"""The pipeline of one request: decide the targets, dispatch to them in order, account for the result.
+"""The pipeline of one request: decide the targets and dispatch to them in order (the API's ``Call`` accounts).
 
 Edges (``api/``) parse and render; this module never sees a dialect. ``plan`` turns the model name, the
 caller and the router's score into an ordered list of targets with the reason; ``complete`` and ``stream``
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from tiergate.accounting.cost import CostModel
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Served
 from tiergate.dispatch.pool import BackendState, Pool
@@ -75,7 +74,6 @@ class Gateway:
         config: Config,
         pool: Pool,
         router: Router,
-        costs: CostModel,
         encoder: Encoder | None = None,
         policy: HardPolicy | None = None,
     ) -> None:
@@ -85,7 +83,6 @@ class Gateway:
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
-        self.costs = costs
 
     def needs_encoder(self, *, always_score: bool = False) -> bool:
         """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
@@ -181,7 +178,7 @@ class Gateway:
 
     async def signals(self, request: ChatRequest, *, guard: bool = False) -> Signals:
         """Inspection shared by every stage: one encoder pass per request, only when a stage needs it."""
-        signals = Signals(prompt_tokens=estimate_prompt_tokens(request))
+        signals = Signals()
         if self.router.needs_embedding or guard:
             if self.encoder is None:
                 raise RuntimeError("the router or guard needs the encoder, but none was loaded")

@@ -39,7 +39,7 @@ def build_state(config: Config, registry: dict[str, BackendFactory] | None = Non
     pool = Pool(config.backends, registry or default_registry())
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
-    gateway = Gateway(config, pool, build_router(config.router), costs, policy=build_policy(config))
+    gateway = Gateway(config, pool, build_router(config.router), policy=build_policy(config))
     ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
     return AppState(config, pool, gateway, KeyRing(config.keys), Metrics(), costs, ledger, budgets)
 
