@@ -39,6 +39,7 @@ from tiergate.types import (
     ToolResult,
     Usage,
 )
+from tiergate.wire.anthropic import tool_use_block
 
 DEFAULT_MAX_TOKENS = 4096
 ClientFactory = Callable[
@@ -52,11 +53,7 @@ def _block(part: object) -> JSON:
     if isinstance(part, ImagePart):
         return {"type": "image", "source": dict(part.source)}
     if isinstance(part, ToolCall):
-        try:
-            args = json.loads(part.arguments or "{}")
-        except json.JSONDecodeError:
-            args = {}
-        return {"type": "tool_use", "id": part.id, "name": part.name, "input": args if isinstance(args, dict) else {}}
+        return tool_use_block(part)
     assert isinstance(part, ToolResult)
     return {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content, "is_error": part.is_error}
 

@@ -13,7 +13,6 @@ from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import BackendConfig, OpenAIConfig
-from tiergate.dialects.openai import STOP_REASON, tool_call_json
 from tiergate.errors import UpstreamError, UpstreamUnavailable
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens, prompt_chars
 from tiergate.types import (
@@ -34,6 +33,7 @@ from tiergate.types import (
     ToolResult,
     Usage,
 )
+from tiergate.wire.openai import STOP_REASON, image_url, tool_call_json
 
 
 def _message_json(m: Message) -> list[JSON]:
@@ -55,9 +55,7 @@ def _message_json(m: Message) -> list[JSON]:
         if isinstance(p, TextPart):
             content.append({"type": "text", "text": p.text})
         elif isinstance(p, ImagePart):
-            src = p.source
-            url = src.get("url") or f"data:{src.get('media_type')};base64,{src.get('data')}"
-            content.append({"type": "image_url", "image_url": {"url": url}})
+            content.append({"type": "image_url", "image_url": {"url": image_url(p.source)}})
     return [{"role": "user", "content": content}]
 
 
