@@ -4,13 +4,13 @@
     python benchmarks/engine_portability.py --native-python /path/to/python-with-native-llama-cpp \\
         [--out docs/benchmarks-engine-portability.md]
 
-For each build (this interpreter's llama-cpp-python, built by ``requirements/engine.txt``; and a native build) and
-each emulated CPU (``qemu-x86_64 -cpu NAME``: Haswell, an x86-64-v3 CPU; ``max``, everything QEMU's TCG emulates,
-which is about the same level: no AVX-512, no AMX), the embedded engine's worker is started exactly as the gateway starts it (model load and
-self-test), then asked for one short answer. QEMU emulates instructions (slowly: tens of seconds a run), so a build
-that holds an instruction the emulated CPU lacks dies with SIGILL, as it would on such a machine. QEMU's TCG has
-no AMX, so the AMX crash itself cannot be reproduced here (``tests/backends/test_engine_build.py`` covers the load
-plan that avoids it).
+For each build (this interpreter's llama-cpp-python, built by ``requirements/engine.txt``; and a native
+build) and each emulated CPU (``qemu-x86_64 -cpu NAME``: Haswell, an x86-64-v3 CPU; ``max``, everything QEMU's
+TCG emulates, which is about the same level: no AVX-512, no AMX), the embedded engine's worker is started
+exactly as the gateway starts it (model load and self-test), then asked for one short answer. QEMU emulates
+instructions (slowly: tens of seconds a run), so a build that holds an instruction the emulated CPU lacks dies
+with SIGILL, as it would on such a machine. TCG has no AMX, so the AMX crash itself cannot be reproduced here
+(``tests/backends/test_engine_build.py`` covers the load plan that avoids it).
 """
 
 from __future__ import annotations

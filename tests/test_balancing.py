@@ -27,8 +27,8 @@ from tests.conftest import CLAUDE_KEY_ENV
 from tests.fakes import FakeAnthropic, FakeOpenAI, Hang
 from tests.support.servers import serve_app
 from tiergate.api import create_app
-from tiergate.backends.pool import BackendState
 from tiergate.config import parse_config
+from tiergate.dispatch.pool import BackendState
 
 OA = "/v1/chat/completions"
 WAIT_S = 10.0  # generous deadline for anything the test waits for

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tiergate.cli.serve import resolve
-from tiergate.config import Config, load_config, parse_config
+from tiergate.config import Config, OpenAIConfig, load_config, parse_config
 from tiergate.errors import ConfigError
 from tiergate.types import Tier
 
@@ -128,9 +128,17 @@ def test_unknown_backend_kind_fails_at_start() -> None:
         build_state(config)
 
 
-def test_serve_with_wrong_file_prints_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [
+        ("{name: a, tier: open, kind: embedded, modle_path: x.gguf}", "backends.0.modle_path: unknown field"),
+        ("{name: a, tier: open, kind: openai, model: m}", "backends.0.base_url: required field is missing; add it"),
+        ("{name: a, tier: open, kind: tgi-magic}", "backends.a.kind: unknown kind 'tgi-magic'; use one of: anthropic"),
+    ],
+)
+def test_serve_with_wrong_file_prints_one_line(tmp_path: Path, backend: str, expected: str) -> None:
     path = tmp_path / "tiergate.yaml"
-    path.write_text("backends: [{name: a, tier: open, kind: embedded, modle_path: x.gguf}]\n")
+    path.write_text(f"backends: [{backend}]\n")
     proc = subprocess.run(
         [sys.executable, "-m", "tiergate", "serve", "--config", str(path)],
         capture_output=True,
@@ -141,7 +149,23 @@ def test_serve_with_wrong_file_prints_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert "backends.0.modle_path: unknown field" in lines[0]
+    assert expected in lines[0]
+
+
+def test_each_kind_has_its_own_fields() -> None:
+    vllm = {"name": "v", "tier": "open", "kind": "openai", "base_url": "http://x/v1"}
+    with pytest.raises(ConfigError, match=r"backends.0.n_ctx: unknown field for kind 'openai'"):
+        parse_config({"backends": [{**vllm, "n_ctx": 512}]})
+    config = parse_config({"backends": [vllm]})
+    assert isinstance(config.backends[0], OpenAIConfig)
+    assert config.backends[0].base_url == "http://x/v1"
+
+
+def test_a_plug_in_kind_keeps_its_own_fields_for_its_factory() -> None:
+    entry = {"name": "p", "tier": "open", "kind": "my-server", "endpoint": "unix:///run/m.sock", "max_queue": 3}
+    config = parse_config({"backends": [entry]}).backends[0]
+    assert config.max_queue == 3  # the common fields are checked and typed
+    assert config.model_extra == {"endpoint": "unix:///run/m.sock"}
 
 
 def test_config_is_frozen() -> None:
@@ -160,12 +184,15 @@ def test_missing_gguf_fails_at_start_with_one_line(tmp_path: Path) -> None:
 
 async def test_any_gguf_can_be_configured(tmp_path: Path) -> None:
     from tiergate.backends.embedded import EmbeddedBackend, default_model_path
+    from tiergate.config import EmbeddedConfig
     from tiergate.types import ChatRequest, Message
 
     copy = tmp_path / "my-model.Q4.gguf"
     copy.symlink_to(default_model_path())
     entry = {"name": "l", "tier": "open", "kind": "embedded", "model_path": str(copy), "n_threads": 1}
-    backend = EmbeddedBackend(parse_config({"backends": [entry]}).backends[0])
+    config = parse_config({"backends": [entry]}).backends[0]
+    assert isinstance(config, EmbeddedConfig)
+    backend = EmbeddedBackend(config)
     await backend.start()
     try:
         answer = await backend.complete(ChatRequest(model="l", messages=[Message.text("user", "Hi")], max_tokens=3))

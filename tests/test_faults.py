@@ -38,8 +38,8 @@ from tests.fakes import (
 )
 from tests.support.servers import free_port, serve_app
 from tiergate.api import create_app
-from tiergate.backends.breaker import Breaker
 from tiergate.config import parse_config
+from tiergate.dispatch.breaker import Breaker
 
 OA = "/v1/chat/completions"
 AN = "/v1/messages"

@@ -104,3 +104,18 @@ def test_sovereign_and_flagged_is_refused_not_sent_out(to_closed: str, fake_clau
     assert resp.status_code == 200
     assert resp.json()["choices"][0]["finish_reason"] == "content_filter"
     assert len(fake_claude[0].received) == before
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_an_unknown_model_is_a_404_even_when_the_guard_flags_it(
+    to_closed: str, fake_claude: tuple[FakeAnthropic, str], dialect: str
+) -> None:
+    before = len(fake_claude[0].received)
+    if dialect == "openai":
+        resp = chat(to_closed, HARMFUL, model="no-such-model")
+    else:
+        body = {"model": "no-such-model", "max_tokens": 20, "messages": [{"role": "user", "content": HARMFUL}]}
+        resp = httpx.post(to_closed + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+    assert resp.status_code == 404
+    assert "no-such-model" in resp.text
+    assert len(fake_claude[0].received) == before  # not sent to Claude

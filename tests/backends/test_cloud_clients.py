@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from tests.support.servers import serve_app
 from tiergate.backends import build_backend, default_registry
-from tiergate.config import BackendConfig
+from tiergate.config import BedrockConfig, VertexConfig
 from tiergate.types import ChatRequest, Message, Tier
 
 REPLY = {
@@ -59,10 +59,9 @@ async def test_bedrock_request(capture: tuple[Capture, str], monkeypatch: pytest
     cap, url = capture
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
-    config = BackendConfig(
+    config = BedrockConfig(
         name="bedrock",
         tier=Tier.CLOSED,
-        kind="bedrock",
         region="us-east-1",
         base_url=url,
         model="anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -90,10 +89,9 @@ async def test_bedrock_request(capture: tuple[Capture, str], monkeypatch: pytest
 async def test_vertex_request(capture: tuple[Capture, str], monkeypatch: pytest.MonkeyPatch) -> None:
     cap, url = capture
     monkeypatch.setenv("TIERGATE_TEST_VERTEX_TOKEN", "ya29.test-token")
-    config = BackendConfig(
+    config = VertexConfig(
         name="vertex",
         tier=Tier.CLOSED,
-        kind="vertex",
         region="europe-west1",
         project_id="acme-ml",
         base_url=url,

@@ -149,4 +149,4 @@ def test_a_sovereign_prompt_is_never_counted_by_claude(
     before = len(fake.received)
     held = client.messages.count_tokens(model="auto", messages=prompt, extra_headers={"x-tiergate-sovereign": "true"})
     assert sent_after(fake, before, "/v1/messages/count_tokens") == []  # the prompt never left the perimeter
-    assert held.input_tokens == 2  # no in-perimeter counter here: the gateway's four-characters estimate
+    assert held.input_tokens == 3  # no in-perimeter counter here: the gateway's estimate, 9 characters rounded up

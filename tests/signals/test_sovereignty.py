@@ -14,9 +14,9 @@ from tiergate.config import SovereigntyConfig
 from tiergate.errors import ConfigError, InvalidRequest
 from tiergate.signals.sovereignty import (
     METADATA_KEY,
+    Finding,
     PiiDetector,
     SovereigntyInspector,
-    Verdict,
     compile_markers,
     pii_kinds,
 )
@@ -50,7 +50,7 @@ def ask(*texts: str, system: str | None = None, metadata: dict[str, Any] | None 
     return ChatRequest(model="auto", messages=messages, system=system, metadata=metadata or {})
 
 
-def verdict(inspector: SovereigntyInspector, request: ChatRequest, header: str | None = None) -> Verdict:
+def verdict(inspector: SovereigntyInspector, request: ChatRequest, header: str | None = None) -> Finding:
     return inspector.inspect(request, key_sovereign=False, header=header)
 
 
@@ -58,13 +58,13 @@ def verdict(inspector: SovereigntyInspector, request: ChatRequest, header: str |
 
 
 def test_plain_request_is_not_sovereign(inspector: SovereigntyInspector) -> None:
-    assert verdict(inspector, ask("Summarise the 3 points of this memo.")) == Verdict(False)
+    assert verdict(inspector, ask("Summarise the 3 points of this memo.")) == Finding(False)
 
 
 def test_key_header_and_metadata_flags(inspector: SovereigntyInspector) -> None:
     req = ask("hello", metadata={METADATA_KEY: "true"})
     got = inspector.inspect(req, key_sovereign=True, header="Yes")
-    assert got == Verdict(
+    assert got == Finding(
         True, "route", ("policy:sovereign:key", "policy:sovereign:header", "policy:sovereign:metadata")
     )
 
@@ -104,7 +104,7 @@ def test_flagged_requests_are_held_in_even_with_redact(redactor: SovereigntyInsp
     "text", ["This is Confidential.", "(CONFIDENTIAL)", "for INTERNAL\n  ONLY use", "see prj-0042 notes"]
 )
 def test_markers_match(inspector: SovereigntyInspector, text: str) -> None:
-    assert verdict(inspector, ask(text)) == Verdict(True, "route", ("policy:sovereign:marker",))
+    assert verdict(inspector, ask(text)) == Finding(True, "route", ("policy:sovereign:marker",))
 
 
 @pytest.mark.parametrize("text", ["confidentiality matters", "nonconfidential", "internal use", "PRJ-12"])
@@ -141,7 +141,7 @@ def test_phone_numbers_of_several_regions(inspector: SovereigntyInspector, numbe
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_is_found_and_named_never_shown(inspector: SovereigntyInspector, kind: str) -> None:
     got = verdict(inspector, ask(f"Please process {SAMPLES[kind]} today."))
-    assert got == Verdict(True, "route", (f"policy:sovereign:pii={kind}",), (kind,))
+    assert got == Finding(True, "route", (f"policy:sovereign:pii={kind}",), (kind,))
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_findings_are_remembered_by_digest() -> None:
 def test_no_pii_configured_needs_no_detector() -> None:
     inspector = SovereigntyInspector(SovereigntyConfig())
     req = ask(f"mail {SAMPLES['EMAIL_ADDRESS']}")
-    assert verdict(inspector, req) == Verdict(False)
+    assert verdict(inspector, req) == Finding(False)
     redacted, restorer = inspector.redact(req)
     assert redacted is req
     assert len(restorer) == 0
@@ -222,7 +222,7 @@ def test_no_pii_configured_needs_no_detector() -> None:
 def test_pii_alone_is_redacted(redactor: SovereigntyInspector) -> None:
     req = ask(f"Mail {SAMPLES['EMAIL_ADDRESS']} the card {SAMPLES['CREDIT_CARD']}")
     got = verdict(redactor, req)
-    assert got == Verdict(True, "redact", ("policy:redact:pii=CREDIT_CARD,EMAIL_ADDRESS",), got.entity_kinds)
+    assert got == Finding(True, "redact", ("policy:redact:pii=CREDIT_CARD,EMAIL_ADDRESS",), got.entity_kinds)
     redacted, restorer = redactor.redact(req)
     assert redacted.messages[0].text_content == "Mail <EMAIL_ADDRESS_1> the card <CREDIT_CARD_1>"
     assert restorer.restore(redacted.messages[0].text_content) == req.messages[0].text_content

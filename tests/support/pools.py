@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tiergate.backends import Backend
-from tiergate.backends.pool import Pool
 from tiergate.config import BackendConfig
+from tiergate.dispatch.pool import Pool
 
 KIND = "test"
 

@@ -18,6 +18,7 @@ from tiergate.dialects.common import decode_json, validate
 from tiergate.errors import TiergateError, UpstreamError
 from tiergate.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
+from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, Tier, ToolSpec
 
 
@@ -114,13 +115,12 @@ async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> 
     prepare = state.gateway.policy.prepare(verdict)
     for tier in (Tier.CLOSED, Tier.OPEN):
         for backend in state.pool.tier(tier):
-            counter = getattr(backend.backend, "count_tokens", None)
-            if counter is None or not verdict.allows(backend):
+            if not backend.backend.capabilities.counts_tokens or not verdict.allows(backend):
                 continue
             sent = prepare(backend, chat)[0] if prepare is not None else chat
             try:
-                count: int = await counter(sent)
+                count = await backend.backend.count_tokens(sent)
             except UpstreamError:
                 continue
             return count
-    return max(1, sum(len(t) for t in chat.texts()) // 4)
+    return max(1, estimate_prompt_tokens(chat))

@@ -24,13 +24,12 @@ from tiergate.api.edges import edge_for_path
 from tiergate.api.metrics import Metrics
 from tiergate.api.state import AppState
 from tiergate.backends import BackendFactory, default_registry
-from tiergate.backends.pool import Pool
 from tiergate.config import Config
+from tiergate.dispatch.pool import Pool
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
 from tiergate.gateway import Gateway
 from tiergate.policy import HardPolicy
 from tiergate.routing import build_router
-from tiergate.types import Tier
 
 log = logging.getLogger("tiergate")
 
@@ -40,7 +39,7 @@ def build_state(config: Config, registry: dict[str, BackendFactory] | None = Non
     pool = Pool(config.backends, registry or default_registry())
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
-    gateway = Gateway(config, pool, build_router(config.router), costs, policy=build_policy(config))
+    gateway = Gateway(config, pool, build_router(config.router), policy=build_policy(config))
     ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
     return AppState(config, pool, gateway, KeyRing(config.keys), Metrics(), costs, ledger, budgets)
 
@@ -52,13 +51,6 @@ def build_policy(config: Config) -> HardPolicy:
 
         guard = Guard.from_config(config.policy.guard)
     return HardPolicy(config.policy, guard)
-
-
-def needs_encoder(state: AppState) -> bool:
-    """The encoder runs when the router scores (both tiers present) or the guard checks (an open tier)."""
-    has_open, has_closed = state.pool.has_tier(Tier.OPEN), state.pool.has_tier(Tier.CLOSED)
-    routing = state.gateway.router.needs_embedding and has_open and has_closed
-    return routing or (state.gateway.policy.guard_enabled and has_open)
 
 
 async def _watch_health(pool: Pool, interval_s: float) -> None:
@@ -81,10 +73,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         await state.ledger.start()
         state.budgets.load(await state.ledger.spend_by_key(month_start(now := time.time())), now)
         await state.pool.start()
-        if needs_encoder(state):
-            from tiergate.signals.encoder import Encoder
-
-            state.gateway.encoder = await asyncio.to_thread(Encoder.load)
+        await state.gateway.load_encoder()
         await state.pool.check_health()
         state.ready = True
         watcher = asyncio.create_task(_watch_health(state.pool, config.dispatch.health_interval_s))
@@ -96,8 +85,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
             watcher.cancel()
             await state.drain()  # cut streams still being accounted need their backends and the ledger
             await state.pool.close()
-            if state.gateway.encoder is not None:
-                state.gateway.encoder.close()
+            state.gateway.close_encoder()
             await state.ledger.close()
 
     async def http_error(request: Request, exc: Exception) -> Response:

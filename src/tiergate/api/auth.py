@@ -22,10 +22,6 @@ class KeyRing:
             caller = Caller(name=k.name, sovereign=k.sovereign, default_tier=k.default_tier)
             self._callers.append((secret.encode(), caller))
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._callers)
-
     def caller(self, headers: Mapping[str, str]) -> Caller:
         if not self._callers:
             return Caller()

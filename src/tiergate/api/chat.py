@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from tiergate.api.state import AppState
 from tiergate.errors import PayloadTooLarge, RateLimited, TiergateError, UpstreamError
 from tiergate.gateway import Outcome, Plan
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
+from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
 from tiergate.types import ChatRequest, EventStream, StreamEnd, StreamEvent, TextDelta, ToolArgsDelta, Usage
 
 log = logging.getLogger("tiergate.requests")
@@ -52,11 +54,11 @@ def error_response(edge: Edge, exc: TiergateError, request_id: str, headers: dic
     """``exc`` in the caller's envelope. Nothing is billed for an error: ``x-tiergate-cost-usd`` is 0."""
     body = json.dumps(edge.render_error(exc)).encode()
     out = {"x-request-id": request_id, "x-tiergate-cost-usd": NO_COST, **(headers or {})}
-    if isinstance(exc, UpstreamError):
-        if exc.backend:
-            out.setdefault("x-tiergate-backend", exc.backend)
-        if exc.retry_after is not None and exc.status in (429, 503):
-            out["retry-after"] = str(int(exc.retry_after + 0.999))
+    if isinstance(exc, UpstreamError) and exc.backend:
+        out.setdefault("x-tiergate-backend", exc.backend)
+    retry_after = exc.retry_after if isinstance(exc, UpstreamError | RateLimited) else None
+    if retry_after is not None and exc.status in (429, 503):
+        out["retry-after"] = str(math.ceil(retry_after))
     return Response(body, status_code=exc.status, media_type="application/json", headers=out)
 
 
@@ -68,11 +70,6 @@ def route_headers(outcome: Outcome, request_id: str, cost_usd: float) -> dict[st
         "x-tiergate-route": outcome.route,
         "x-tiergate-cost-usd": f"{cost_usd:.8f}",
     }
-
-
-def estimate_prompt_tokens(chat: ChatRequest) -> int:
-    """Four characters a token: the documented estimate where no tokenizer answers."""
-    return sum(len(t) for t in chat.texts()) // 4
 
 
 @dataclass(slots=True)
@@ -91,7 +88,7 @@ class Produced:
     @property
     def tokens(self) -> int:
         """One token a delta (llama.cpp, vLLM), or four characters a token where deltas are longer (Claude)."""
-        return max(self.deltas, -(-self.chars // 4))
+        return max(self.deltas, estimate_tokens(self.chars))
 
 
 @dataclass(slots=True)
@@ -162,8 +159,8 @@ class Call:
         """
         elapsed = time.perf_counter() - self.started
         output = produced.tokens
-        counter = getattr(outcome.backend.backend, "count_tokens", None)
-        if counter is None:
+        backend = outcome.backend.backend
+        if not backend.capabilities.counts_tokens:
             usage = Usage(input_tokens=estimate_prompt_tokens(chat), output_tokens=output, estimated=True)
             self.record(outcome, usage, status, ttft, elapsed)
             return
@@ -175,7 +172,7 @@ class Call:
                 # The prompt as this backend received it: redacted where the plan redacts for it.
                 sent = plan.prepare(outcome.backend, chat)[0] if plan is not None and plan.prepare else chat
                 async with asyncio.timeout(COUNT_TIMEOUT_S):
-                    prompt = int(await counter(sent))
+                    prompt = int(await backend.count_tokens(sent))
             except Exception as exc:  # accounting must not be lost: fall back to the estimate
                 log.info("request %s: no prompt count from %s (%s)", self.request_id, outcome.backend.name, exc)
             usage = Usage(input_tokens=prompt, output_tokens=output, estimated=True)

@@ -8,7 +8,6 @@ so hard policy (which chose the eligible targets) still holds; a plan that must 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 
@@ -17,6 +16,7 @@ from tiergate.accounting.cost import CostModel
 from tiergate.api.state import AppState
 from tiergate.errors import RateLimited
 from tiergate.gateway import Caller, Plan
+from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, Tier, Usage
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "admit", "downgraded", "estimate_usage"]
@@ -26,8 +26,7 @@ _CLOSED_BY_POLICY = ("guard:",)  # route reasons that oblige the closed tier: ne
 
 
 def estimate_usage(chat: ChatRequest) -> Usage:
-    chars = sum(len(t) for t in chat.texts())
-    prompt = math.ceil(chars / 3) + 8 * len(chat.messages) + 64 * len(chat.tools)
+    prompt = estimate_prompt_tokens(chat, chars_per_token=3) + 8 * len(chat.messages) + 64 * len(chat.tools)
     return Usage(input_tokens=prompt, output_tokens=chat.max_tokens or DEFAULT_OUTPUT_TOKENS, estimated=True)
 
 
@@ -65,7 +64,7 @@ def admit(state: AppState, caller: Caller, chat: ChatRequest, plan: Plan) -> tup
             fallback_usd=None if fallback is None else _worst(state.costs, fallback, usage),
         )
     except OverLimit as exc:
-        raise RateLimited(exc.message) from exc
+        raise RateLimited(exc.message, retry_after=exc.retry_after) from exc
     if reservation is not None and reservation.downgraded and fallback is not None:
         return fallback, reservation
     return plan, reservation

@@ -12,8 +12,8 @@ from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.api.auth import KeyRing
 from tiergate.api.metrics import Metrics
-from tiergate.backends.pool import Pool
 from tiergate.config import Config
+from tiergate.dispatch.pool import Pool
 from tiergate.gateway import Gateway
 
 

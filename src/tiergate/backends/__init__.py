@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from tiergate.backends.base import Backend, BackendFactory
+from tiergate.backends.base import Backend, BackendFactory, Capabilities
 from tiergate.config import BackendConfig
 from tiergate.errors import ConfigError
 
@@ -30,4 +30,4 @@ def build_backend(config: BackendConfig, registry: dict[str, BackendFactory]) ->
     return factory(config)
 
 
-__all__ = ["Backend", "BackendFactory", "build_backend", "default_registry"]
+__all__ = ["Backend", "BackendFactory", "Capabilities", "build_backend", "default_registry"]

@@ -17,8 +17,10 @@ from anthropic import AsyncStream
 from anthropic.types import Message as AMessage
 from anthropic.types import MessageTokensCount, RawMessageStreamEvent
 
+from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.errors import from_http_error, malformed
-from tiergate.config import BackendConfig
+from tiergate.backends.http import timeouts
+from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
 from tiergate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from tiergate.types import (
     JSON,
@@ -37,6 +39,7 @@ from tiergate.types import (
     ToolResult,
     Usage,
 )
+from tiergate.wire.anthropic import tool_use_block
 
 DEFAULT_MAX_TOKENS = 4096
 ClientFactory = Callable[
@@ -50,11 +53,7 @@ def _block(part: object) -> JSON:
     if isinstance(part, ImagePart):
         return {"type": "image", "source": dict(part.source)}
     if isinstance(part, ToolCall):
-        try:
-            args = json.loads(part.arguments or "{}")
-        except json.JSONDecodeError:
-            args = {}
-        return {"type": "tool_use", "id": part.id, "name": part.name, "input": args if isinstance(args, dict) else {}}
+        return tool_use_block(part)
     assert isinstance(part, ToolResult)
     return {"type": "tool_result", "tool_use_id": part.tool_call_id, "content": part.content, "is_error": part.is_error}
 
@@ -154,22 +153,14 @@ def translate(backend: str, exc: anthropic.APIError) -> UpstreamError:
     return UpstreamUnavailable(f"{type(exc).__name__}: {exc}", backend=backend)
 
 
-def timeouts(config: BackendConfig) -> httpx2.Timeout:
-    """The SDK client's timeouts: ``connect_timeout_s`` to open a connection, ``timeout_s`` for the rest.
-
-    >>> t = timeouts(BackendConfig(name="c", tier="closed", kind="anthropic", connect_timeout_s=0.5, timeout_s=30))
-    >>> (t.connect, t.read)
-    (0.5, 30.0)
-    """
-    return httpx2.Timeout(config.timeout_s, connect=min(config.connect_timeout_s, config.timeout_s))
-
-
 def _first_party(config: BackendConfig) -> anthropic.AsyncAnthropic:
+    config = config_of(config, AnthropicConfig)
     key = os.environ.get(config.api_key_env or "ANTHROPIC_API_KEY") or None
     return anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0, timeout=timeouts(config))
 
 
 def _bedrock(config: BackendConfig) -> anthropic.AsyncAnthropicBedrock:
+    config = config_of(config, BedrockConfig)
     return anthropic.AsyncAnthropicBedrock(
         aws_region=config.region, base_url=config.base_url, max_retries=0, timeout=timeouts(config)
     )
@@ -177,6 +168,7 @@ def _bedrock(config: BackendConfig) -> anthropic.AsyncAnthropicBedrock:
 
 def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
     """Google Vertex: credentials from Application Default Credentials, or an access token in api_key_env."""
+    config = config_of(config, VertexConfig)
     kwargs: dict[str, Any] = {"max_retries": 0, "timeout": timeouts(config), "base_url": config.base_url}
     if config.api_key_env and os.environ.get(config.api_key_env):
         kwargs["access_token"] = os.environ[config.api_key_env]
@@ -188,6 +180,8 @@ def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
 
 
 class AnthropicBackend:
+    capabilities = Capabilities(continues_prefix=True, counts_tokens=True, images=True)
+
     def __init__(self, config: BackendConfig, client_factory: ClientFactory = _first_party) -> None:
         self.config = config
         self.model = config.model or "claude-sonnet-4-5"

@@ -1,6 +1,12 @@
-"""The backend contract: every model server, in-process or remote, behind a few async methods.
+"""The backend contract: every model server, in-process or remote, behind one protocol.
+
+A backend has a ``config``, the ``model`` it serves, the :class:`Capabilities` it declares, and six methods:
+``start`` / ``close`` (the app's lifespan), ``health`` and ``status`` (``/readyz``), ``complete`` and ``stream``
+(a request), and ``count_tokens`` (called only where ``capabilities.counts_tokens`` says it answers).
 
     class Echo:
+        capabilities = Capabilities()  # text only, no prefix continuation, no token counter
+
         def __init__(self, config: BackendConfig) -> None:
             self.config = config
             self.model = "echo"
@@ -20,6 +26,9 @@
             yield TextDelta(request.last_user_text())
             yield StreamEnd(StopReason.END_TURN, Usage())
 
+        async def count_tokens(self, request: ChatRequest) -> int:
+            raise NotImplementedError  # capabilities.counts_tokens is False
+
 Backends translate their transport's failures into :mod:`tiergate.errors` (``UpstreamError`` and
 subclasses) at one boundary, so the dispatcher can decide on retries and failover without knowing kinds.
 A backend kind registers a factory in :mod:`tiergate.backends` (``register("kind", factory)``).
@@ -28,16 +37,41 @@ A backend kind registers a factory in :mod:`tiergate.backends` (``register("kind
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from tiergate.config import BackendConfig
+from tiergate.errors import ConfigError
 from tiergate.types import JSON, ChatRequest, ChatResponse, EventStream
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do beyond answering text, declared by the backend and read by dispatch and the API.
+
+    >>> Capabilities(counts_tokens=True)
+    Capabilities(continues_prefix=False, counts_tokens=True, images=False)
+    """
+
+    #: Continues a final assistant turn given as a prefix: a stream that broke after bytes were sent is
+    #: resumed on it (only the new part is streamed).
+    continues_prefix: bool = False
+    #: ``count_tokens`` answers with the backend's own count of a prompt (``/v1/messages/count_tokens``, and
+    #: the input tokens of a stream cut before its usage).
+    counts_tokens: bool = False
+    #: Reads image parts (a backend that does not refuses a request carrying one with a 400 naming itself).
+    images: bool = False
+
+
 class Backend(Protocol):
-    config: BackendConfig
+    @property
+    def config(self) -> BackendConfig:
+        """The backend's configuration: the model of its kind (:data:`tiergate.config.BackendSpec`)."""
+        ...
+
     #: The model name this backend serves (reported in responses).
     model: str
+    capabilities: Capabilities
 
     async def start(self) -> None:
         """Load models / open connection pools. Called once, in the app's lifespan."""
@@ -58,5 +92,17 @@ class Backend(Protocol):
         """Yield events ending with exactly one ``StreamEnd``; raise ``UpstreamError`` on failure."""
         ...
 
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """The prompt's input tokens as this backend counts them; only where ``capabilities.counts_tokens``."""
+        ...
+
 
 BackendFactory = Callable[[BackendConfig], Backend]
+C = TypeVar("C", bound=BackendConfig)
+
+
+def config_of(config: BackendConfig, kind: type[C]) -> C:
+    """``config`` as the model of the kind a factory builds, or a one-line :class:`ConfigError`."""
+    if not isinstance(config, kind):
+        raise ConfigError(f"backends.{config.name}.kind: {config.kind!r} has no {kind.__name__} configuration")
+    return config

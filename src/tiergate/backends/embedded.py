@@ -29,8 +29,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.engine.supervisor import EngineProcess
-from tiergate.config import BackendConfig
+from tiergate.config import BackendConfig, EmbeddedConfig
 from tiergate.errors import (
     ConfigError,
     ContextLengthExceeded,
@@ -124,7 +125,10 @@ def _tool_schema(tools: tuple[ToolSpec, ...], name: str | None) -> tuple[JSON, b
 
 
 class EmbeddedBackend:
-    def __init__(self, config: BackendConfig) -> None:
+    #: Text only; no prefix continuation; its tokenizer counts prompts (the chat template applied).
+    capabilities = Capabilities(counts_tokens=True)
+
+    def __init__(self, config: EmbeddedConfig) -> None:
         self.config = config
         self.path = Path(config.model_path).expanduser() if config.model_path else None
         if self.path is not None and not self.path.is_file():
@@ -168,7 +172,7 @@ class EmbeddedBackend:
 
     def _admit(self, req: ChatRequest) -> None:
         """Refuse at once what this backend cannot take: images, or a request beyond a full queue."""
-        if any(isinstance(p, ImagePart) for m in req.messages for p in m.parts):
+        if not self.capabilities.images and any(isinstance(p, ImagePart) for m in req.messages for p in m.parts):
             raise UpstreamClientError(
                 f"model {self.model} reads text only and cannot take images; "
                 "send images to a backend that accepts them (e.g. Claude)",
@@ -271,4 +275,4 @@ class EmbeddedBackend:
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:
-    add("embedded", EmbeddedBackend)
+    add("embedded", lambda config: EmbeddedBackend(config_of(config, EmbeddedConfig)))

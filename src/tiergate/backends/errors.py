@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-import httpx2 as httpx
+import httpx2
 
 from tiergate.errors import (
+    RETRYABLE_STATUS,
     ContextLengthExceeded,
     UpstreamClientError,
     UpstreamError,
@@ -52,7 +53,6 @@ CONTEXT_MESSAGE = re.compile(
     ),
     re.IGNORECASE,
 )
-UNAVAILABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 MAX_RETRY_AFTER_S = 60.0
 
 
@@ -128,16 +128,16 @@ def from_http_error(backend: str, status: int, headers: Mapping[str, str], conte
     after = retry_after(headers)
     if is_context_length(status, err_type, code, message):
         return ContextLengthExceeded(detail, backend=backend, upstream_status=status)
-    if status in UNAVAILABLE_STATUS or err_type == "overloaded_error" or status >= 500:
+    if status in RETRYABLE_STATUS or err_type == "overloaded_error" or status >= 500:
         cls = UpstreamTimeout if status in (408, 504) else UpstreamUnavailable
         return cls(detail, backend=backend, upstream_status=status, retry_after=after)
     return UpstreamClientError(detail, backend=backend, upstream_status=status)
 
 
 def from_transport_error(backend: str, exc: Exception) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx2.TimeoutException):
         return UpstreamTimeout(f"timed out ({type(exc).__name__})", backend=backend)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx2.ConnectError):
         return UpstreamUnavailable(f"cannot connect ({exc})", backend=backend)
     return UpstreamUnavailable(f"connection failed ({type(exc).__name__}: {exc})", backend=backend)
 

@@ -1,4 +1,4 @@
-"""Any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp server, LM Studio) over httpx."""
+"""Any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp server, LM Studio) over httpx2."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx2 as httpx
+import httpx2
 
+from tiergate.backends.base import Capabilities, config_of
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
-from tiergate.config import BackendConfig
-from tiergate.dialects.openai import STOP_REASON, tool_call_json
+from tiergate.backends.http import timeouts
+from tiergate.config import BackendConfig, OpenAIConfig
 from tiergate.errors import UpstreamError, UpstreamUnavailable
+from tiergate.tokens import estimate_prompt_tokens, estimate_tokens, prompt_chars
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -31,6 +33,7 @@ from tiergate.types import (
     ToolResult,
     Usage,
 )
+from tiergate.wire.openai import STOP_REASON, image_url, tool_call_json
 
 
 def _message_json(m: Message) -> list[JSON]:
@@ -52,9 +55,7 @@ def _message_json(m: Message) -> list[JSON]:
         if isinstance(p, TextPart):
             content.append({"type": "text", "text": p.text})
         elif isinstance(p, ImagePart):
-            src = p.source
-            url = src.get("url") or f"data:{src.get('media_type')};base64,{src.get('data')}"
-            content.append({"type": "image_url", "image_url": {"url": url}})
+            content.append({"type": "image_url", "image_url": {"url": image_url(p.source)}})
     return [{"role": "user", "content": content}]
 
 
@@ -200,7 +201,7 @@ class StreamParser:
         if self.finish is None:
             return None
         # No usage from the server: estimate (one token a delta, four characters a prompt token) and say so.
-        estimate = Usage(input_tokens=self._prompt_chars // 4, output_tokens=self._deltas, estimated=True)
+        estimate = Usage(input_tokens=estimate_tokens(self._prompt_chars), output_tokens=self._deltas, estimated=True)
         return StreamEnd(self.finish, self.usage or estimate)
 
 
@@ -208,29 +209,17 @@ class StreamParser:
 HEALTH_TIMEOUT_S = 5.0
 
 
-def timeouts(config: BackendConfig, total: float | None = None) -> httpx.Timeout:
-    """The client's timeouts: ``connect_timeout_s`` to open a connection (never more than ``total``), ``total``
-    (default ``timeout_s``) for each read, write and pool wait. The dispatcher adds its own per-attempt limits.
-
-    >>> t = timeouts(BackendConfig(name="b", tier="open", kind="openai", connect_timeout_s=0.5, timeout_s=30))
-    >>> (t.connect, t.read)
-    (0.5, 30.0)
-    """
-    total = config.timeout_s if total is None else total
-    return httpx.Timeout(total, connect=min(config.connect_timeout_s, total))
-
-
 class OpenAICompatBackend:
-    def __init__(self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        if not config.base_url:
-            raise ValueError(f"backend {config.name!r}: kind 'openai' needs base_url (e.g. http://gpu-1:8000/v1)")
+    #: No token counter: OpenAI-compatible servers have no standard endpoint for one.
+    capabilities = Capabilities(continues_prefix=True, images=True)
+
+    def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
         self.model = config.model or "default"
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx2.AsyncClient | None = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx2.AsyncClient:
         if self._client is None:
             raise RuntimeError("backend not started")
         return self._client
@@ -238,12 +227,11 @@ class OpenAICompatBackend:
     async def start(self) -> None:
         key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
         headers = {"authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.AsyncClient(
-            base_url=str(self.config.base_url).rstrip("/") + "/",
+        self._client = httpx2.AsyncClient(
+            base_url=self.config.base_url.rstrip("/") + "/",
             headers=headers,
             timeout=timeouts(self.config),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            transport=self._transport,
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256),
         )
 
     async def close(self) -> None:
@@ -256,9 +244,12 @@ class OpenAICompatBackend:
     async def health(self) -> bool:
         try:
             resp = await self.client.get("models", timeout=timeouts(self.config, HEALTH_TIMEOUT_S))
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             return False
         return resp.status_code < 500
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        raise NotImplementedError(f"backend {self.config.name!r} has no token counter (capabilities.counts_tokens)")
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         name = self.config.name
@@ -266,7 +257,7 @@ class OpenAICompatBackend:
             resp = await self.client.post(
                 "chat/completions", json=request_json(request, self.model, False, self.config.continue_final_message)
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
         if resp.status_code >= 400:
             raise from_http_error(name, resp.status_code, resp.headers, resp.content)
@@ -277,13 +268,13 @@ class OpenAICompatBackend:
         response = parse_response(data, self.model, name)
         if response.usage.estimated:  # no usage from the server: four characters a token, as for streams
             out = len(response.text) + sum(len(c.arguments) for c in response.tool_calls)
-            response.usage = Usage(sum(len(t) for t in request.texts()) // 4, -(-out // 4), estimated=True)
+            response.usage = Usage(estimate_prompt_tokens(request), estimate_tokens(out), estimated=True)
         return response
 
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
         body = request_json(request, self.model, True, self.config.continue_final_message)
-        parser = StreamParser(sum(len(t) for t in request.texts()))
+        parser = StreamParser(prompt_chars(request))
         done = False
         try:
             async with self.client.stream("POST", "chat/completions", json=body) as resp:
@@ -307,7 +298,7 @@ class OpenAICompatBackend:
                         yield ev
         except UpstreamError:
             raise
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
         end = parser.end()
         if end is None:
@@ -316,4 +307,4 @@ class OpenAICompatBackend:
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:
-    add("openai", OpenAICompatBackend)
+    add("openai", lambda config: OpenAICompatBackend(config_of(config, OpenAIConfig)))

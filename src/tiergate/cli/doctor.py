@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from tiergate.backends.engine import build
-from tiergate.config import BackendConfig, load_config
+from tiergate.config import EmbeddedConfig, load_config
 from tiergate.errors import ConfigError
 
 JSON = dict[str, Any]
@@ -55,7 +55,7 @@ def cpu() -> JSON:
     return {"model": build.cpu_model(), "arch": build.machine(), "features": sorted(flags & known)}
 
 
-async def self_test(config: BackendConfig) -> JSON:
+async def self_test(config: EmbeddedConfig) -> JSON:
     from tiergate.backends.embedded import EmbeddedBackend
 
     backend = EmbeddedBackend(config)
@@ -90,7 +90,7 @@ def doctor(
         raise typer.Exit(2) from None
     report: JSON = {"engine": engine_build(), "cpu": cpu(), "backends": []}
     for backend in cfg.backends:
-        if backend.kind != "embedded":
+        if not isinstance(backend, EmbeddedConfig):
             report["backends"].append({"backend": backend.name, "kind": backend.kind, "state": "not checked"})
             continue
         try:

@@ -30,7 +30,7 @@ from tiergate.accounting.prices import load_price_table
 from tiergate.accounting.summary import parse_since
 from tiergate.cli.failure import fail
 from tiergate.config import load_config
-from tiergate.economics.advice import Plan, make_plan
+from tiergate.economics.advice import Advice, make_plan
 from tiergate.economics.charts import cost_chart_png
 from tiergate.economics.html import render_report
 from tiergate.economics.share import ShareSource, load_scores, share_from_rows, share_from_scores
@@ -131,7 +131,7 @@ def _count(value: float | None) -> str:
     return "never" if value is None else f"{value:,.0f}"
 
 
-def _show(result: Plan, console: Console) -> None:
+def _show(result: Advice, console: Console) -> None:
     costs = result.monthly_usd
     costs_table = Table(title="Monthly cost", title_justify="left")
     for column in ("Option", "USD / month", "vs all-closed", "Break-even req/day", "Break-even tokens/day"):

@@ -18,20 +18,17 @@ from tiergate.types import ChatRequest, Message
 
 async def _decide(prompt: str, config_path: Path | None, model: str) -> dict[str, str]:
     from tiergate.api.app import build_state
-    from tiergate.signals.encoder import Encoder
 
     state = build_state(load_config(config_path))
     gateway = state.gateway
-    if gateway.router.needs_embedding:
-        gateway.encoder = await asyncio.to_thread(Encoder.load)
+    await gateway.load_encoder(always_score=True)
     try:
         request = ChatRequest(model=model, messages=[Message.text("user", prompt)])
         plan = await gateway.plan(request, Caller())
         signals = await gateway.signals(request) if gateway.router.needs_embedding else None
         score = gateway.router.score(request, signals) if signals is not None else plan.score
     finally:
-        if gateway.encoder is not None:
-            gateway.encoder.close()
+        gateway.close_encoder()
     return {
         "tier": plan.tier.value,
         "backends": ", ".join(s.name for s in plan.targets),

@@ -27,6 +27,7 @@ from tiergate.types import (
     ToolSpec,
     Usage,
 )
+from tiergate.wire.anthropic import tool_use_block
 
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
@@ -131,11 +132,7 @@ def usage_json(usage: Usage) -> JSON:
 def block_json(part: TextPart | ToolCall) -> JSON:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
-    try:
-        args = json.loads(part.arguments) if part.arguments else {}
-    except json.JSONDecodeError:
-        args = {"_raw": part.arguments}
-    return {"type": "tool_use", "id": part.id, "name": part.name, "input": args if isinstance(args, dict) else {}}
+    return tool_use_block(part)
 
 
 def render_response(resp: ChatResponse, request_id: str) -> JSON:

@@ -17,7 +17,6 @@ from tiergate.types import (
     Message,
     Part,
     ResponseFormat,
-    StopReason,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -30,22 +29,7 @@ from tiergate.types import (
     ToolSpec,
     Usage,
 )
-
-FINISH_REASON: dict[StopReason, str] = {
-    StopReason.END_TURN: "stop",
-    StopReason.STOP_SEQUENCE: "stop",
-    StopReason.MAX_TOKENS: "length",
-    StopReason.TOOL_USE: "tool_calls",
-    StopReason.REFUSAL: "content_filter",
-}
-STOP_REASON: dict[str, StopReason] = {
-    "stop": StopReason.END_TURN,
-    "length": StopReason.MAX_TOKENS,
-    "tool_calls": StopReason.TOOL_USE,
-    "function_call": StopReason.TOOL_USE,
-    "content_filter": StopReason.REFUSAL,
-}
-
+from tiergate.wire.openai import FINISH_REASON, image_source, tool_call_json
 
 # --- inbound -------------------------------------------------------------------------------------
 
@@ -72,15 +56,8 @@ def _user_parts(content: str | list[OAContentPart] | None, where: str) -> tuple[
         else:
             if p.image_url is None:
                 raise InvalidRequest(f"{where}.{i}.image_url: required field is missing")
-            parts.append(ImagePart(_image_source(p.image_url.url)))
+            parts.append(ImagePart(image_source(p.image_url.url)))
     return tuple(parts)
-
-
-def _image_source(url: str) -> JSON:
-    if url.startswith("data:") and ";base64," in url:
-        head, data = url[5:].split(";base64,", 1)
-        return {"type": "base64", "media_type": head, "data": data}
-    return {"type": "url", "url": url}
 
 
 def _messages(wire: list[OAMessage]) -> tuple[str | None, list[Message]]:
@@ -176,10 +153,6 @@ def usage_json(usage: Usage) -> JSON:
     if usage.cache_read_tokens:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_tokens}
     return out
-
-
-def tool_call_json(call: ToolCall) -> JSON:
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def render_response(resp: ChatResponse, request_id: str) -> JSON:

@@ -6,7 +6,7 @@
 See ``docs/tco.md`` for the method and ``examples/workload.yaml`` for the input.
 """
 
-from tiergate.economics.advice import Assumptions, BreakEven, Burden, ByOption, Option, Plan, make_plan, recommend
+from tiergate.economics.advice import Advice, Assumptions, BreakEven, Burden, ByOption, Option, make_plan, recommend
 from tiergate.economics.share import ShareSource, load_scores, share_from_rows, share_from_scores
 from tiergate.economics.tco import (
     DAYS_PER_MONTH,
@@ -25,6 +25,7 @@ from tiergate.economics.tco import (
 __all__ = [
     "DAYS_PER_MONTH",
     "HOURS_PER_MONTH",
+    "Advice",
     "Assumptions",
     "BreakEven",
     "Burden",
@@ -34,7 +35,6 @@ __all__ = [
     "OpenTier",
     "Operations",
     "Option",
-    "Plan",
     "ShareSource",
     "Workload",
     "break_even_requests_per_day",

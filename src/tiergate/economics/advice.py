@@ -43,12 +43,12 @@ from tiergate.economics.tco import (
 )
 
 __all__ = [
+    "Advice",
     "Assumptions",
     "BreakEven",
     "Burden",
     "ByOption",
     "Option",
-    "Plan",
     "make_plan",
     "monthly_costs",
     "recommend",
@@ -103,7 +103,7 @@ class Assumptions(_Model):
     note: str = f"{MONTH_NOTE}; the fleet is sized for the average output rate x peak_to_average"
 
 
-class Plan(_Model):
+class Advice(_Model):
     recommendation: Option
     reasons: tuple[str, ...]
     monthly_usd: ByOption
@@ -123,7 +123,7 @@ def monthly_costs(w: Workload, price: ModelPrice, requests_per_day: float) -> By
 
 def make_plan(
     w: Workload, price: ModelPrice, price_table_version: str | None = None, share: ShareSource | None = None
-) -> Plan:
+) -> Advice:
     """Everything ``tiergate plan`` reports, from the workload and the closed model's price.
 
     ``share`` says where ``open_share`` was measured (the ledger, a router evaluation), when it was not
@@ -152,7 +152,7 @@ def make_plan(
         on_call=on_call_note(ops, open_replicas * w.open.gpus_per_replica),
     )
     choice, reasons = recommend(w, costs, BreakEven(open=be_open, hybrid=be_hybrid), burden)
-    return Plan(
+    return Advice(
         recommendation=choice,
         reasons=reasons,
         monthly_usd=costs,

@@ -10,7 +10,7 @@ import io
 import math
 
 from tiergate.accounting.prices import ModelPrice
-from tiergate.economics.advice import Plan, monthly_costs
+from tiergate.economics.advice import Advice, monthly_costs
 from tiergate.economics.tco import SECONDS_PER_DAY, Workload
 
 __all__ = ["chart_volumes", "cost_chart_png"]
@@ -20,7 +20,7 @@ _MAX_EDGES = 400  # replica steps drawn as true steps up to this many; beyond, s
 _COLOURS = {"closed": "#c15f3c", "open": "#2f6f9f", "hybrid": "#5b8c3a"}
 
 
-def chart_volumes(w: Workload, plan: Plan) -> list[float]:
+def chart_volumes(w: Workload, plan: Advice) -> list[float]:
     """Requests/day to evaluate: an even grid, each replica step (both sides), break-evens, today's volume."""
     marks = [v for v in (plan.break_even_requests_per_day.open, plan.break_even_requests_per_day.hybrid) if v]
     top = max([2 * w.requests_per_day, 1.25 * max(marks, default=0.0), 1000.0])
@@ -37,7 +37,7 @@ def chart_volumes(w: Workload, plan: Plan) -> list[float]:
     return sorted(p for p in points if 0 <= p <= top)
 
 
-def cost_chart_png(w: Workload, price: ModelPrice, plan: Plan) -> bytes:
+def cost_chart_png(w: Workload, price: ModelPrice, plan: Advice) -> bytes:
     """A PNG of monthly USD against requests/day for all-closed, all-open and hybrid."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from tiergate.economics.advice import Plan
+from tiergate.economics.advice import Advice
 
 __all__ = ["render_report"]
 
@@ -28,7 +28,7 @@ def _count(value: float | None) -> str:
     return "never (&gt; 1e9/day)" if value is None else f"{value:,.0f}"
 
 
-def render_report(plan: Plan, png: bytes, title: str = "tiergate plan") -> str:
+def render_report(plan: Advice, png: bytes, title: str = "tiergate plan") -> str:
     """The HTML page for ``plan``; ``png`` is the cost chart from :func:`cost_chart_png`."""
     costs = plan.monthly_usd
     be = plan.break_even_requests_per_day

@@ -71,7 +71,7 @@ class Embedder(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class GuardResult:
     """The guard's answer for one request: its score, whether it is flagged, and the texts that were read."""
 
     score: float
@@ -210,7 +210,7 @@ class Guard:
 
     async def check(
         self, request: ChatRequest, encoder: Embedder, known: Mapping[str, Vectors] | None = None
-    ) -> Verdict:
+    ) -> GuardResult:
         """Score a request: every window of :func:`texts_to_check`, embedded together; the highest score wins.
 
         ``known`` maps texts already embedded (the router's text) to their pooled states (``embed_layers``), to
@@ -223,4 +223,4 @@ class Guard:
         vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed_layers(w) for w in todo)), strict=True))
         matrix = np.stack([known[w] if w in known else vectors[w] for w in windows])
         score = float(self.predict(matrix, windows).max())
-        return Verdict(score, self.flagged(score), self.threshold, len(texts), len(windows))
+        return GuardResult(score, self.flagged(score), self.threshold, len(texts), len(windows))

@@ -14,7 +14,7 @@ Routers are built from :class:`~tiergate.config.RouterConfig` through the regist
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from tiergate.types import ChatRequest, Tier
@@ -35,8 +35,6 @@ class Signals:
 
     embedding: npt.NDArray[np.float32] | None = None
     states: npt.NDArray[np.float32] | None = None
-    prompt_tokens: int = 0
-    reasons: list[str] = field(default_factory=list)
 
 
 class Router(Protocol):

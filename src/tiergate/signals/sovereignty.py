@@ -109,7 +109,7 @@ _ORDER = ["CREDIT_CARD", "IBAN_CODE", "EMAIL_ADDRESS", "US_SSN", "IP_ADDRESS", "
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class Finding:
     """``sovereign``: some rule fired. ``action``: ``route`` keeps the request on in-perimeter backends;
     ``redact`` lets it out once :meth:`SovereigntyInspector.redact` has replaced its personal data.
     ``reasons``: one per rule that fired. ``entity_kinds``: the kinds of personal data found, sorted."""
@@ -293,7 +293,7 @@ class SovereigntyInspector:
         self._markers = compile_markers(config.markers)
         self._pii = PiiDetector(config.pii) if config.pii else None
 
-    def inspect(self, request: ChatRequest, *, key_sovereign: bool, header: str | None) -> Verdict:
+    def inspect(self, request: ChatRequest, *, key_sovereign: bool, header: str | None) -> Finding:
         """Why ``request`` must stay in the perimeter, if it must. Raises InvalidRequest on a bad flag."""
         metadata = request.metadata.get(METADATA_KEY)
         flags = [
@@ -303,16 +303,16 @@ class SovereigntyInspector:
         ]
         reasons = [f"policy:sovereign:{name}" for name, on in flags if on]
         if reasons:  # held in whatever the texts say: no need to read them
-            return Verdict(True, "route", tuple(reasons))
+            return Finding(True, "route", tuple(reasons))
         all_texts = list(texts(request))
         if any(p.search(t) for p in self._markers for t in all_texts):
             reasons.append("policy:sovereign:marker")
         kinds = tuple(sorted({s.kind for t in all_texts for s in self._pii.find(t)})) if self._pii else ()
         if kinds and not reasons and self._action == "redact":
-            return Verdict(True, "redact", (f"policy:redact:pii={','.join(kinds)}",), kinds)
+            return Finding(True, "redact", (f"policy:redact:pii={','.join(kinds)}",), kinds)
         if kinds:
             reasons.append(f"policy:sovereign:pii={','.join(kinds)}")
-        return Verdict(bool(reasons), "route", tuple(reasons), kinds)
+        return Finding(bool(reasons), "route", tuple(reasons), kinds)
 
     def redact(self, request: ChatRequest) -> tuple[ChatRequest, Restorer]:
         """``request`` with its personal data replaced by placeholders, and the restorer for the answer."""

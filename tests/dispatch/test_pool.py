@@ -11,51 +11,38 @@ from typing import Any
 import pytest
 
 from tests.support.pools import pool_of
-from tiergate.backends.pool import BackendState, Pool
-from tiergate.config import BackendConfig, DispatchConfig
+from tiergate.backends.mock import MockBackend
+from tiergate.config import DispatchConfig
 from tiergate.dispatch import Dispatcher
+from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import Saturated, UpstreamTimeout
-from tiergate.types import ChatRequest, ChatResponse, EventStream, Message, StopReason, StreamEnd, TextPart, Tier, Usage
+from tiergate.types import ChatRequest, ChatResponse, Message, StopReason, TextPart, Tier, Usage
 
 
-class Stub:
-    """A backend that answers when its gate opens (``gate=None``: at once)."""
+class Gated:
+    """A handler that answers when its gate opens (``gate=None``: at once)."""
 
-    def __init__(self, config: BackendConfig) -> None:
-        self.config = config
-        self.model = config.name
+    def __init__(self) -> None:
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()  # set once a call is in progress
         self.calls = 0
 
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def status(self) -> dict[str, object]:
-        return {}
-
-    async def health(self) -> bool:
-        return True
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
+    async def __call__(self, request: ChatRequest) -> ChatResponse:
         self.calls += 1
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
-        return ChatResponse(f"r{self.calls}", self.model, [TextPart("ok")], StopReason.END_TURN, Usage())
-
-    async def stream(self, request: ChatRequest) -> EventStream:
-        yield StreamEnd(StopReason.END_TURN, Usage())
+        return ChatResponse(f"r{self.calls}", "stub", [TextPart("ok")], StopReason.END_TURN, Usage())
 
 
 def make_pool(*backends: dict[str, Any]) -> Pool:
-    return pool_of(Stub, *backends)
+    return pool_of(lambda config: MockBackend(config, Gated()), *backends)
 
 
-def stub(state: BackendState) -> Stub:
-    assert isinstance(state.backend, Stub)
-    return state.backend
+def stub(state: BackendState) -> Gated:
+    assert isinstance(state.backend, MockBackend)
+    assert isinstance(state.backend.handler, Gated)
+    return state.backend.handler
 
 
 def names(states: list[BackendState]) -> list[str]:
@@ -205,3 +192,43 @@ async def test_dispatcher_queue_wait_is_bounded_by_the_request_deadline() -> Non
     assert a.waiting == 0
     gate.set()
     await asyncio.wait_for(held, timeout=5)
+
+
+async def test_a_lease_pairs_the_slot_with_one_verdict() -> None:
+    pool = make_pool({"name": "a", "max_concurrency": 1, "breaker_failures": 1})
+    state = pool.states["a"]
+    async with pool.lease(state) as lease:
+        assert state.in_flight == 1
+        assert state.slots.locked()
+        lease.failure("boom")
+    assert state.in_flight == 0
+    assert not state.slots.locked()
+    assert state.breaker.state == "open"
+    assert state.breaker.refuses(time.monotonic())
+
+
+async def test_a_lease_ended_without_verdict_frees_the_half_open_probe() -> None:
+    pool = make_pool({"name": "a", "breaker_failures": 1, "breaker_cooldown_s": 0.01})
+    state = pool.states["a"]
+    state.breaker.record_failure(time.monotonic())
+    await asyncio.sleep(0.02)
+    assert state.breaker.allow(time.monotonic())  # the probe
+    assert not state.breaker.allow(time.monotonic())
+    with pytest.raises(asyncio.CancelledError):
+        async with pool.lease(state):
+            raise asyncio.CancelledError
+    assert state.in_flight == 0
+    assert state.breaker.allow(time.monotonic())  # no verdict was given: another probe may go
+
+
+async def test_a_kept_lease_holds_its_slot_until_closed() -> None:
+    pool = make_pool({"name": "a", "max_concurrency": 1})
+    state = pool.states["a"]
+    async with pool.lease(state) as lease:
+        kept = lease.keep()
+    assert state.in_flight == 1
+    kept.success()
+    kept.close()
+    kept.close()  # once only
+    assert state.in_flight == 0
+    assert state.served == 1

@@ -9,6 +9,8 @@ request is let through as the probe.
     >>> b = Breaker(failures=2, window_s=10, cooldown_s=5)
     >>> b.record_failure(now=0.0); b.record_failure(now=1.0); b.state
     'open'
+    >>> b.refuses(now=3.0), b.refuses(now=6.0)
+    (True, False)
     >>> b.allow(now=3.0), b.allow(now=6.5), b.allow(now=6.6)
     (False, True, False)
     >>> b.record_success(now=7.0); b.state
@@ -47,6 +49,10 @@ class Breaker:
             return False
         self.probing = True
         return True
+
+    def refuses(self, now: float) -> bool:
+        """Is the circuit open and still cooling down (no probe would be let through at ``now``)?"""
+        return self.state == "open" and now - self.opened_at < self.cooldown_s
 
     def record_success(self, now: float) -> None:
         self.state = "closed"

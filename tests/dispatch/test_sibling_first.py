@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 
 from tests.support.pools import pool_of
-from tiergate.backends.pool import BackendState, Pool
-from tiergate.backends.retry import RetryPolicy
-from tiergate.config import BackendConfig, DispatchConfig
-from tiergate.dispatch import Attempts, Dispatcher, ready_sibling
+from tiergate.backends.mock import MockBackend
+from tiergate.config import DispatchConfig
+from tiergate.dispatch.dispatcher import Attempts, Dispatcher, ready_sibling
+from tiergate.dispatch.pool import BackendState, Pool
+from tiergate.dispatch.retry import RetryPolicy
 from tiergate.errors import UpstreamError, UpstreamUnavailable
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
-    EventStream,
     Message,
     StopReason,
     StreamEnd,
@@ -35,52 +35,35 @@ from tiergate.types import (
 
 
 class Flaky:
-    """A backend that fails with the errors queued in ``script``, one per call, then answers."""
+    """A handler that fails with the errors queued in ``script``, one per call (a stream before its first event),
+    then answers."""
 
-    def __init__(self, config: BackendConfig) -> None:
-        self.config = config
-        self.model = config.name
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.script: list[UpstreamError] = []
         self.calls = 0
 
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def status(self) -> dict[str, object]:
-        return {}
-
-    async def health(self) -> bool:
-        return True
-
     def fail(self, *statuses: int, retry_after: float | None = None) -> None:
         self.script += [
-            UpstreamUnavailable(f"HTTP {s}", backend=self.config.name, upstream_status=s, retry_after=retry_after)
+            UpstreamUnavailable(f"HTTP {s}", backend=self.name, upstream_status=s, retry_after=retry_after)
             for s in statuses
         ]
 
-    def _next(self) -> None:
+    def __call__(self, request: ChatRequest) -> ChatResponse:
         self.calls += 1
         if self.script:
             raise self.script.pop(0)
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        self._next()
-        return ChatResponse("r", self.model, [TextPart("ok")], StopReason.END_TURN, Usage())
-
-    async def stream(self, request: ChatRequest) -> EventStream:
-        self._next()  # fails before the first event
-        yield TextDelta("ok")
-        yield StreamEnd(StopReason.END_TURN, Usage())
+        return ChatResponse("r", self.name, [TextPart("ok")], StopReason.END_TURN, Usage())
 
 
 def make_pool(*backends: dict[str, Any]) -> Pool:
-    return pool_of(Flaky, *backends)
+    return pool_of(lambda config: MockBackend(config, Flaky(config.name)), *backends)
 
 
 def flaky(state: BackendState) -> Flaky:
-    assert isinstance(state.backend, Flaky)
-    return state.backend
+    assert isinstance(state.backend, MockBackend)
+    assert isinstance(state.backend.handler, Flaky)
+    return state.backend.handler
 
 
 def calls(*states: BackendState) -> list[int]:

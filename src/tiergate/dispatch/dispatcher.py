@@ -1,6 +1,6 @@
 """Dispatch: try a plan's targets in order, with retries, timeouts, breakers and failover; streams included.
 
-Rules (decided by the pure functions in :mod:`tiergate.backends.retry`):
+Rules (decided by the pure functions in :mod:`tiergate.dispatch.retry`):
 
 - after a retryable failure before any byte reached the client, go at once (no backoff) to a later target of
   the same tier that is ready (healthy, circuit closed, a free slot or room in its queue, not failed already),
@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from tiergate.backends.pool import BackendState, Pool
-from tiergate.backends.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.config import DispatchConfig
+from tiergate.dispatch.pool import BackendState, Lease, Pool
+from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.errors import ContextLengthExceeded, NoBackendAvailable, Saturated, UpstreamError, UpstreamTimeout
 from tiergate.types import (
     ChatRequest,
@@ -39,7 +39,6 @@ from tiergate.types import (
     StreamEvent,
     TextDelta,
     TextPart,
-    Tier,
     ToolArgsDelta,
     ToolCallStart,
     Usage,
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tiergate.dispatch")
 T = TypeVar("T")
-#: Backend kinds that can continue an assistant message given as a prefix.
-CONTINUABLE_KINDS = frozenset({"anthropic", "bedrock", "vertex", "openai"})
 
 
 @dataclass(slots=True)
@@ -86,8 +83,8 @@ class Dispatcher:
         deadline: float,
         call: Callable[[BackendState, float], Awaitable[T]],
         hold: bool = False,
-    ) -> tuple[T, BackendState]:
-        """Run ``call`` on the targets in order. With ``hold``, the winner's slot stays taken (streams)."""
+    ) -> tuple[T, Lease]:
+        """Run ``call`` on the targets in order; the winner's lease, closed unless ``hold`` (streams keep it)."""
         for i, state in enumerate(targets):
             if attempts.context_failed and not fits_context(attempts.context_window, state.config.context_window):
                 continue
@@ -98,61 +95,59 @@ class Dispatcher:
                 if not state.breaker.allow(now):
                     attempts.failed.append(state.name)
                     break
+                pause: float | None = None
                 try:
-                    await self.pool.acquire(state, max_wait_s=deadline - now)
-                except Saturated as exc:  # overflow by decision: the next target, at once
-                    state.breaker.release()
+                    async with self.pool.lease(state, max_wait_s=deadline - now) as lease:
+                        try:
+                            result = await _attempt(call, state, deadline)
+                        except UpstreamError as exc:
+                            pause = self._failed(lease, exc, attempt, targets[i + 1 :], attempts, deadline)
+                        else:
+                            if hold:
+                                return result, lease.keep()
+                            lease.success()
+                            return result, lease
+                except Saturated as exc:  # no slot and a full queue: overflow by decision, the next target at once
                     attempts.failed.append(state.name)
                     attempts.last = exc
                     break
                 except UpstreamTimeout as exc:  # queued until the deadline: nothing left to try
-                    state.breaker.release()
                     attempts.failed.append(state.name)
                     attempts.last = exc
                     raise
-                try:
-                    try:
-                        result = await call(state, deadline)
-                    except (UpstreamError, asyncio.CancelledError):
-                        raise
-                    except Exception as exc:  # a backend bug must still be an upstream error, never a 500
-                        log.exception("backend %s raised an unexpected error", state.name)
-                        raise UpstreamError(f"unexpected {type(exc).__name__}: {exc}", backend=state.name) from exc
-                except UpstreamError as exc:
-                    self.pool.release(state)
-                    attempts.last = exc
-                    if not may_fail_over(exc):
-                        state.breaker.release()
-                        raise
-                    if isinstance(exc, Saturated):  # the backend's own queue is full: overflow, not a fault
-                        state.breaker.release()
-                        attempts.failed.append(state.name)
-                        break
-                    if isinstance(exc, ContextLengthExceeded):  # the backend is fine, the prompt is too long
-                        state.breaker.release()  # no verdict: a rejection of the prompt is no fault of the backend
-                        attempts.context_failed = True
-                        attempts.context_window = state.config.context_window
-                        attempts.failed.append(state.name)
-                        break
-                    self.pool.failure(state, exc.message, self.policy.rest(exc.retry_after))
-                    sibling = self.config.retry_other_replica_first and ready_sibling(state, targets[i + 1 :], attempts)
-                    if retry_same(exc, attempt, self.policy, bytes_sent=False, sibling_ready=sibling):
-                        pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
-                        if time.monotonic() + pause < deadline:
-                            if pause > 0:  # a zero backoff goes again at once, without a turn of the loop
-                                await asyncio.sleep(pause)
-                            continue
-                    attempts.failed.append(state.name)
+                if pause is None:
                     break
-                except BaseException:
-                    self.pool.release(state)
-                    state.breaker.release()
-                    raise
-                if not hold:
-                    self.pool.release(state)
-                    self.pool.success(state)
-                return result, state
+                if pause > 0:  # a zero backoff goes again at once, without a turn of the loop
+                    await asyncio.sleep(pause)
         raise attempts.last or NoBackendAvailable("no backend is available for this request")
+
+    def _failed(
+        self,
+        lease: Lease,
+        exc: UpstreamError,
+        attempt: int,
+        later: list[BackendState],
+        attempts: Attempts,
+        deadline: float,
+    ) -> float | None:
+        """Judge a failed try: the pause before trying the same backend again, ``None`` to go to the next target;
+        raises ``exc`` when no other backend could do better (a client error)."""
+        state = lease.state
+        attempts.last = exc
+        if not may_fail_over(exc):
+            raise exc
+        if isinstance(exc, ContextLengthExceeded):  # no verdict: a rejection of the prompt is no fault of the backend
+            attempts.context_failed = True
+            attempts.context_window = state.config.context_window
+        elif not isinstance(exc, Saturated):  # the backend's own queue full is overflow, not a fault
+            lease.failure(exc.message, self.policy.rest(exc.retry_after))
+            sibling = self.config.retry_other_replica_first and ready_sibling(state, later, attempts)
+            if retry_same(exc, attempt, self.policy, bytes_sent=False, sibling_ready=sibling):
+                pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
+                if time.monotonic() + pause < deadline:
+                    return pause
+        attempts.failed.append(state.name)
+        return None
 
     async def complete(
         self, request: ChatRequest, targets: list[BackendState], prepare: Prepare | None = None
@@ -170,8 +165,8 @@ class Dispatcher:
             except TimeoutError:
                 raise UpstreamTimeout(f"no answer within {limit:.1f}s", backend=state.name) from None
 
-        response, state = await self._run(targets, attempts, deadline, call)
-        return response, Served(state, attempts)
+        response, lease = await self._run(targets, attempts, deadline, call)
+        return response, Served(lease.state, attempts)
 
     async def stream(
         self,
@@ -209,35 +204,34 @@ class Dispatcher:
             opened[state.name] = events
             return first
 
-        first, state = await self._run(targets, attempts, deadline, call, hold=True)
-        served = Served(state, attempts)
-        events = self._guard(request, targets, served, first, opened[state.name], deadline, prepare)
+        first, lease = await self._run(targets, attempts, deadline, call, hold=True)
+        served = Served(lease.state, attempts)
+        events = self._supervise(request, targets, served, first, opened[lease.state.name], lease, deadline, prepare)
         return first, events, served
 
-    async def _guard(
+    async def _supervise(
         self,
         request: ChatRequest,
         targets: list[BackendState],
         served: Served,
         first: StreamEvent,
         events: EventStream,
+        lease: Lease,
         deadline: float,
         prepare: Prepare | None,
     ) -> EventStream:
         """The whole stream (``first`` included), under stall and total timeouts, continued elsewhere if it breaks.
 
-        The backend's slot is released and its breaker told the verdict however the stream ends; success is
-        recorded *before* the final event is handed on, because a consumer may stop reading right there.
+        The lease is closed and the breaker told the verdict however the stream ends; success is recorded
+        *before* the final event is handed on, because a consumer may stop reading right there.
         """
         text: list[str] = [first.text] if isinstance(first, TextDelta) else []
         tools_started = isinstance(first, ToolCallStart | ToolArgsDelta)
         produced = 1 if isinstance(first, TextDelta | ToolArgsDelta) else 0
-        state = served.state
-        settled = False
+        state = lease.state
         try:
             if isinstance(first, StreamEnd):
-                self.pool.success(state)
-                settled = True
+                lease.success()
                 yield first
                 return
             yield first
@@ -251,8 +245,7 @@ class Dispatcher:
                 except StopAsyncIteration:
                     raise UpstreamError("stream ended without a final event", backend=state.name) from None
                 if isinstance(ev, StreamEnd):
-                    self.pool.success(state)
-                    settled = True
+                    lease.success()
                     yield ev
                     break
                 yield ev
@@ -262,8 +255,7 @@ class Dispatcher:
                 else:
                     tools_started = True
         except UpstreamError as exc:
-            self.pool.failure(state, exc.message, self.policy.rest(exc.retry_after))
-            settled = True
+            lease.failure(exc.message, self.policy.rest(exc.retry_after))
             served.attempts.failed.append(state.name)
             served.attempts.last = exc
             if tools_started or not text:
@@ -272,11 +264,11 @@ class Dispatcher:
             prefix = "".join(text)
             async for ev in self._continue(request, targets, served, prefix, produced, prepare, deadline):
                 yield ev
-        finally:
-            if not settled:  # the consumer went away mid-stream: no verdict on the backend, free the probe
-                state.breaker.release()
-            await events.aclose()
-            self.pool.release(state)
+        finally:  # a consumer gone mid-stream leaves no verdict: closing the lease frees the probe
+            try:
+                await events.aclose()
+            finally:
+                lease.close()
 
     async def _continue(
         self,
@@ -290,7 +282,8 @@ class Dispatcher:
     ) -> EventStream:
         failed = served.attempts.last
         assert failed is not None
-        candidates = [s for s in targets if s.name not in served.attempts.failed and s.config.kind in CONTINUABLE_KINDS]
+        failed_names = served.attempts.failed
+        candidates = [s for s in targets if s.name not in failed_names and s.backend.capabilities.continues_prefix]
         if not candidates:
             raise failed
         continued = replace(request, messages=with_prefix(request.messages, prefix))
@@ -307,6 +300,17 @@ class Dispatcher:
                     ev.stop_reason, replace(usage, output_tokens=usage.output_tokens + produced), ev.stop_sequence
                 )
             yield ev
+
+
+async def _attempt(call: Callable[[BackendState, float], Awaitable[T]], state: BackendState, deadline: float) -> T:
+    """``call`` on ``state``; a backend bug must still be an upstream error, never a 500."""
+    try:
+        return await call(state, deadline)
+    except (UpstreamError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        log.exception("backend %s raised an unexpected error", state.name)
+        raise UpstreamError(f"unexpected {type(exc).__name__}: {exc}", backend=state.name) from exc
 
 
 def with_prefix(messages: list[Message], prefix: str) -> list[Message]:
@@ -333,10 +337,6 @@ def ready_sibling(state: BackendState, later: list[BackendState], attempts: Atte
         and s.ready
         for s in later
     )
-
-
-def tier_of(served: Served) -> Tier:
-    return served.state.config.tier
 
 
 __all__ = ["Attempts", "Dispatcher", "Served", "Usage"]

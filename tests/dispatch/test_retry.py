@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tiergate.backends.retry import RetryPolicy, fits_context, may_fail_over, retry_same
+from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.errors import (
     ContextLengthExceeded,
     UpstreamClientError,

@@ -3,22 +3,28 @@
 Each backend has ``max_concurrency`` slots and a wait queue of ``max_queue``; when both are full the
 backend is *saturated* and :meth:`Pool.acquire` refuses at once, so the dispatcher overflows to the next
 target by decision rather than queueing without bound.
+
+A request holds a backend through a :class:`Lease` (:meth:`Pool.lease`): the slot, and the verdict its
+breaker is owed. However the lease ends, the slot is freed once and the breaker hears exactly one thing:
+success, failure, or (cancelled, a rejected prompt, overflow) nothing, which frees a half-open probe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from tiergate.backends import Backend, BackendFactory, build_backend
-from tiergate.backends.breaker import Breaker
 from tiergate.config import BackendConfig
+from tiergate.dispatch.breaker import Breaker
 from tiergate.errors import Saturated, UpstreamTimeout
 from tiergate.types import Tier
 
-log = logging.getLogger("tiergate.backends")
+log = logging.getLogger("tiergate.dispatch")
 
 
 @dataclass(slots=True)
@@ -68,7 +74,7 @@ def _state(backend: Backend) -> BackendState:
 
 
 class Pool:
-    def __init__(self, configs: list[BackendConfig], registry: dict[str, BackendFactory]) -> None:
+    def __init__(self, configs: Sequence[BackendConfig], registry: dict[str, BackendFactory]) -> None:
         self.states = {c.name: _state(build_backend(c, registry)) for c in configs}
 
     async def start(self) -> None:
@@ -91,7 +97,7 @@ class Pool:
         members = [s for s in self.states.values() if s.config.tier is tier]
         return sorted(
             members,
-            key=lambda s: (s.breaker.state == "open" and not _cooled(s, now), not s.healthy, s.resting(now), s.load),
+            key=lambda s: (s.breaker.refuses(now), not s.healthy, s.resting(now), s.load),
         )
 
     def has_tier(self, tier: Tier) -> bool:
@@ -157,6 +163,51 @@ class Pool:
         if state.breaker.state == "open" and before != "open":
             log.warning("circuit for backend %s opened: %s", state.name, error)
 
+    @contextlib.asynccontextmanager
+    async def lease(self, state: BackendState, max_wait_s: float | None = None) -> AsyncIterator[Lease]:
+        """Hold one of ``state``'s slots for the block (:meth:`acquire`'s refusals propagate, the breaker's probe
+        freed). A lease :meth:`Lease.kept` for a stream outlives the block: its holder closes it."""
+        try:
+            await self.acquire(state, max_wait_s)
+        except BaseException:
+            state.breaker.release()
+            raise
+        lease = Lease(self, state)
+        try:
+            yield lease
+        finally:
+            if not lease.kept:
+                lease.close()
 
-def _cooled(state: BackendState, now: float) -> bool:
-    return now - state.breaker.opened_at >= state.breaker.cooldown_s
+
+@dataclass(slots=True)
+class Lease:
+    """A slot taken on one backend and the verdict owed to its breaker (see :meth:`Pool.lease`)."""
+
+    pool: Pool
+    state: BackendState
+    settled: bool = False
+    kept: bool = False
+    closed: bool = False
+
+    def success(self) -> None:
+        self.pool.success(self.state)
+        self.settled = True
+
+    def failure(self, error: str, rest_s: float | None = None) -> None:
+        self.pool.failure(self.state, error, rest_s)
+        self.settled = True
+
+    def keep(self) -> Lease:
+        """Keep the slot beyond the ``async with`` block (a stream being read); :meth:`close` frees it."""
+        self.kept = True
+        return self
+
+    def close(self) -> None:
+        """Free the slot (once); a lease that ended without a verdict frees the breaker's probe."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.settled:
+            self.state.breaker.release()
+        self.pool.release(self.state)

@@ -13,9 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tiergate.errors import ContextLengthExceeded, UpstreamError
-
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+from tiergate.errors import RETRYABLE_STATUS, ContextLengthExceeded, UpstreamError
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tiergate.backends.breaker import Breaker
+from tiergate.dispatch.breaker import Breaker
 
 
 def test_opens_after_n_failures_within_the_window() -> None:

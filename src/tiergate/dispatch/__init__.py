@@ -1,0 +1,13 @@
+"""Dispatch: the pool of backends (slots, health, breakers), the retry rules, and the dispatcher that tries a
+plan's targets in order.
+
+    pool.py        BackendState, Pool, Lease     slots, queue, health; ``Pool.lease()`` pairs slot and verdict
+    breaker.py     Breaker                       one circuit breaker per backend (a pure state machine)
+    retry.py       RetryPolicy, retry_same, ...  retry and failover decisions (pure functions)
+    dispatcher.py  Dispatcher, Served, Attempts  the loop over targets, streams supervised and continued
+"""
+
+from tiergate.dispatch.dispatcher import Attempts, Dispatcher, Served
+from tiergate.dispatch.pool import BackendState, Lease, Pool
+
+__all__ = ["Attempts", "BackendState", "Dispatcher", "Lease", "Pool", "Served"]
