@@ -1,6 +1,6 @@
 """``tiergate.yaml``: read once at start-up into typed models.
 
-Every field is optional; no file means the embedded default (one open-weight model, in-process).
+Every field is optional; no file means the embedded default (one open-weight model, in a worker process).
 Precedence: explicit argument, then environment (``TIERGATE_CONFIG``, ``TIERGATE_HOST``, ``TIERGATE_PORT``),
 then the file, then the defaults below. A wrong file fails with one line naming the field and the fix.
 """
