@@ -137,3 +137,26 @@ def test_input_the_engine_cannot_take_is_a_400_and_never_opens_the_circuit(gatew
     assert ready["circuit"] == "closed"
     ok = httpx.post(base + "/v1/chat/completions", json={"model": "local", "max_tokens": 4, "messages": essay(2)})
     assert ok.status_code == 200
+
+
+def test_a_forced_tool_call_cut_off_by_max_tokens_is_answered_like_claude(gateway: tuple[str, str]) -> None:
+    """Not a 503 that SDKs retry: a 200 that says max_tokens ended it, as Claude answers."""
+    base, _ = gateway
+    long_args = {
+        "type": "object",
+        "properties": {"n": {"type": "array", "items": {"type": "integer"}, "minItems": 300}},
+    }
+    tool = {"name": "record", "description": "Record numbers.", "input_schema": {**long_args, "required": ["n"]}}
+    body = {
+        "model": "local",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Record the numbers 1 to 300."}],
+        "tools": [tool],
+        "tool_choice": {"type": "tool", "name": "record"},
+    }
+    for _ in range(2):
+        resp = httpx.post(base + "/v1/messages", json=body, headers=AN_HEADERS, timeout=120)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["stop_reason"] == "max_tokens"
+        assert [b["type"] for b in resp.json()["content"]] in (["text"], [])
+    assert httpx.get(base + "/readyz", timeout=10).json()["backends"]["local"]["circuit"] == "closed"

@@ -229,14 +229,15 @@ class EmbeddedBackend:
     def _forced(self, req: ChatRequest) -> bool:
         return bool(req.tools) and req.tool_choice is not None and req.tool_choice.kind in ("any", "tool")
 
-    def _tool_call(self, req: ChatRequest, text: str) -> ToolCall:
+    def _tool_call(self, req: ChatRequest, text: str) -> ToolCall | None:
+        """The forced call the grammar produced; ``None`` when ``max_tokens`` cut it off inside the object."""
         assert req.tool_choice is not None
         _, wrapped = _tool_schema(req.tools, req.tool_choice.name)
         name = req.tool_choice.name or req.tools[0].name
         try:
             value = json.loads(text or "{}")
-        except json.JSONDecodeError as exc:  # generation hit max_tokens inside the object
-            raise UpstreamUnavailable("tool call was cut off by max_tokens", backend=self.config.name) from exc
+        except json.JSONDecodeError:
+            return None
         if wrapped:
             name, value = value["name"], value["arguments"]
         return ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, json.dumps(value))
@@ -253,7 +254,12 @@ class EmbeddedBackend:
         usage = Usage(int(end.get("prompt_tokens", 0)), int(end.get("completion_tokens", 0)))
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if self._forced(request):
-            return ChatResponse(rid, self.model, [self._tool_call(request, "".join(text))], StopReason.TOOL_USE, usage)
+            call = self._tool_call(request, "".join(text))
+            if call is not None:
+                return ChatResponse(rid, self.model, [call], StopReason.TOOL_USE, usage)
+            # Cut off by max_tokens inside the arguments: answered as Claude does (200, stop_reason max_tokens),
+            # with the partial text, never as a failure of the backend that SDKs would retry.
+            return ChatResponse(rid, self.model, [TextPart("".join(text))], StopReason.MAX_TOKENS, usage)
         reason = StopReason.MAX_TOKENS if end.get("finish") == "length" else StopReason.END_TURN
         return ChatResponse(rid, self.model, [TextPart("".join(text))], reason, usage)
 
@@ -261,6 +267,11 @@ class EmbeddedBackend:
         self._admit(request)
         if self._forced(request):  # the arguments are checked whole before the call is announced
             resp = await self.complete(request)
+            if not resp.tool_calls:  # cut off by max_tokens
+                if resp.text:
+                    yield TextDelta(resp.text)
+                yield StreamEnd(resp.stop_reason, resp.usage)
+                return
             call = resp.tool_calls[0]
             yield ToolCallStart(0, call.id, call.name)
             yield ToolArgsDelta(0, call.arguments)
