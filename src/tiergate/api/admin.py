@@ -8,15 +8,15 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tiergate.accounting.metrics import CIRCUIT_STATES
 from tiergate.api.chat import error_response, new_request_id, read_body
 from tiergate.api.edges import ANTHROPIC, OPENAI
-from tiergate.api.metrics import CIRCUIT_STATES
 from tiergate.api.state import AppState
 from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
 from tiergate.dialects.anthropic_wire import ACountTokensRequest
 from tiergate.dialects.common import decode_json, validate
 from tiergate.errors import TiergateError, UpstreamError
-from tiergate.policy import PolicyVerdict
+from tiergate.pipeline.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, Tier, ToolSpec

@@ -24,12 +24,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeAlias, TypeVar
 
 from tiergate.config import DispatchConfig
 from tiergate.dispatch.pool import BackendState, Lease, Pool
 from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.errors import ContextLengthExceeded, NoBackendAvailable, Saturated, UpstreamError, UpstreamTimeout
+from tiergate.signals.redact import Restorer
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
@@ -44,8 +45,9 @@ from tiergate.types import (
     Usage,
 )
 
-if TYPE_CHECKING:
-    from tiergate.policy import Prepare
+#: Turns a request into what one backend may receive (redacted for external ones), with its restorer; built
+#: by the hard policy (:meth:`tiergate.pipeline.policy.HardPolicy.prepare`).
+Prepare: TypeAlias = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
 
 log = logging.getLogger("tiergate.dispatch")
 T = TypeVar("T")

@@ -13,7 +13,7 @@ every target list the gateway builds is filtered here first:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,13 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from tiergate.config import PolicyConfig
+from tiergate.dispatch.dispatcher import Prepare
 from tiergate.dispatch.pool import BackendState
 from tiergate.signals.redact import Restorer
 from tiergate.signals.sovereignty import Finding, SovereigntyInspector
 from tiergate.types import ChatRequest, Tier
-
-#: Turns a request into what one backend may receive (redacted for external ones), with its restorer.
-Prepare = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
 
 
 class GuardScore(Protocol):

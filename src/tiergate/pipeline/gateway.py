@@ -1,8 +1,9 @@
-"""The pipeline of one request: decide the targets and dispatch to them in order (the API's ``Call`` accounts).
+"""Inspect and decide, then dispatch: the targets of one request, in order, and why.
 
 Edges (``api/``) parse and render; this module never sees a dialect. ``plan`` turns the model name, the
-caller and the router's score into an ordered list of targets with the reason; ``complete`` and ``stream``
-try them in order, failing over only on retryable upstream errors.
+caller and the router's score into an ordered list of targets with the reason (admission may then narrow it:
+:mod:`tiergate.pipeline.admit`); ``complete`` and ``stream`` hand the plan to :mod:`tiergate.dispatch`, which
+tries the targets in order, failing over only on retryable upstream errors.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import asyncio
 from dataclasses import dataclass, field
 
 from tiergate.config import Config
-from tiergate.dispatch import Dispatcher, Served
+from tiergate.dispatch import Dispatcher, Prepare, Served
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
-from tiergate.policy import HardPolicy, PolicyVerdict, Prepare
+from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
 from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
