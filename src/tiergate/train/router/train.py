@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.routing.calibrate import calibrate
 from tiergate.routing.features import FEATURE_NAMES, WORD_PROBLEM_FEATURES, batch_features
 from tiergate.routing.learned import FORMAT, FORMAT_VERSION, LearnedModel, design
-from tiergate.routing.metrics import evaluate
 from tiergate.signals.encoder import MAX_TOKENS, MODEL_ID
+from tiergate.train.router.calibrate import calibrate
+from tiergate.train.router.metrics import evaluate
 
 RIDGE_ALPHA = 100.0
 #: Ridge penalty of the word-problem correction (stage 2), on its standardised features.
