@@ -112,12 +112,12 @@ async def count_tokens(request: Request) -> Response:
 async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> int:
     """Input tokens by the most authoritative counter (closed tier first), under the same hard policy as a chat:
     a sovereign prompt is only counted inside the perimeter, a redacted one leaves it only redacted."""
-    prepare = state.gateway.policy.prepare(verdict)
+    outbound = state.gateway.policy.outbound(verdict)
     for tier in (Tier.CLOSED, Tier.OPEN):
         for backend in state.pool.tier(tier):
             if not backend.backend.capabilities.counts_tokens or not verdict.allows(backend):
                 continue
-            sent = prepare(backend, chat)[0] if prepare is not None else chat
+            sent = outbound(backend, chat)[0] if outbound is not None else chat
             try:
                 count = await backend.backend.count_tokens(sent)
             except UpstreamError:

@@ -173,7 +173,7 @@ class Account:
             prompt = estimate_prompt_tokens(chat)
             try:
                 # The prompt as this backend received it: redacted where the plan redacts for it.
-                sent = plan.prepare(outcome.backend, chat)[0] if plan is not None and plan.prepare else chat
+                sent = plan.outbound(outcome.backend, chat)[0] if plan is not None and plan.outbound else chat
                 async with asyncio.timeout(COUNT_TIMEOUT_S):
                     prompt = int(await backend.count_tokens(sent))
             except Exception as exc:  # accounting must not be lost: fall back to the estimate
