@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tiergate.train.guard.synthetic import passive_variants, requests, tense_variants
+from tiergate.train.jsonl import DataError, prompt_row
 
 Rows: TypeAlias = list[tuple[str, str, int]]  # (id, text, label) of one source
 Loader: TypeAlias = Callable[[Path], tuple[Rows, list[Path]]]
@@ -52,10 +53,6 @@ Loader: TypeAlias = Callable[[Path], tuple[Rows, list[Path]]]
 ROLES = ("harmful", "jailbreak", "benign", "contrast")
 MODERATION_LABELS = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
 TEMPLATE_SLOT = "{{ prompt }}"
-
-
-class DataError(ValueError):
-    """A data file that is missing or cannot be used; the message names the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +252,7 @@ def read_prompts(path: str | Path) -> tuple[list[str], list[str]]:
         return [str(n) for n, _ in lines], [line.strip() for _, line in lines]
     ids, prompts = [], []
     for n, line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}:{n}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise DataError(f"{p}:{n}: each line needs a 'prompt' string")
+        row = prompt_row(p, n, line)
         ids.append(str(row.get("id", n)))
         prompts.append(row["prompt"])
     return ids, prompts
