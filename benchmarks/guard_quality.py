@@ -1,6 +1,6 @@
 """Guard quality: recall and false-positive rates on held-out sources, the trade-off curve, the cost of windows.
 
-Every figure comes from grouped cross-validation (``tiergate.guard.train.cross_validate``): each public
+Every figure comes from grouped cross-validation (``tiergate.train.guard.train.cross_validate``): each public
 source is held out in turn (the moderation set's two halves together; the tense variants of AdvBench and
 HarmBench with their source), and the contrast set's kinds in five seeded folds of whole kinds; a guard is
 trained on the rest and scores what was held out. The threshold is calibrated on those pooled out-of-fold
@@ -34,15 +34,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from routing_quality import machine_line, write_section  # noqa: E402
 
-from tiergate.guard import metrics, train  # noqa: E402
-from tiergate.guard.data import Corpus, load_corpus  # noqa: E402
-from tiergate.guard.embed import WindowVectors, embed_corpus  # noqa: E402
 from tiergate.guard.features import FEATURE_NAMES, HARM_LEXICONS, batch_features  # noqa: E402
 from tiergate.guard.model import Guard  # noqa: E402
-from tiergate.guard.plot import plot_curve  # noqa: E402
-from tiergate.guard.train import CrossValidation, Recipe, cross_validate  # noqa: E402
 from tiergate.guard.windows import Windower  # noqa: E402
 from tiergate.signals.encoder import Encoder  # noqa: E402
+from tiergate.train.guard import metrics, train  # noqa: E402
+from tiergate.train.guard.data import Corpus, load_corpus  # noqa: E402
+from tiergate.train.guard.embed import WindowVectors, embed_corpus  # noqa: E402
+from tiergate.train.guard.plot import plot_curve  # noqa: E402
+from tiergate.train.guard.train import CrossValidation, Recipe, cross_validate  # noqa: E402
 
 SEED = 0
 SECTION = "guard-quality"

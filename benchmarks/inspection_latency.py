@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from router_latency import prompt_of  # noqa: E402
 from routing_quality import machine_line, write_section  # noqa: E402
 
-from tiergate.api.app import build_state  # noqa: E402
 from tiergate.config import parse_config  # noqa: E402
-from tiergate.gateway import Caller, Gateway  # noqa: E402
 from tiergate.guard.model import Guard  # noqa: E402
+from tiergate.pipeline.build import build_gateway  # noqa: E402
+from tiergate.pipeline.gateway import Caller, Gateway  # noqa: E402
 from tiergate.signals.encoder import Encoder  # noqa: E402
 from tiergate.signals.sovereignty import pii_kinds  # noqa: E402
 from tiergate.types import ChatRequest, Message  # noqa: E402
@@ -58,7 +58,7 @@ PII_TAIL = " Reply to jane.doe@example.com or call +1 415 555 0132."
 def gateway(encoder: Encoder, policy: dict[str, Any]) -> Gateway:
     os.environ.setdefault(KEY_ENV, "sk-ant-unused")
     config = parse_config({"backends": BACKENDS, "policy": policy, "ledger": {"url": "sqlite:///:memory:"}})
-    gw = build_state(config).gateway
+    gw = build_gateway(config)
     gw.encoder = encoder
     return gw
 

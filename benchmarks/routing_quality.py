@@ -2,10 +2,10 @@
 
 Folds hold out whole MMLU subjects (45 subjects in 5 folds) and GSM8K buckets (10 hash buckets in 5 folds);
 every router is trained on the other folds of both files and scored on the held-out one, and the metrics
-(``tiergate.routing.metrics``) are computed on the pooled out-of-fold scores of each benchmark. Side by side:
+(``tiergate.train.router.metrics``) are computed on the pooled out-of-fold scores of each benchmark. Side by side:
 random (its expected curve), prompt length, kNN over the embeddings (k=32, similarity-weighted mean gain),
 logistic regression on the embeddings (P(strong right and weak wrong)), and the learned router
-(``tiergate.routing.train``), with the previous recipe of the learned router (one ridge, general features
+(``tiergate.train.router.train``), with the previous recipe of the learned router (one ridge, general features
 only) for comparison. A paired bootstrap over prompts gives the interval of the learned router's APGR lead
 over the best baseline.
 
@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from tiergate.routing.features import FEATURE_NAMES, batch_features  # noqa: E402
 from tiergate.routing.learned import LearnedModel  # noqa: E402
-from tiergate.routing.metrics import RoutingMetrics, apgr, evaluate, quality_curve  # noqa: E402
-from tiergate.routing.train import (  # noqa: E402
+from tiergate.train.router.metrics import RoutingMetrics, apgr, evaluate, quality_curve  # noqa: E402
+from tiergate.train.router.train import (  # noqa: E402
     RIDGE_ALPHA,
     Outcomes,
     fit_head,
@@ -216,7 +216,7 @@ def main() -> None:
         "pooled out-of-fold scores of each benchmark. Produced by `python benchmarks/routing_quality.py`.",
         "",
         "The learned router is linear on the embedding and 23 cheap features, fitted in two ridge stages "
-        "(`tiergate.routing.train`): stage 1 regresses the strong model's gain (strong - weak) on the embedding "
+        "(`tiergate.train.router.train`): stage 1 regresses the strong model's gain (strong - weak) on the embedding "
         "and 16 general features (length, numbers, maths, code, script, options, turns, tools), each benchmark's "
         "rows weighted by sqrt(largest benchmark / its size); stage 2 fits stage 1's residuals on the word "
         "problems alone (a quantity and no answer options) with 6 step cues (number words, fractions, commas, "

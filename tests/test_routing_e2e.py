@@ -57,23 +57,29 @@ def test_tier_header_overrides_the_router(learned_gateway: str) -> None:
     assert resp.headers["x-tiergate-tier"] == "open"
 
 
-def test_serving_process_imports_no_torch(fake_openai: tuple[FakeOpenAI, str]) -> None:
-    """Start-up with the learned router (encoder loaded) and one routed request, then look for torch."""
+def test_serving_process_imports_no_torch_and_no_training_code(fake_openai: tuple[FakeOpenAI, str]) -> None:
+    """Start-up as ``tiergate serve`` does (the CLI imported, the learned router and the guard loaded) and one
+    routed request, then look for torch, the training code and its dependencies (the ``[train]`` extra) and
+    matplotlib (reports only)."""
     code = (
         "import sys, httpx\n"
+        "import tiergate.cli\n"
         "from tiergate.api import create_app\n"
         "from tiergate.config import parse_config\n"
         "from tests.support.servers import serve_app\n"
         "b = {'kind': 'openai', 'base_url': '%s/v1', 'model': 'fake-llama-8b'}\n"
         "cfg = parse_config({'backends': [{'name': 'o', 'tier': 'open', **b}, {'name': 'c', 'tier': 'closed', **b}],"
-        " 'router': {'kind': 'learned'}, 'ledger': {'url': 'sqlite:///:memory:'}})\n"
+        " 'router': {'kind': 'learned'}, 'policy': {'guard': {'enabled': True}},"
+        " 'ledger': {'url': 'sqlite:///:memory:'}})\n"
         "with serve_app(create_app(cfg)) as url:\n"
         "    r = httpx.post(url + '/v1/chat/completions', json={'model': 'auto', 'messages': [{'role': 'user',"
         " 'content': 'hi'}]})\n"
         "    assert r.status_code == 200, r.text\n"
-        "    assert r.headers['x-tiergate-route'].startswith('router:')\n"
-        "print('torch' in sys.modules)\n"
+        "    assert 'router:' in r.headers['x-tiergate-route']\n"
+        "    assert 'tiergate.guard.model' in sys.modules\n"
+        "heavy = ('torch', 'sklearn', 'matplotlib', 'tiergate.train')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('tiergate.train')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code % fake_openai[1]], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -9,7 +9,7 @@ from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.support.servers import serve_app
 from tiergate.api import create_app
 from tiergate.config import parse_config
-from tiergate.gateway import Caller
+from tiergate.pipeline.gateway import Caller
 from tiergate.types import ChatRequest
 
 

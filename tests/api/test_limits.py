@@ -15,9 +15,9 @@ from tests.fakes import Delay, FakeAnthropic, FakeOpenAI, Reply, script_marker
 from tests.support.ledger import rows_of
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.schema import LedgerRow
-from tiergate.api.limits import DEFAULT_OUTPUT_TOKENS, downgraded, estimate_usage
 from tiergate.config import Config, parse_config
-from tiergate.gateway import Plan
+from tiergate.pipeline.admit import DEFAULT_OUTPUT_TOKENS, downgraded, estimate_usage
+from tiergate.pipeline.gateway import Plan
 from tiergate.types import ChatRequest, Message, Tier, Usage
 
 Fakes = tuple[tuple[FakeAnthropic, str], tuple[FakeOpenAI, str]]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tiergate.guard.data import Corpus, load_corpus
 from tiergate.signals.encoder import Encoder
+from tiergate.train.guard.data import Corpus, load_corpus
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiergate.guard.data import SOURCES, Corpus, DataError, contrast_rows, load_corpus, read_prompts
-from tiergate.guard.synthetic import passive_variants, requests, tense_variants
+from tiergate.train.guard.data import SOURCES, Corpus, DataError, contrast_rows, load_corpus, read_prompts
+from tiergate.train.guard.synthetic import passive_variants, requests, tense_variants
 
 from .conftest import DATA
 

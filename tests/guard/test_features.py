@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 
-from tiergate.guard.data import Corpus
 from tiergate.guard.features import (
     _FOLDED,
     _LOWER,
@@ -18,6 +17,7 @@ from tiergate.guard.features import (
     window_features,
 )
 from tiergate.guard.knn import BANK_BLOCK, KNN_FEATURES, _similarities, bank_rows, knn_features
+from tiergate.train.guard.data import Corpus
 
 
 def _features(text: str) -> dict[str, float]:

@@ -10,11 +10,11 @@ import pytest
 
 from tiergate.config import GuardConfig
 from tiergate.errors import ConfigError
-from tiergate.guard.data import Corpus
 from tiergate.guard.knn import KNN_FEATURES
 from tiergate.guard.model import Guard
 from tiergate.guard.windows import WINDOW_TOKENS, Windower, texts_to_check
 from tiergate.signals.encoder import Encoder
+from tiergate.train.guard.data import Corpus
 from tiergate.types import ChatRequest, Message
 
 #: Prompts that merely look risky: a guard that flags them refuses ordinary users.

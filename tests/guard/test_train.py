@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tiergate.guard import metrics
-from tiergate.guard.data import Corpus, DataError
-from tiergate.guard.embed import WindowVectors, embed_corpus, max_by_owner
 from tiergate.guard.model import Guard
-from tiergate.guard.train import Recipe, cross_validate, folds, holdout_mask, text_weights, train_guard
 from tiergate.signals.encoder import Encoder
+from tiergate.train.guard import metrics
+from tiergate.train.guard.data import Corpus, DataError
+from tiergate.train.guard.embed import WindowVectors, embed_corpus, max_by_owner
+from tiergate.train.guard.train import Recipe, cross_validate, folds, holdout_mask, text_weights, train_guard
 
 FAST = Recipe(mlps=2, hidden=8, epochs=4)
 

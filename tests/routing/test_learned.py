@@ -12,7 +12,6 @@ import pytest
 from tiergate.config import RouterConfig
 from tiergate.errors import ConfigError
 from tiergate.routing.base import Signals, decide
-from tiergate.routing.calibrate import calibrate, quality_at_threshold, realised_share, threshold_for_share
 from tiergate.routing.features import (
     FEATURE_NAMES,
     WORD_PROBLEM_FEATURES,
@@ -22,8 +21,10 @@ from tiergate.routing.features import (
     text_features,
 )
 from tiergate.routing.learned import LearnedModel, LearnedRouter
-from tiergate.routing.metrics import evaluate
-from tiergate.routing.train import (
+from tiergate.signals.encoder import Encoder
+from tiergate.train.router.calibrate import calibrate, quality_at_threshold, realised_share, threshold_for_share
+from tiergate.train.router.metrics import evaluate
+from tiergate.train.router.train import (
     DataError,
     Outcomes,
     benchmark_weights,
@@ -33,7 +34,6 @@ from tiergate.routing.train import (
     load_outcomes,
     train_router,
 )
-from tiergate.signals.encoder import Encoder
 from tiergate.types import ChatRequest, Message, Tier, ToolSpec
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data" / "routing"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tiergate.routing.metrics import (
+from tiergate.train.router.metrics import (
     apgr,
     cpt,
     evaluate,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiergate.guard.data import Corpus, load_corpus
 from tiergate.signals.sovereignty import PiiDetector, pii_kinds
+from tiergate.train.guard.data import Corpus, load_corpus
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 PER_SOURCE = 100  # real texts read from each source of the data folder

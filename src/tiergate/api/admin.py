@@ -8,15 +8,15 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tiergate.accounting.metrics import CIRCUIT_STATES
 from tiergate.api.chat import error_response, new_request_id, read_body
 from tiergate.api.edges import ANTHROPIC, OPENAI
-from tiergate.api.metrics import CIRCUIT_STATES
 from tiergate.api.state import AppState
 from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
 from tiergate.dialects.anthropic_wire import ACountTokensRequest
 from tiergate.dialects.common import decode_json, validate
 from tiergate.errors import TiergateError, UpstreamError
-from tiergate.policy import PolicyVerdict
+from tiergate.pipeline.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, Tier, ToolSpec
@@ -112,12 +112,12 @@ async def count_tokens(request: Request) -> Response:
 async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> int:
     """Input tokens by the most authoritative counter (closed tier first), under the same hard policy as a chat:
     a sovereign prompt is only counted inside the perimeter, a redacted one leaves it only redacted."""
-    prepare = state.gateway.policy.prepare(verdict)
+    outbound = state.gateway.policy.outbound(verdict)
     for tier in (Tier.CLOSED, Tier.OPEN):
         for backend in state.pool.tier(tier):
             if not backend.backend.capabilities.counts_tokens or not verdict.allows(backend):
                 continue
-            sent = prepare(backend, chat)[0] if prepare is not None else chat
+            sent = outbound(backend, chat)[0] if outbound is not None else chat
             try:
                 count = await backend.backend.count_tokens(sent)
             except UpstreamError:

@@ -17,40 +17,30 @@ from starlette.routing import Route
 from tiergate.accounting.budgets import Budgets, month_start
 from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
+from tiergate.accounting.metrics import Metrics
 from tiergate.accounting.prices import load_price_table
 from tiergate.api import admin, chat, dashboard
 from tiergate.api.auth import KeyRing
 from tiergate.api.edges import edge_for_path
-from tiergate.api.metrics import Metrics
 from tiergate.api.state import AppState
-from tiergate.backends import BackendFactory, default_registry
+from tiergate.backends import BackendFactory
 from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
-from tiergate.gateway import Gateway
-from tiergate.policy import HardPolicy
-from tiergate.routing import build_router
+from tiergate.pipeline.admit import Admission
+from tiergate.pipeline.build import build_gateway
 
 log = logging.getLogger("tiergate")
 
 
 def build_state(config: Config, registry: dict[str, BackendFactory] | None = None) -> AppState:
     """Everything but I/O: validates the whole configuration before anything starts."""
-    pool = Pool(config.backends, registry or default_registry())
+    gateway = build_gateway(config, registry)
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
-    gateway = Gateway(config, pool, build_router(config.router), policy=build_policy(config))
     ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
-    return AppState(config, pool, gateway, KeyRing(config.keys), Metrics(), costs, ledger, budgets)
-
-
-def build_policy(config: Config) -> HardPolicy:
-    guard = None
-    if config.policy.guard.enabled:
-        from tiergate.guard.model import Guard
-
-        guard = Guard.from_config(config.policy.guard)
-    return HardPolicy(config.policy, guard)
+    keys, admission = KeyRing(config.keys), Admission(budgets, costs)
+    return AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission)
 
 
 async def _watch_health(pool: Pool, interval_s: float) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from tiergate.config import KeyConfig
 from tiergate.errors import AuthenticationFailed, ConfigError
-from tiergate.gateway import Caller
+from tiergate.pipeline.gateway import Caller
 
 
 class KeyRing:

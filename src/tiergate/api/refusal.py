@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from starlette.responses import Response, StreamingResponse
 
 from tiergate.api.edges import Edge
-from tiergate.gateway import Plan
+from tiergate.pipeline.gateway import Plan
 from tiergate.types import ChatRequest, ChatResponse, StopReason, StreamEnd, TextDelta, Usage
 
 MODEL = "tiergate-policy"

@@ -10,11 +10,12 @@ from typing import Any
 from tiergate.accounting.budgets import Budgets
 from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
+from tiergate.accounting.metrics import Metrics
 from tiergate.api.auth import KeyRing
-from tiergate.api.metrics import Metrics
 from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
-from tiergate.gateway import Gateway
+from tiergate.pipeline.admit import Admission
+from tiergate.pipeline.gateway import Gateway
 
 
 @dataclass(slots=True)
@@ -27,6 +28,7 @@ class AppState:
     costs: CostModel
     ledger: Ledger
     budgets: Budgets
+    admission: Admission
     ready: bool = False
     #: Work a request left behind (the accounting of a cut stream): awaited at shutdown, before the ledger closes.
     pending: set[asyncio.Task[None]] = field(default_factory=set)

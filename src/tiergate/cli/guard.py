@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import numpy.typing as npt
@@ -25,13 +25,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tiergate.cli.failure import one_line_errors
-from tiergate.guard import metrics
-from tiergate.guard.data import SOURCES, Corpus, load_corpus, read_prompts
-from tiergate.guard.embed import WindowVectors, embed_corpus, embed_windows
+from tiergate.cli.failure import one_line_errors, training
 from tiergate.guard.model import Guard
-from tiergate.guard.train import cross_validate, score_texts, train_guard
 from tiergate.guard.windows import MAX_WINDOWS, Windower
+
+if TYPE_CHECKING:
+    from tiergate.train.guard.data import Corpus
+    from tiergate.train.guard.embed import WindowVectors
+    from tiergate.train.guard.metrics import Row
 
 __all__ = ["guard_app"]
 
@@ -43,12 +44,16 @@ ArtifactOpt = Annotated[
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime threads for the encoder.")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Folder to cache embeddings in (e.g. .cache/guard).")]
 DataArg = Annotated[Path, typer.Argument(help="Folder holding safety/ and routing/.", show_default=False)]
-SourcesOpt = Annotated[str | None, typer.Option("--sources", help=f"Comma-separated subset of: {', '.join(SOURCES)}.")]
+SourcesOpt = Annotated[
+    str | None, typer.Option("--sources", help="Comma-separated subset of the sources (data/safety/SOURCES.md).")
+]
 ContrastOpt = Annotated[bool, typer.Option("--contrast/--no-contrast", help="Include the shipped contrast set.")]
 WindowsOpt = Annotated[int, typer.Option("--windows", min=1, max=8, help="Windows per long text (start, end, ...).")]
 
 
 def _corpus(data: Path, sources: str | None, contrast: bool) -> Corpus:
+    from tiergate.train.guard.data import load_corpus
+
     names = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
     return load_corpus(data, names, contrast=contrast)
 
@@ -56,6 +61,8 @@ def _corpus(data: Path, sources: str | None, contrast: bool) -> Corpus:
 def _embed(texts: Sequence[str] | Corpus, threads: int, windows: int, cache: Path | None) -> WindowVectors:
     """Window vectors of prompts, or of a corpus source by source (each source's cache file on its own)."""
     from tiergate.signals.encoder import Encoder
+    from tiergate.train.guard.data import Corpus
+    from tiergate.train.guard.embed import embed_corpus, embed_windows
 
     encoder = Encoder.load(intra_op_num_threads=threads)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -90,7 +97,9 @@ def train(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Train the guard: cross-validate over held-out sources, calibrate the threshold, write the artifact."""
-    with one_line_errors():
+    with training(), one_line_errors():
+        from tiergate.train.guard.train import train_guard
+
         corpus = _corpus(data, sources, contrast)
         guard, _ = train_guard(corpus, _embed(corpus, threads, windows, cache), seed=seed)
         guard.save(out)
@@ -111,7 +120,10 @@ def score(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Score prompts: how likely each is harmful, in [0, 1], and whether the guard flags it."""
-    with one_line_errors():
+    with training(), one_line_errors():
+        from tiergate.train.guard.data import read_prompts
+        from tiergate.train.guard.train import score_texts
+
         ids, prompts = read_prompts(data)
         guard = _load(artifact)
         if threshold is not None:
@@ -128,7 +140,7 @@ def _pct(value: float) -> str:
     return "-" if np.isnan(value) else f"{value:.1%}"
 
 
-def _rows_table(title: str, rows: list[metrics.Row]) -> Table:
+def _rows_table(title: str, rows: list[Row]) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD)
     for name in ("set", "should", "n", "flagged"):
         table.add_column(name, justify="left" if name in ("set", "should") else "right")
@@ -138,6 +150,8 @@ def _rows_table(title: str, rows: list[metrics.Row]) -> Table:
 
 
 def _curve_table(corpus: Corpus, scores: npt.NDArray[np.float64], marked: float) -> Table:
+    from tiergate.train.guard import metrics
+
     table = Table(title="Trade-off (threshold against recall and false-positive rate)", box=box.SIMPLE_HEAD)
     for name in ("threshold", "harmful recall", "jailbreak recall", "benign FPR (worst)", "contrast FPR"):
         table.add_column(name, justify="right")
@@ -170,7 +184,10 @@ def eval_(
     rest and scores it, and the threshold is calibrated on those out-of-fold scores. With --artifact the
     given guard scores everything at its own threshold (in-sample, for the data it was trained on).
     """
-    with one_line_errors():
+    with training(), one_line_errors():
+        from tiergate.train.guard import metrics
+        from tiergate.train.guard.train import cross_validate, score_texts
+
         corpus = _corpus(data, sources, contrast)
         if artifact is not None:
             guard = Guard.load(artifact)
@@ -193,7 +210,7 @@ def eval_(
                 state = "met" if verdicts[key] else "not met"
                 console.print(f"{key}: {_pct(figures[key])} (goal {sign} {goal:.0%}: {state})")
         if plot is not None:
-            from tiergate.guard.plot import plot_curve
+            from tiergate.train.guard.plot import plot_curve  # matplotlib, only when a plot is asked for
 
             plot_curve(plot, corpus, scores, threshold, title=f"Guard trade-off ({how})")
             console.print(f"Plot written to {plot}")

@@ -12,15 +12,13 @@ from rich.table import Table
 
 from tiergate.config import load_config
 from tiergate.errors import ConfigError, TiergateError
-from tiergate.gateway import Caller
+from tiergate.pipeline.build import build_gateway
+from tiergate.pipeline.gateway import Caller
 from tiergate.types import ChatRequest, Message
 
 
 async def _decide(prompt: str, config_path: Path | None, model: str) -> dict[str, str]:
-    from tiergate.api.app import build_state
-
-    state = build_state(load_config(config_path))
-    gateway = state.gateway
+    gateway = build_gateway(load_config(config_path))
     await gateway.load_encoder(always_score=True)
     try:
         request = ChatRequest(model=model, messages=[Message.text("user", prompt)])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,12 +24,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tiergate.cli.failure import fail, one_line_errors
-from tiergate.routing.calibrate import Calibration, calibrate, quality_at_threshold, realised_share
+from tiergate.cli.failure import fail, one_line_errors, training
 from tiergate.routing.features import batch_features
 from tiergate.routing.learned import LearnedModel
-from tiergate.routing.metrics import Curve, RoutingMetrics, evaluate, oracle_curve, quality_curve, random_curve
-from tiergate.routing.train import DataError, Outcomes, load_outcomes, load_prompts, train_router
+
+if TYPE_CHECKING:
+    from tiergate.train.router.calibrate import Calibration
+    from tiergate.train.router.metrics import Curve, RoutingMetrics
+    from tiergate.train.router.train import Outcomes
 
 __all__ = ["router_app"]
 
@@ -81,7 +83,9 @@ def train(
     threads: ThreadsOpt = 1,
 ) -> None:
     """Train the learned router, calibrate it on held-out task groups and write the artifact."""
-    with one_line_errors():
+    with training(), one_line_errors():
+        from tiergate.train.router.train import load_outcomes, train_router
+
         outcomes = load_outcomes(data)
         model = train_router(outcomes, _embed(outcomes.prompts, threads), seed=seed, quality=quality)
         model.save(out)
@@ -102,7 +106,9 @@ def score(
     """Score prompts: the need for the strong model, in [0, 1]."""
     import json
 
-    with one_line_errors():
+    with training(), one_line_errors():
+        from tiergate.train.router.train import load_prompts
+
         ids, prompts = load_prompts(data)
         scores = _score(_model(artifact), prompts, threads)
         with out.open("w", encoding="utf-8") as fh:
@@ -122,6 +128,9 @@ def _metrics_table(title: str, rows: list[tuple[str, RoutingMetrics]]) -> Table:
 
 
 def _by_family(outcomes: Outcomes, scores: npt.NDArray[np.float64]) -> list[tuple[str, RoutingMetrics]]:
+    from tiergate.train.router.metrics import evaluate
+    from tiergate.train.router.train import DataError
+
     families = np.array(outcomes.families)
     rows = []
     names = sorted(set(outcomes.families))
@@ -142,7 +151,11 @@ def eval_(
     threads: ThreadsOpt = 1,
 ) -> None:
     """RouteLLM's metrics of the router on a file: APGR, CPT, quality at 20%/50%, share at 95%."""
-    with one_line_errors():
+    with training(), one_line_errors():
+        from tiergate.train.router.calibrate import quality_at_threshold, realised_share
+        from tiergate.train.router.metrics import quality_curve
+        from tiergate.train.router.train import load_outcomes
+
         outcomes = load_outcomes([data])
         model = _model(artifact)
         scores = _score(model, outcomes.prompts, threads)
@@ -165,6 +178,8 @@ def _plot(path: Path, curve: Curve, outcomes: Outcomes, name: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from tiergate.train.router.metrics import oracle_curve, random_curve
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     oracle = oracle_curve(outcomes.weak, outcomes.strong)
@@ -195,7 +210,10 @@ def calibrate_(
     """Find the threshold that hits a share of strong calls or a quality target on a file."""
     if (strong_share is None) == (quality is None):
         fail("give exactly one of --strong-share or --quality")
-    with one_line_errors():
+    with training(), one_line_errors():
+        from tiergate.train.router.calibrate import calibrate
+        from tiergate.train.router.train import load_outcomes, load_prompts
+
         model = _model(artifact)
         weak: Any = None
         strong: Any = None

@@ -24,12 +24,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeAlias, TypeVar
 
 from tiergate.config import DispatchConfig
 from tiergate.dispatch.pool import BackendState, Lease, Pool
 from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.errors import ContextLengthExceeded, NoBackendAvailable, Saturated, UpstreamError, UpstreamTimeout
+from tiergate.signals.redact import Restorer
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
@@ -44,8 +45,9 @@ from tiergate.types import (
     Usage,
 )
 
-if TYPE_CHECKING:
-    from tiergate.policy import Prepare
+#: Turns a request into what one backend may receive (redacted for external ones), with its restorer; built
+#: by the hard policy (:meth:`tiergate.pipeline.policy.HardPolicy.outbound`).
+Outbound: TypeAlias = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
 
 log = logging.getLogger("tiergate.dispatch")
 T = TypeVar("T")
@@ -150,14 +152,14 @@ class Dispatcher:
         return None
 
     async def complete(
-        self, request: ChatRequest, targets: list[BackendState], prepare: Prepare | None = None
+        self, request: ChatRequest, targets: list[BackendState], outbound: Outbound | None = None
     ) -> tuple[ChatResponse, Served]:
         attempts = Attempts()
         deadline = time.monotonic() + self.config.deadline_s
 
         async def call(state: BackendState, deadline: float) -> ChatResponse:
             limit = min(state.config.timeout_s, deadline - time.monotonic())
-            sent, restorer = prepare(state, request) if prepare else (request, None)
+            sent, restorer = outbound(state, request) if outbound else (request, None)
             try:
                 async with asyncio.timeout(limit):
                     response = await state.backend.complete(sent)
@@ -172,7 +174,7 @@ class Dispatcher:
         self,
         request: ChatRequest,
         targets: list[BackendState],
-        prepare: Prepare | None = None,
+        outbound: Outbound | None = None,
         deadline: float | None = None,
     ) -> tuple[StreamEvent, EventStream, Served]:
         """Open a stream on the first target that yields a first event within its first-token timeout.
@@ -185,7 +187,7 @@ class Dispatcher:
         opened: dict[str, EventStream] = {}
 
         async def call(state: BackendState, deadline: float) -> StreamEvent:
-            sent, restorer = prepare(state, request) if prepare else (request, None)
+            sent, restorer = outbound(state, request) if outbound else (request, None)
             events = state.backend.stream(sent)
             if restorer is not None:  # placeholders in the answer become the caller's values again
                 events = restorer.restore_events(events)
@@ -206,7 +208,7 @@ class Dispatcher:
 
         first, lease = await self._run(targets, attempts, deadline, call, hold=True)
         served = Served(lease.state, attempts)
-        events = self._supervise(request, targets, served, first, opened[lease.state.name], lease, deadline, prepare)
+        events = self._supervise(request, targets, served, first, opened[lease.state.name], lease, deadline, outbound)
         return first, events, served
 
     async def _supervise(
@@ -218,7 +220,7 @@ class Dispatcher:
         events: EventStream,
         lease: Lease,
         deadline: float,
-        prepare: Prepare | None,
+        outbound: Outbound | None,
     ) -> EventStream:
         """The whole stream (``first`` included), under stall and total timeouts, continued elsewhere if it breaks.
 
@@ -262,7 +264,7 @@ class Dispatcher:
                 raise
             log.warning("stream from %s broke after %d events; continuing elsewhere: %s", state.name, produced, exc)
             prefix = "".join(text)
-            async for ev in self._continue(request, targets, served, prefix, produced, prepare, deadline):
+            async for ev in self._continue(request, targets, served, prefix, produced, outbound, deadline):
                 yield ev
         finally:  # a consumer gone mid-stream leaves no verdict: closing the lease frees the probe
             try:
@@ -277,7 +279,7 @@ class Dispatcher:
         served: Served,
         prefix: str,
         produced: int,
-        prepare: Prepare | None,
+        outbound: Outbound | None,
         deadline: float,
     ) -> EventStream:
         failed = served.attempts.last
@@ -288,7 +290,7 @@ class Dispatcher:
             raise failed
         continued = replace(request, messages=with_prefix(request.messages, prefix))
         try:
-            _, events, again = await self.stream(continued, candidates, prepare, deadline)
+            _, events, again = await self.stream(continued, candidates, outbound, deadline)
         except UpstreamError:
             raise failed from None
         served.state = again.state

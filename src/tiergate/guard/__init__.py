@@ -3,7 +3,7 @@
     guard = Guard.from_config(config.policy.guard)
     verdict = await guard.check(request, encoder)      # GuardResult(score, flagged, threshold, texts, windows)
 
-See :mod:`tiergate.guard.model` for the runtime, :mod:`tiergate.guard.train` for how the shipped artifact is
+See :mod:`tiergate.guard.model` for the runtime, :mod:`tiergate.train.guard.train` for how the shipped artifact is
 trained, and ``docs/benchmarks-guard.md`` for what it achieves on held-out data.
 """
 

@@ -1,6 +1,6 @@
 """The safety guard in front of the open-weight tier: a small head on the prompt's embedding, served with numpy.
 
-The head was trained by :mod:`tiergate.guard.train` on public harmful-request and jailbreak sets against
+The head was trained by :mod:`tiergate.train.guard.train` on public harmful-request and jailbreak sets against
 benign prompts and the contrast set of risky-looking but safe prompts, and ships as two files of package data,
 ``artifacts/guard.json`` (version, data hashes, seed, threshold, recorded held-out metrics) and
 ``artifacts/guard.npz`` (weights). In the gateway::

@@ -5,7 +5,7 @@ numbers and mathematical notation, code, non-ASCII script (a proxy for language)
 the shape of the conversation (turns, tools, system prompt), which the text alone cannot tell; and, for a
 word problem (a prompt with a quantity and no answer options), a few cues of how many steps it takes
 (number words, fractions, clauses, decimals, distinct numbers), which are 0 for any other prompt so that
-the head can learn them from word problems alone (:mod:`tiergate.routing.train`).
+the head can learn them from word problems alone (:mod:`tiergate.train.router.train`).
 
     >>> f = dict(zip(FEATURE_NAMES, text_features("What is 12 * 7?").tolist()))
     >>> round(f["log_numbers"], 3), f["choices"]

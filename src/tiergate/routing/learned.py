@@ -1,6 +1,6 @@
 """The learned router: a small head on the prompt's embedding and a few cheap features, served with numpy.
 
-The head was trained by :mod:`tiergate.routing.train` on routing outcomes (which prompts the strong model
+The head was trained by :mod:`tiergate.train.router.train` on routing outcomes (which prompts the strong model
 answers better than the weak one) and ships as two files of package data, ``artifacts/learned.json``
 (version, training data hashes, seed, threshold calibration, recorded held-out metrics) and
 ``artifacts/learned.npz`` (weights)::

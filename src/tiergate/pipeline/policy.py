@@ -13,7 +13,7 @@ every target list the gateway builds is filtered here first:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,13 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from tiergate.config import PolicyConfig
+from tiergate.dispatch.dispatcher import Outbound
 from tiergate.dispatch.pool import BackendState
 from tiergate.signals.redact import Restorer
 from tiergate.signals.sovereignty import Finding, SovereigntyInspector
 from tiergate.types import ChatRequest, Tier
-
-#: Turns a request into what one backend may receive (redacted for external ones), with its restorer.
-Prepare = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
 
 
 class GuardScore(Protocol):
@@ -97,15 +95,17 @@ class HardPolicy:
         if result.flagged:
             verdict.reasons.append(f"guard:{result.score:.2f}>={result.threshold:.2f}")
 
-    def prepare(self, verdict: PolicyVerdict) -> Prepare | None:
+    def outbound(self, verdict: PolicyVerdict) -> Outbound | None:
+        """What each backend may receive: ``None`` (the request as it is) unless the verdict redacts, then a
+        function that redacts for backends outside the perimeter and returns the restorer of the answer."""
         if not verdict.redact:
             return None
         inspector = self.sovereignty
 
-        def prepare(state: BackendState, request: ChatRequest) -> tuple[ChatRequest, Restorer | None]:
+        def outbound(state: BackendState, request: ChatRequest) -> tuple[ChatRequest, Restorer | None]:
             if state.config.in_perimeter:
                 return request, None
             redacted, restorer = inspector.redact(request)
             return redacted, restorer
 
-        return prepare
+        return outbound

@@ -1,7 +1,7 @@
-"""Training the guard on the safety corpus (:mod:`tiergate.guard.data`), with numpy alone.
+"""Training the guard on the safety corpus (:mod:`tiergate.train.guard.data`), with numpy alone.
 
 The head (:class:`Recipe`) blends, with equal weight, L2-regularised logistic regression and the mean of three
-one-layer MLPs of different seeds (:mod:`tiergate.guard.fit`), on each window's embedding, standardised
+one-layer MLPs of different seeds (:mod:`tiergate.train.guard.fit`), on each window's embedding, standardised
 :mod:`~tiergate.guard.features` and three nearest-neighbour features (:mod:`tiergate.guard.knn`: how close the
 window is to the training windows that should be flagged, to those that should pass, and the difference),
 read from a bank of at most :attr:`Recipe.bank_per_source` training windows of each source and label; while
@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.guard import metrics
-from tiergate.guard.data import Corpus, DataError
-from tiergate.guard.embed import WindowVectors, max_by_owner
 from tiergate.guard.features import FEATURE_NAMES, batch_features
-from tiergate.guard.fit import fit_logistic, fit_mlp
 from tiergate.guard.knn import KNN_FEATURES, bank_rows, knn_features
 from tiergate.guard.model import FORMAT, FORMAT_VERSION, Guard, state_rows
 from tiergate.signals.encoder import DIM, MAX_TOKENS, MODEL_ID, POOLED_LAYERS
+from tiergate.train.guard import metrics
+from tiergate.train.guard.data import Corpus, DataError
+from tiergate.train.guard.embed import WindowVectors, max_by_owner
+from tiergate.train.guard.fit import fit_logistic, fit_mlp
 
 CONTRAST_FOLDS = 5
 HOLDOUT_SHARE = 0.05

@@ -28,7 +28,6 @@ the artifact's recorded tolerance (1e-3) elsewhere (BLAS and onnxruntime kernels
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,11 +37,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.routing.calibrate import calibrate
 from tiergate.routing.features import FEATURE_NAMES, WORD_PROBLEM_FEATURES, batch_features
 from tiergate.routing.learned import FORMAT, FORMAT_VERSION, LearnedModel, design
-from tiergate.routing.metrics import evaluate
 from tiergate.signals.encoder import MAX_TOKENS, MODEL_ID
+from tiergate.train.jsonl import DataError as DataError
+from tiergate.train.jsonl import prompt_row
+from tiergate.train.router.calibrate import calibrate
+from tiergate.train.router.metrics import evaluate
 
 RIDGE_ALPHA = 100.0
 #: Ridge penalty of the word-problem correction (stage 2), on its standardised features.
@@ -54,10 +55,6 @@ HOLDOUT_SHARE = 0.15
 GROUP_BUCKETS = 10
 CHECK_ROWS = 48
 QUALITY_TARGET = 0.95
-
-
-class DataError(ValueError):
-    """A routing-outcomes file that cannot be used; the message names the file and line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +99,7 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], str]:
     for number, line in enumerate(raw.decode("utf-8").split("\n"), 1):  # not splitlines: U+2028 is text
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise DataError(f"{path}:{number}: each line needs a 'prompt' string")
+        row = prompt_row(path, number, line)
         row.setdefault("id", f"{path.stem}/{number}")
         rows.append(row)
     if not rows:

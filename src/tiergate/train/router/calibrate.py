@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from tiergate.routing.metrics import ArrayLike, quality_curve, share_for_quality
+from tiergate.train.router.metrics import ArrayLike, quality_curve, share_for_quality
 
 
 @dataclass(frozen=True, slots=True)

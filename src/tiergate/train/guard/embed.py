@@ -22,9 +22,9 @@ from typing import TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.guard.data import Corpus
 from tiergate.guard.windows import Windower
 from tiergate.signals.encoder import DIM, MODEL_ID, POOLED_LAYERS
+from tiergate.train.guard.data import Corpus
 
 Encode: TypeAlias = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 CHUNK = 512

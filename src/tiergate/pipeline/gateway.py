@@ -1,8 +1,9 @@
-"""The pipeline of one request: decide the targets and dispatch to them in order (the API's ``Call`` accounts).
+"""Inspect and decide, then dispatch: the targets of one request, in order, and why.
 
 Edges (``api/``) parse and render; this module never sees a dialect. ``plan`` turns the model name, the
-caller and the router's score into an ordered list of targets with the reason; ``complete`` and ``stream``
-try them in order, failing over only on retryable upstream errors.
+caller and the router's score into an ordered list of targets with the reason (admission may then narrow it:
+:mod:`tiergate.pipeline.admit`); ``complete`` and ``stream`` hand the plan to :mod:`tiergate.dispatch`, which
+tries the targets in order, failing over only on retryable upstream errors.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import asyncio
 from dataclasses import dataclass, field
 
 from tiergate.config import Config
-from tiergate.dispatch import Dispatcher, Served
+from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
-from tiergate.policy import HardPolicy, PolicyVerdict, Prepare
+from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
 from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
@@ -47,7 +48,7 @@ class Plan:
     route: str
     tier: Tier
     score: float | None = None
-    prepare: Prepare | None = None
+    outbound: Outbound | None = None
     sovereign: bool = False
     refusal: str | None = None
     verdict: PolicyVerdict | None = None
@@ -113,7 +114,7 @@ class Gateway:
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])
         plan.targets = [t for t in plan.targets if verdict.allows(t)]
-        plan.sovereign, plan.prepare, plan.verdict = verdict.sovereign, self.policy.prepare(verdict), verdict
+        plan.sovereign, plan.outbound, plan.verdict = verdict.sovereign, self.policy.outbound(verdict), verdict
         if verdict.flagged and not plan.targets:
             plan.refusal = REFUSAL
             plan.route += ";guard:refused"
@@ -211,7 +212,7 @@ class Gateway:
 
     async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
         try:
-            response, served = await self.dispatcher.complete(request, plan.targets, plan.prepare)
+            response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served)
@@ -220,7 +221,7 @@ class Gateway:
             closed = [s for s in self.pool.tier(Tier.CLOSED) if plan.verdict is None or plan.verdict.allows(s)]
             if why is not None and closed:
                 try:
-                    response, served = await self.dispatcher.complete(request, closed, plan.prepare)
+                    response, served = await self.dispatcher.complete(request, closed, plan.outbound)
                 except UpstreamError:
                     return response, outcome  # the open answer stands; the caller still gets an answer
                 escalated = _outcome(plan, served)
@@ -235,7 +236,7 @@ class Gateway:
         ``events`` yields the whole stream, ``first`` included (returned apart for callers that peek).
         """
         try:
-            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.prepare)
+            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served)

@@ -1,0 +1,1 @@
+"""Training and evaluation of the safety guard (:mod:`tiergate.guard` is its runtime)."""
