@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tiergate.errors import RETRYABLE_STATUS, ContextLengthExceeded, UpstreamError
+from tiergate.errors import RETRYABLE_STATUS, ContextLengthExceeded, PrefillRejected, UpstreamError
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +59,9 @@ def retry_same(
 
 
 def may_fail_over(exc: UpstreamError) -> bool:
-    """Try another backend? Client errors would fail the same way anywhere, except a context overflow."""
-    return exc.retryable or isinstance(exc, ContextLengthExceeded)
+    """Try another backend? Client errors would fail the same way anywhere, except a context overflow and a
+    refused assistant prefill (another backend may continue it)."""
+    return exc.retryable or isinstance(exc, ContextLengthExceeded | PrefillRejected)
 
 
 def fits_context(failed_window: int | None, candidate_window: int | None) -> bool:
