@@ -33,6 +33,7 @@ from tests.fakes import (
     MalformedStream,
     Refusal,
     Reply,
+    SlowFirstToken,
     StallStream,
     blackhole,
 )
@@ -956,3 +957,67 @@ def test_a_restarted_answer_that_diverges_ends_the_stream_with_an_error() -> Non
     assert "omega" not in resp.text  # ... and nothing of the other answer
     assert "primary" in chunks[-1]["error"]["message"]  # names the original failure
     assert "diverged" in chunks[-1]["error"]["message"]
+
+
+# -- a primary and a lesser fallback of different models (priority) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ranked_world() -> Iterator[dict[str, Any]]:
+    """``big`` (priority 10, listed last) over ``small`` (another, lesser model) in one tier, and nothing else."""
+    big, small = FakeOpenAI(models=["big-model"]), FakeOpenAI(models=["small-model"])
+    with serve_app(big) as big_url, serve_app(small) as small_url:
+        backends: list[dict[str, Any]] = [
+            {"name": "small", "tier": "open", "kind": "openai", "base_url": small_url + "/v1", "model": "small-model"},
+            {"name": "big", "tier": "open", "kind": "openai", "base_url": big_url + "/v1", "model": "big-model"},
+        ]
+        for b in backends:
+            b.update(TIMEOUTS)
+        backends[1]["priority"] = 10
+        dispatch = {"deadline_s": DEADLINE_S, "retry_after_cap_s": RETRY_AFTER_CAP_S, "backoff_base_s": 0.01}
+        with serve_gateway(
+            parse_config({"backends": backends, "router": {"kind": "open"}, "dispatch": dispatch})
+        ) as url:
+            yield {"url": url, "big": big, "small": small}
+
+
+@pytest.fixture
+def ranked(ranked_world: dict[str, Any]) -> dict[str, Any]:
+    for fake in (ranked_world["big"], ranked_world["small"]):
+        fake.reset()
+    return ranked_world
+
+
+def ask_ranked(ranked: dict[str, Any], *, stream: bool = False) -> httpx.Response:
+    body = {"model": "open", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(ranked["url"] + OA, json=body, timeout=15)
+
+
+@pytest.mark.parametrize("fault", [Fault(500), Fault(429, retry_after=0.3)], ids=["500", "429-retry-after"])
+def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fallback(
+    ranked: dict[str, Any], fault: Fault
+) -> None:
+    ranked["big"].script(fault)
+    started = time.monotonic()
+    resp = ask_ranked(ranked)
+    waited = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "big"
+    assert resp.json()["model"] == "big-model"
+    assert len(ranked["big"].received) == 2
+    assert ranked["small"].received == []
+    if fault.retry_after is not None:
+        assert waited >= fault.retry_after  # Retry-After honoured (it is under retry_after_cap_s)
+
+
+def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(ranked: dict[str, Any]) -> None:
+    ranked["big"].script(SlowFirstToken(seconds=5.0), SlowFirstToken(seconds=5.0))
+    started = time.monotonic()
+    resp = ask_ranked(ranked, stream=True)
+    elapsed = time.monotonic() - started
+    text, _, done = stream_text(resp)
+    assert resp.headers["x-tiergate-backend"] == "small"
+    assert done
+    assert text
+    assert len(ranked["big"].received) == 1  # silent: left once, never retried within the request
+    assert elapsed <= TIMEOUTS["first_token_timeout_s"] + SLACK_S

@@ -61,6 +61,11 @@ class BackendConfig(_Model):
     max_concurrency: int = Field(64, ge=1, description="requests in flight at once; more wait in the queue")
     max_queue: int = Field(256, ge=0, description="requests waiting for a slot; beyond it the backend is saturated")
     weight: float = Field(1.0, gt=0, description="share of load among replicas of a tier")
+    priority: int = Field(
+        0,
+        description="order within a tier: higher first; equal priorities are interchangeable replicas. A transient "
+        "failure of a backend is retried on it before a lower-priority one is tried",
+    )
     connect_timeout_s: float = Field(5.0, gt=0)
     first_token_timeout_s: float = Field(60.0, gt=0, description="request sent -> first event (or whole answer)")
     stall_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream events")

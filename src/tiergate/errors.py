@@ -17,6 +17,7 @@
         │   └── PrefillRejected        the backend does not continue a final assistant turn
         ├── UpstreamUnavailable        503  connection refused, 5xx, overloaded, no eligible backend
         └── UpstreamTimeout            504  connect, first-token, stall or total deadline
+            └── Silent                 504  accepted, then no first token, a stall, no answer: never retried on it
 
 Edges render these in the caller's dialect (``dialects/openai.py``, ``dialects/anthropic.py``); backends
 translate their transport's exceptions into this tree once, by status code and structured error type.
@@ -156,3 +157,9 @@ class NoBackendAvailable(UpstreamUnavailable):
         self.backend = ""
         self.upstream_status = None
         self.retry_after = None
+
+
+class Silent(UpstreamTimeout):
+    """The backend took the request and then said nothing in time (no first token, a stall, no answer within the
+    attempt's timeout). Unlike a refused or failed exchange, it is not retried on the same backend within the
+    request: waiting for it again would spend the caller's time budget twice."""

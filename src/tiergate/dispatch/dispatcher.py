@@ -36,6 +36,7 @@ from tiergate.errors import (
     NoBackendAvailable,
     PrefillRejected,
     Saturated,
+    Silent,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -169,7 +170,7 @@ class Dispatcher:
                     response = await state.backend.complete(sent)
                     return restorer.restore_response(response) if restorer else response
             except TimeoutError:
-                raise UpstreamTimeout(f"no answer within {limit:.1f}s", backend=state.name) from None
+                raise Silent(f"no answer within {limit:.1f}s", backend=state.name) from None
 
         response, lease = await self._run(targets, attempts, deadline, call)
         return response, Served(lease.state, attempts)
@@ -204,7 +205,7 @@ class Dispatcher:
                     first = await anext(events)
             except TimeoutError:
                 await events.aclose()
-                raise UpstreamTimeout(f"no first token within {limit:.1f}s", backend=state.name) from None
+                raise Silent(f"no first token within {limit:.1f}s", backend=state.name) from None
             except StopAsyncIteration:
                 raise UpstreamError("stream ended before any event", backend=state.name) from None
             except BaseException:
@@ -231,13 +232,15 @@ async def _attempt(call: Callable[[BackendState, float], Awaitable[T]], state: B
 
 
 def ready_sibling(state: BackendState, later: list[BackendState], attempts: Attempts) -> bool:
-    """Is one of the ``later`` targets a replica of ``state``'s tier that can take the request at once?
+    """Is one of the ``later`` targets a replica of ``state`` (same tier, same ``priority``) that can take the
+    request at once? A lower-priority backend is no replica: the failed one is retried on itself first.
 
     Ready means :attr:`BackendState.ready` (healthy, circuit closed, a slot or queue place free), not failed
     already in this request, and large enough after a context-length error.
     """
     return any(
         s.config.tier is state.config.tier
+        and s.config.priority == state.config.priority
         and s.name not in attempts.failed
         and (not attempts.context_failed or fits_context(attempts.context_window, s.config.context_window))
         and s.ready

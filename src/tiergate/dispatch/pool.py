@@ -104,13 +104,14 @@ class Pool:
 
     def tier(self, tier: Tier) -> list[BackendState]:
         """Backends of ``tier`` in the order to try them: available first (circuit not open, healthy, not resting
-        after a ``Retry-After``), then least outstanding per weight. A resting backend is tried last, not left
-        out: with no sibling to take the request it is retried after its pause, as the server asked."""
+        after a ``Retry-After``), then higher ``priority``, then least outstanding per weight. A resting backend
+        is tried last, not left out: with no sibling to take the request it is retried after its pause, as the
+        server asked. An unavailable high-priority backend comes after an available lower-priority one."""
         now = time.monotonic()
         members = [s for s in self.states.values() if s.config.tier is tier]
         return sorted(
             members,
-            key=lambda s: (s.breaker.refuses(now), not s.healthy, s.resting(now), s.load),
+            key=lambda s: (s.breaker.refuses(now), not s.healthy, s.resting(now), -s.config.priority, s.load),
         )
 
     def has_tier(self, tier: Tier) -> bool:

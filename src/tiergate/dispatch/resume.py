@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tiergate.dispatch.splice import Diverged, Splicer
-from tiergate.errors import SpliceDiverged, UpstreamError, UpstreamTimeout
+from tiergate.errors import Silent, SpliceDiverged, UpstreamError
 from tiergate.types import (
     ChatRequest,
     EventStream,
@@ -74,7 +74,7 @@ async def supervise(
                 async with asyncio.timeout(limit):
                     ev = await anext(events)
             except TimeoutError:
-                raise UpstreamTimeout(f"stream stalled for {limit:.1f}s", backend=state.name) from None
+                raise Silent(f"stream stalled for {limit:.1f}s", backend=state.name) from None
             except StopAsyncIteration:
                 raise UpstreamError("stream ended without a final event", backend=state.name) from None
             if isinstance(ev, StreamEnd):
