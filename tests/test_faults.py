@@ -33,6 +33,7 @@ from tests.fakes import (
     MalformedStream,
     Refusal,
     Reply,
+    SlowFirstToken,
     StallStream,
     blackhole,
 )
@@ -73,6 +74,7 @@ def make_world(failover: dict[str, bool] | None = None) -> Iterator[World]:
                 "base_url": p_url + "/v1",
                 "model": "m",
                 "context_window": 4096,
+                "continue_final_message": True,  # vLLM, configured to continue a final assistant turn
                 **TIMEOUTS,
             },
             {
@@ -83,6 +85,7 @@ def make_world(failover: dict[str, bool] | None = None) -> Iterator[World]:
                 "model": "m",
                 "context_window": 4096,
                 "weight": 0.5,
+                "continue_final_message": True,
                 **TIMEOUTS,
             },
             {
@@ -882,3 +885,139 @@ def wait_for(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> flo
             raise AssertionError(f"still waiting after {limit_s:.0f}s for {what}")
         time.sleep(0.02)
     return time.monotonic() - started
+
+
+# -- resuming a cut stream on a fallback that does not continue a prefix ------------------------------------
+
+ANSWER = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+
+
+@contextlib.contextmanager
+def cut_and_fallback(fallback: FakeOpenAI | FakeAnthropic, **config: Any) -> Iterator[tuple[str, FakeOpenAI]]:
+    """A gateway over a vLLM ``primary`` that answers :data:`ANSWER` and the ``fallback`` (tried second)."""
+    primary = FakeOpenAI(reply_text=ANSWER, stream_chunks=8)
+    with serve_app(primary) as p_url, serve_app(fallback) as f_url:
+        kind = "anthropic" if isinstance(fallback, FakeAnthropic) else "openai"
+        where = (
+            {"base_url": f_url, "api_key_env": CLAUDE_KEY_ENV} if kind == "anthropic" else {"base_url": f_url + "/v1"}
+        )
+        backends = [
+            {"name": "primary", "tier": "open", "kind": "openai", "base_url": p_url + "/v1", **TIMEOUTS},
+            {"name": "fallback", "tier": "open", "kind": kind, **where, **TIMEOUTS, **config},
+        ]
+        gateway = parse_config(
+            {"backends": backends, "router": {"kind": "open"}, "dispatch": {"deadline_s": DEADLINE_S}}
+        )
+        with serve_gateway(gateway) as url:
+            primary.script(CutStream(after_events=5))  # the role chunk and four text chunks, then a drop
+            yield url, primary
+
+
+def stream_open(url: str) -> httpx.Response:
+    body = {"model": "open", "stream": True, "messages": [{"role": "user", "content": "Greek letters, please."}]}
+    return httpx.post(url + OA, json=body, timeout=15)
+
+
+def test_a_cut_stream_on_a_fallback_that_rejects_prefill_is_restarted_and_spliced() -> None:
+    claude = FakeAnthropic(reply_text=ANSWER, prefill="reject")  # as Claude Sonnet 4.6 / Opus 4.7 and later
+    with cut_and_fallback(claude, model="claude-3-7-sonnet-latest") as (url, _):  # declared continuing: learned
+        resp = stream_open(url)
+        again = stream_open(url)  # the next cut stream goes straight to the restart
+        ready = httpx.get(url + "/readyz").json()["backends"]["fallback"]
+    text, _, done = stream_text(resp)
+    assert done
+    assert text == ANSWER  # the whole answer once: no repeat, no gap, and never the prefill 400
+    assert "prefill" not in resp.text
+    assert [m["messages"][-1]["role"] for m in (r.body for r in claude.received)][:2] == ["assistant", "user"]
+    assert stream_text(again)[0] == ANSWER
+    assert claude.stats.get("prefill_rejected") == 1  # refused once, then known: not asked to continue again
+    assert ready["circuit"] == "closed"  # a refused prefill is no fault of the backend
+
+
+def test_a_cut_stream_on_a_fallback_that_ignores_the_prefix_is_not_repeated() -> None:
+    ignoring = FakeOpenAI(reply_text=ANSWER, prefill="ignore")  # continue_final_message configured, not honoured
+    with cut_and_fallback(ignoring, continue_final_message=True) as (url, _):
+        resp = stream_open(url)
+    text, chunks, done = stream_text(resp)
+    assert ignoring.received[0].body["messages"][-1]["role"] == "assistant"  # it was asked to continue
+    assert done
+    assert text == ANSWER  # not the primary's part followed by the whole answer again
+    assert chunks[-1]["choices"] == [] or chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_restarted_answer_that_diverges_ends_the_stream_with_an_error() -> None:
+    other = FakeOpenAI(reply_text="omega psi chi phi upsilon tau sigma rho", prefill="ignore")
+    with cut_and_fallback(other) as (url, _):  # continue_final_message unknown: restarted, not continued
+        resp = stream_open(url)
+    text, chunks, done = stream_text(resp)
+    assert other.received[0].body["messages"][-1]["role"] == "user"  # restarted without the prefix
+    assert not done
+    assert 0 < len(text) < len(ANSWER)
+    assert ANSWER.startswith(text)  # what the primary sent ...
+    assert "omega" not in resp.text  # ... and nothing of the other answer
+    assert "primary" in chunks[-1]["error"]["message"]  # names the original failure
+    assert "diverged" in chunks[-1]["error"]["message"]
+
+
+# -- a primary and a lesser fallback of different models (priority) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ranked_world() -> Iterator[dict[str, Any]]:
+    """``big`` (priority 10, listed last) over ``small`` (another, lesser model) in one tier, and nothing else."""
+    big, small = FakeOpenAI(models=["big-model"]), FakeOpenAI(models=["small-model"])
+    with serve_app(big) as big_url, serve_app(small) as small_url:
+        backends: list[dict[str, Any]] = [
+            {"name": "small", "tier": "open", "kind": "openai", "base_url": small_url + "/v1", "model": "small-model"},
+            {"name": "big", "tier": "open", "kind": "openai", "base_url": big_url + "/v1", "model": "big-model"},
+        ]
+        for b in backends:
+            b.update(TIMEOUTS)
+        backends[1]["priority"] = 10
+        dispatch = {"deadline_s": DEADLINE_S, "retry_after_cap_s": RETRY_AFTER_CAP_S, "backoff_base_s": 0.01}
+        with serve_gateway(
+            parse_config({"backends": backends, "router": {"kind": "open"}, "dispatch": dispatch})
+        ) as url:
+            yield {"url": url, "big": big, "small": small}
+
+
+@pytest.fixture
+def ranked(ranked_world: dict[str, Any]) -> dict[str, Any]:
+    for fake in (ranked_world["big"], ranked_world["small"]):
+        fake.reset()
+    return ranked_world
+
+
+def ask_ranked(ranked: dict[str, Any], *, stream: bool = False) -> httpx.Response:
+    body = {"model": "open", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(ranked["url"] + OA, json=body, timeout=15)
+
+
+@pytest.mark.parametrize("fault", [Fault(500), Fault(429, retry_after=0.3)], ids=["500", "429-retry-after"])
+def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fallback(
+    ranked: dict[str, Any], fault: Fault
+) -> None:
+    ranked["big"].script(fault)
+    started = time.monotonic()
+    resp = ask_ranked(ranked)
+    waited = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "big"
+    assert resp.json()["model"] == "big-model"
+    assert len(ranked["big"].received) == 2
+    assert ranked["small"].received == []
+    if fault.retry_after is not None:
+        assert waited >= fault.retry_after  # Retry-After honoured (it is under retry_after_cap_s)
+
+
+def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(ranked: dict[str, Any]) -> None:
+    ranked["big"].script(SlowFirstToken(seconds=5.0), SlowFirstToken(seconds=5.0))
+    started = time.monotonic()
+    resp = ask_ranked(ranked, stream=True)
+    elapsed = time.monotonic() - started
+    text, _, done = stream_text(resp)
+    assert resp.headers["x-tiergate-backend"] == "small"
+    assert done
+    assert text
+    assert len(ranked["big"].received) == 1  # silent: left once, never retried within the request
+    assert elapsed <= TIMEOUTS["first_token_timeout_s"] + SLACK_S

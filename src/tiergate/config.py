@@ -61,6 +61,11 @@ class BackendConfig(_Model):
     max_concurrency: int = Field(64, ge=1, description="requests in flight at once; more wait in the queue")
     max_queue: int = Field(256, ge=0, description="requests waiting for a slot; beyond it the backend is saturated")
     weight: float = Field(1.0, gt=0, description="share of load among replicas of a tier")
+    priority: int = Field(
+        0,
+        description="order within a tier: higher first; equal priorities are interchangeable replicas. A transient "
+        "failure of a backend is retried on it before a lower-priority one is tried",
+    )
     connect_timeout_s: float = Field(5.0, gt=0)
     first_token_timeout_s: float = Field(60.0, gt=0, description="request sent -> first event (or whole answer)")
     stall_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream events")
@@ -68,6 +73,11 @@ class BackendConfig(_Model):
     breaker_failures: int = Field(5, ge=1, description="failures within breaker_window_s that open the circuit")
     breaker_window_s: float = Field(30.0, gt=0)
     breaker_cooldown_s: float = Field(10.0, gt=0, description="open -> half-open after this long")
+    continues_prefix: bool | None = Field(
+        None,
+        description="does the backend continue a final assistant turn (a stream cut elsewhere is resumed on it)? "
+        "unset: what its kind declares (Anthropic by model, OpenAI-compatible by continue_final_message)",
+    )
     cost: GpuCost | None = None
     price: TokenPrice | None = None
 
@@ -94,9 +104,11 @@ class OpenAIConfig(BackendConfig):
     kind: Literal["openai"] = "openai"
     base_url: str = Field(description="the server's API root, e.g. http://gpu-1:8000/v1")
     api_key_env: str | None = None
-    #: Send vLLM's continue_final_message / add_generation_prompt when the last turn is the assistant's
-    #: (stream continuation, prefill). Off for servers that reject unknown fields.
-    continue_final_message: bool = True
+    #: vLLM's continue_final_message / add_generation_prompt, sent when the last turn is the assistant's.
+    #: ``true``: the server continues a final assistant turn, so a stream cut elsewhere may be continued here;
+    #: unset (unknown): the fields are still sent, but a cut stream is restarted here, not continued;
+    #: ``false``: never sent (servers that reject unknown fields).
+    continue_final_message: bool | None = None
 
 
 class AnthropicConfig(BackendConfig):

@@ -13,9 +13,11 @@
     │   └── RateLimited                429  budget or rate limit of the caller's key
     └── UpstreamError                  a backend failed; ``backend`` names it
         ├── UpstreamClientError        the backend rejected the request (4xx): not retryable
-        │   └── ContextLengthExceeded  the prompt does not fit this backend's window
+        │   ├── ContextLengthExceeded  the prompt does not fit this backend's window
+        │   └── PrefillRejected        the backend does not continue a final assistant turn
         ├── UpstreamUnavailable        503  connection refused, 5xx, overloaded, no eligible backend
         └── UpstreamTimeout            504  connect, first-token, stall or total deadline
+            └── Silent                 504  accepted, then no first token, a stall, no answer: never retried on it
 
 Edges render these in the caller's dialect (``dialects/openai.py``, ``dialects/anthropic.py``); backends
 translate their transport's exceptions into this tree once, by status code and structured error type.
@@ -116,6 +118,11 @@ class ContextLengthExceeded(UpstreamClientError):
     pass
 
 
+class PrefillRejected(UpstreamClientError):
+    """The backend refused a final assistant turn ("does not support assistant message prefill"): it does not
+    continue a prefix. Learned by dispatch for the life of the process; a continuation is restarted instead."""
+
+
 class UpstreamUnavailable(UpstreamError):
     status = 503
     kind = "overloaded_error"
@@ -123,6 +130,18 @@ class UpstreamUnavailable(UpstreamError):
 
 class Saturated(UpstreamUnavailable):
     """Every slot and queue place of a backend is taken: overflow to the next target, not a fault of the backend."""
+
+
+class SpliceDiverged(UpstreamError):
+    """A stream cut mid-answer could not be completed: the answer resumed on ``resumed_on`` differs from the text
+    the caller already has. Names the original failure; the stream ends with it as an explicit error."""
+
+    def __init__(self, original: UpstreamError, resumed_on: str, why: str) -> None:
+        TiergateError.__init__(self, f"{original.message}; resumed on {resumed_on!r}, {why}, so it cannot be completed")
+        self.backend = original.backend
+        self.upstream_status = original.upstream_status
+        self.retry_after = None
+        self.resumed_on = resumed_on
 
 
 class UpstreamTimeout(UpstreamError):
@@ -138,3 +157,9 @@ class NoBackendAvailable(UpstreamUnavailable):
         self.backend = ""
         self.upstream_status = None
         self.retry_after = None
+
+
+class Silent(UpstreamTimeout):
+    """The backend took the request and then said nothing in time (no first token, a stall, no answer within the
+    attempt's timeout). Unlike a refused or failed exchange, it is not retried on the same backend within the
+    request: waiting for it again would spend the caller's time budget twice."""

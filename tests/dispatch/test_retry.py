@@ -9,6 +9,7 @@ import pytest
 from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.errors import (
     ContextLengthExceeded,
+    Silent,
     UpstreamClientError,
     UpstreamError,
     UpstreamTimeout,
@@ -71,3 +72,9 @@ def test_retry_after_is_honoured_up_to_a_cap() -> None:
 
 def test_malformed_replies_may_fail_over() -> None:
     assert may_fail_over(UpstreamError("garbage", backend="b"))
+
+
+def test_a_silent_backend_is_not_retried_on_itself() -> None:
+    silent = Silent("no first token within 1.0s", backend="b")
+    assert not retry_same(silent, 1, POLICY, bytes_sent=False)
+    assert may_fail_over(silent)  # but another backend may answer

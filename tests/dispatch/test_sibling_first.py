@@ -20,7 +20,7 @@ from tiergate.config import DispatchConfig
 from tiergate.dispatch.dispatcher import Attempts, Dispatcher, ready_sibling
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.dispatch.retry import RetryPolicy
-from tiergate.errors import UpstreamError, UpstreamUnavailable
+from tiergate.errors import Silent, UpstreamError, UpstreamUnavailable
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
@@ -287,3 +287,36 @@ def test_a_failure_without_retry_after_does_not_rest() -> None:
     pool.failure(a, "HTTP 429", rest_s=2.0)
     pool.failure(a, "HTTP 429", rest_s=0.5)  # a shorter pause does not cut a longer one short
     assert a.resting_until - time.monotonic() > 1.5
+
+
+def _ranked() -> tuple[Pool, BackendState, BackendState, BackendState]:
+    """``big`` (priority 10) over ``small`` (priority 0) in the open tier, and Claude: a plan [big, small, c]."""
+    pool = make_pool({"name": "big", "priority": 10}, {"name": "small"}, {"name": "c", "tier": "closed"})
+    big, small, c = (pool.states[n] for n in ("big", "small", "c"))
+    return pool, big, small, c
+
+
+async def test_a_higher_priority_backend_is_retried_on_itself_before_a_lower_one(backoffs: list[Any]) -> None:
+    pool, big, small, c = _ranked()
+    flaky(big).fail(500)
+    _, served = await Dispatcher(pool, DispatchConfig()).complete(_request(), [big, small, c])
+    assert served.state is big
+    assert calls(big, small, c) == [2, 0, 0]  # a lower-priority backend is no replica to hand the request to
+    assert backoffs == [(1, None)]
+    assert not ready_sibling(big, [small], Attempts())
+
+
+async def test_a_silent_backend_is_never_retried_on_itself(backoffs: list[Any]) -> None:
+    pool, big, small, c = _ranked()
+    flaky(big).script.append(Silent("no first token within 1.0s", backend="big"))
+    _, served = await Dispatcher(pool, DispatchConfig()).complete(_request(), [big, small, c])
+    assert served.state is small
+    assert calls(big, small, c) == [1, 1, 0]
+    assert backoffs == []
+
+
+def test_the_tier_order_puts_higher_priority_first_unless_it_is_unavailable() -> None:
+    pool = make_pool({"name": "small"}, {"name": "big", "priority": 10})
+    assert [s.name for s in pool.tier(Tier.OPEN)] == ["big", "small"]
+    pool.states["big"].resting_until = time.monotonic() + 60  # it asked for a pause: the lesser one meanwhile
+    assert [s.name for s in pool.tier(Tier.OPEN)] == ["small", "big"]

@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.fakes.script import (
+    PREFILL_MODES,
     ContextLength,
     FakeUpstream,
     Fault,
@@ -51,6 +52,7 @@ from tests.fakes.script import (
     Step,
     StreamError,
     apply_stop,
+    continued,
     estimate_tokens,
     split_even,
     split_text,
@@ -219,9 +221,11 @@ class FakeAnthropic(FakeUpstream):
     ``reply_text`` replaces the default reply's text; ``stream_chunks`` is how many ``text_delta``
     events a text is split into; ``delay_s`` is added before every answer; ``context_window``
     (tokens) makes longer prompts fail like the real API; ``max_body_bytes`` answers 413 above it;
-    ``record=False`` keeps no request log."""
+    ``prefill`` is how a final assistant turn is treated (:data:`~tests.fakes.script.PREFILL_MODES`;
+    ``reject``: as Claude Sonnet 4.6 / Opus 4.7 and later); ``record=False`` keeps no request log."""
 
     flap_failure: Step = Fault(529)
+    preamble_events = 3  # message_start, content_block_start, ping
     # named, so that SDKs try to parse it (they skip events whose name they do not know)
     stream_garbage = b"event: content_block_delta\ndata: {not json\n\n"
 
@@ -234,9 +238,13 @@ class FakeAnthropic(FakeUpstream):
         delay_s: float = 0.0,
         context_window: int | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
+        prefill: str = "continue",
         record: bool = True,
     ) -> None:
         super().__init__(record=record)
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {PREFILL_MODES}, not {prefill!r}")
+        self.prefill = prefill
         self.api_key = api_key
         self.reply_text = reply_text
         self.stream_chunks = stream_chunks
@@ -407,6 +415,9 @@ class FakeAnthropic(FakeUpstream):
                 )
         else:
             content = self._default_content(body)
+        prefix = self._continuing(body)
+        if prefix is not None and content and content[0]["type"] == "text" and not isinstance(step, Refusal):
+            content = [{"type": "text", "text": continued(content[0]["text"], prefix)}, *content[1:]]
         if step is not None and not isinstance(step, Refusal) and step.stop_reason:
             stop_reason = _STOP_FROM_OPENAI.get(step.stop_reason, step.stop_reason)
         if stop_reason is None:

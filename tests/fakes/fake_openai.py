@@ -39,6 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.fakes.script import (
+    PREFILL_MODES,
     ContextLength,
     FakeUpstream,
     Fault,
@@ -48,6 +49,7 @@ from tests.fakes.script import (
     Step,
     StreamError,
     apply_stop,
+    continued,
     estimate_tokens,
     split_even,
     split_text,
@@ -207,7 +209,9 @@ class FakeOpenAI(FakeUpstream):
     ``context_length_exceeded`` and is reported as ``max_model_len`` by ``/v1/models``;
     ``context_error`` picks how a context-length rejection looks (:data:`CONTEXT_ERRORS`): OpenAI's
     ``code: "context_length_exceeded"``, or vLLM's 400 that says so only in its message;
-    ``record=False`` keeps no request log (for long benchmark runs)."""
+    ``prefill`` is how a final assistant turn is treated (:data:`~tests.fakes.script.PREFILL_MODES`;
+    ``continue`` only with ``continue_final_message``, as vLLM); ``record=False`` keeps no request log
+    (for long benchmark runs)."""
 
     flap_failure: Step = Fault(503)
 
@@ -221,9 +225,13 @@ class FakeOpenAI(FakeUpstream):
         delay_s: float = 0.0,
         context_window: int | None = None,
         context_error: str = "openai",
+        prefill: str = "continue",
         record: bool = True,
     ) -> None:
         super().__init__(record=record)
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill must be one of {PREFILL_MODES}, not {prefill!r}")
+        self.prefill = prefill
         if context_error not in CONTEXT_ERRORS:
             raise ValueError(f"context_error must be one of {CONTEXT_ERRORS}, not {context_error!r}")
         self.context_error = context_error
@@ -416,6 +424,9 @@ class FakeOpenAI(FakeUpstream):
             calls = [self._call(str(c["name"]), c.get("input") or {}, c.get("id")) for c in step.tool_use or []]
         else:
             content, calls = self._default(body)
+        prefix = self._continuing(body) if body.get("continue_final_message") is True else None
+        if content and prefix is not None and not isinstance(step, Refusal):
+            content = continued(content, prefix)
         if step is not None and not isinstance(step, Refusal) and step.stop_reason:
             finish = _FINISH_FROM_ANTHROPIC.get(step.stop_reason, step.stop_reason)
         if finish is None:

@@ -103,6 +103,15 @@ class CutStream:
 
 
 @dataclass(frozen=True)
+class SlowFirstToken:
+    """Answer at once (status, headers and the stream's opening events that carry no text), then wait
+    ``seconds`` before the first token and finish normally. Non-streaming requests get the full response
+    after ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
 class StallStream:
     """Send ``after_events`` SSE events, go silent for ``seconds``, then finish normally.
     Non-streaming requests get the full response after ``seconds``."""
@@ -144,7 +153,19 @@ class Refusal:
     text: str = "I can't help with that."
 
 
-Step = Reply | Fault | Hang | Delay | CutStream | StallStream | MalformedStream | StreamError | ContextLength | Refusal
+Step = (
+    Reply
+    | Fault
+    | Hang
+    | Delay
+    | CutStream
+    | SlowFirstToken
+    | StallStream
+    | MalformedStream
+    | StreamError
+    | ContextLength
+    | Refusal
+)
 
 _KINDS: dict[str, type[Any]] = {
     "reply": Reply,
@@ -152,6 +173,7 @@ _KINDS: dict[str, type[Any]] = {
     "hang": Hang,
     "delay": Delay,
     "cut_stream": CutStream,
+    "slow_first_token": SlowFirstToken,
     "stall_stream": StallStream,
     "malformed_stream": MalformedStream,
     "stream_error": StreamError,
@@ -221,6 +243,22 @@ def parse_marker(text: str) -> tuple[bool, Step | None]:
 
 
 FlapItem = str | Step | None
+
+#: How a fake treats a final assistant turn (a prefill, or a cut stream's text to continue):
+#: ``continue`` it (the rest of its own answer when that answer starts with the prefix, else
+#: :data:`CONTINUATION`; the OpenAI fake only when asked with ``continue_final_message``, as vLLM),
+#: ``reject`` it with the 400 of models that do not support prefill, or ``ignore`` it and answer from
+#: the start (as OpenAI-compatible servers without ``continue_final_message`` do).
+PREFILL_MODES = ("continue", "reject", "ignore")
+PREFILL_REJECTION = (
+    "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+CONTINUATION = " and that is the rest of the answer."
+
+
+def continued(full: str, prefix: str) -> str:
+    """What a model that continues ``prefix`` answers, when its own answer would have been ``full``."""
+    return full[len(prefix) :] if full.startswith(prefix) else CONTINUATION
 
 
 # ---------------------------------------------------------------------------------- request log
@@ -390,6 +428,10 @@ class FakeUpstream:
 
     #: latency added before every scripted or default answer (not before validation errors)
     delay_s: float = 0.0
+    #: what a final assistant turn gets (:data:`PREFILL_MODES`)
+    prefill: str = "continue"
+    #: opening events of a stream that carry no text (sent before a :class:`SlowFirstToken` waits)
+    preamble_events: int = 1
     #: the bytes a :class:`MalformedStream` sends after the first event
     stream_garbage: bytes = b"data: {not json\n\n"
 
@@ -439,8 +481,27 @@ class FakeUpstream:
             headers["retry-after"] = retry_after_value(step.retry_after)
         return self._error(step.status, step.error_type, step.message, headers, code=step.code)
 
+    def _continuing(self, body: Mapping[str, Any]) -> str | None:
+        """The final assistant turn's text, when this fake continues it (``prefill == "continue"``)."""
+        messages = body.get("messages") or []
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        if self.prefill != "continue" or last.get("role") != "assistant":
+            return None
+        content = last.get("content")
+        if isinstance(content, list):
+            return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return content if isinstance(content, str) else None
+
+    def _refuses_prefill(self, body: Mapping[str, Any]) -> bool:
+        messages = body.get("messages") or []
+        last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+        return self.prefill == "reject" and last.get("role") == "assistant"
+
     async def _play(self, request: Request, body: dict[str, Any], step: Step | None, stream: bool) -> Response:
         """Answer one validated request according to ``step``."""
+        if self._refuses_prefill(body):
+            self._count("prefill_rejected")
+            return self._error(400, "invalid_request_error", PREFILL_REJECTION)
         if self.delay_s > 0:
             await asyncio.sleep(self.delay_s)
         while isinstance(step, Delay):
@@ -475,7 +536,7 @@ class FakeUpstream:
             )
         if isinstance(step, MalformedStream):
             data = data[: len(data) // 2]
-        elif isinstance(step, StallStream) and not await idle(request, step.seconds, self):
+        elif isinstance(step, StallStream | SlowFirstToken) and not await idle(request, step.seconds, self):
             return Response(status_code=499)
         return Response(data, media_type="application/json", headers=self._headers())
 
@@ -487,6 +548,8 @@ class FakeUpstream:
         head = len(events)
         if isinstance(step, (CutStream, StallStream, StreamError)):
             head = max(0, step.after_events)
+        elif isinstance(step, SlowFirstToken):
+            head = self.preamble_events
         for event in events[:head]:
             yield event
         if isinstance(step, CutStream):
@@ -494,7 +557,7 @@ class FakeUpstream:
         if isinstance(step, StreamError):
             for event in self._stream_error_events(step):
                 yield event
-        elif isinstance(step, StallStream) and await idle(request, step.seconds, self):
+        elif isinstance(step, StallStream | SlowFirstToken) and await idle(request, step.seconds, self):
             for event in events[head:]:
                 yield event
 

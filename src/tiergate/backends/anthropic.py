@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from anthropic import AsyncStream
 from anthropic.types import Message as AMessage
 from anthropic.types import MessageTokensCount, RawMessageStreamEvent
 
-from tiergate.backends.base import Capabilities, config_of
+from tiergate.backends.base import Capabilities, config_of, continues
 from tiergate.backends.errors import from_http_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
@@ -42,6 +43,12 @@ from tiergate.types import (
 from tiergate.wire.anthropic import tool_use_block
 
 DEFAULT_MAX_TOKENS = 4096
+#: The first version of each Claude family that rejects an assistant prefill (a final assistant turn); every
+#: later version, and every family from Claude 5 on, is taken to reject it too. Older models continue it.
+PREFILL_REJECTED_FROM: dict[str, tuple[int, int]] = {"sonnet": (4, 6), "opus": (4, 7)}
+#: ``claude-sonnet-4-6``, ``anthropic.claude-opus-4-7-v1:0``, ``claude-haiku-4-5@2025...``: family and version
+#: (a minor of one or two digits, so ``claude-sonnet-4-20250514`` is version 4.0).
+_MODEL = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:[-.](\d{1,2}))?(?!\d)")
 ClientFactory = Callable[
     [BackendConfig], anthropic.AsyncAnthropic | anthropic.AsyncAnthropicBedrock | anthropic.AsyncAnthropicVertex
 ]
@@ -179,12 +186,30 @@ def _vertex(config: BackendConfig) -> anthropic.AsyncAnthropicVertex:
     return anthropic.AsyncAnthropicVertex(**kwargs)
 
 
+def continues_prefill(model: str) -> bool:
+    """Does this Claude model continue a final assistant turn? By :data:`PREFILL_REJECTED_FROM`.
+
+    >>> [continues_prefill(m) for m in ("claude-sonnet-4-5", "claude-sonnet-4-6", "us.anthropic.claude-opus-4-7-v1:0")]
+    [True, False, False]
+    >>> continues_prefill("claude-opus-4-1-20250805"), continues_prefill("claude-3-5-haiku-latest")
+    (True, True)
+    """
+    found = _MODEL.search(model)
+    if found is None:
+        return True  # an older naming (claude-3-5-sonnet-...) or an unknown one: a rejection is learned anyway
+    family, version = found[1], (int(found[2]), int(found[3] or 0))
+    first = PREFILL_REJECTED_FROM.get(family)
+    return version[0] < 5 and (first is None or version < first)
+
+
 class AnthropicBackend:
-    capabilities = Capabilities(continues_prefix=True, counts_tokens=True, images=True)
+    capabilities: Capabilities
 
     def __init__(self, config: BackendConfig, client_factory: ClientFactory = _first_party) -> None:
         self.config = config
         self.model = config.model or "claude-sonnet-4-5"
+        prefix = continues(config, continues_prefill(self.model))
+        self.capabilities = Capabilities(continues_prefix=prefix, counts_tokens=True, images=True)
         self._factory = client_factory
         self._client: Any = None
 

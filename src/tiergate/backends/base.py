@@ -54,13 +54,24 @@ class Capabilities:
     """
 
     #: Continues a final assistant turn given as a prefix: a stream that broke after bytes were sent is
-    #: resumed on it (only the new part is streamed).
+    #: resumed on it (only the new part is streamed). Declared by the kind (:func:`continues`), overridden by
+    #: the config's ``continues_prefix``; dispatch also learns it (a prefill rejection turns it off).
     continues_prefix: bool = False
     #: ``count_tokens`` answers with the backend's own count of a prompt (``/v1/messages/count_tokens``, and
     #: the input tokens of a stream cut before its usage).
     counts_tokens: bool = False
     #: Reads image parts (a backend that does not refuses a request carrying one with a 400 naming itself).
     images: bool = False
+
+
+def continues(config: BackendConfig, default: bool) -> bool:
+    """The prefix continuation a backend of this config declares: the config's ``continues_prefix`` where set,
+    else the kind's ``default``.
+
+    >>> continues(BackendConfig(name="b", tier="open", kind="x", continues_prefix=False), True)
+    False
+    """
+    return default if config.continues_prefix is None else config.continues_prefix
 
 
 class Backend(Protocol):

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from tiergate.backends.base import Capabilities, config_of
+from tiergate.backends.base import Capabilities, config_of, continues
 from tiergate.backends.engine.supervisor import EngineProcess
 from tiergate.config import BackendConfig, EmbeddedConfig
 from tiergate.errors import (
@@ -125,11 +125,12 @@ def _tool_schema(tools: tuple[ToolSpec, ...], name: str | None) -> tuple[JSON, b
 
 
 class EmbeddedBackend:
-    #: Text only; no prefix continuation; its tokenizer counts prompts (the chat template applied).
-    capabilities = Capabilities(counts_tokens=True)
+    capabilities: Capabilities
 
     def __init__(self, config: EmbeddedConfig) -> None:
         self.config = config
+        # Text only; no prefix continuation unless configured; its tokenizer counts prompts (the chat template).
+        self.capabilities = Capabilities(continues_prefix=continues(config, False), counts_tokens=True)
         self.path = Path(config.model_path).expanduser() if config.model_path else None
         if self.path is not None and not self.path.is_file():
             raise ConfigError(

@@ -28,6 +28,7 @@ import httpx2
 from tiergate.errors import (
     RETRYABLE_STATUS,
     ContextLengthExceeded,
+    PrefillRejected,
     UpstreamClientError,
     UpstreamError,
     UpstreamTimeout,
@@ -52,6 +53,11 @@ CONTEXT_MESSAGE = re.compile(
         )
     ),
     re.IGNORECASE,
+)
+#: The wording of a refused final assistant turn (Claude Sonnet 4.6 / Opus 4.7 and later, OpenAI-compatible
+#: servers that do not continue a prefix or do not know ``continue_final_message``), on a 400/422.
+PREFILL_MESSAGE = re.compile(
+    r"prefill|continue_final_message|final assistant (?:message|turn)|must end with a user message", re.IGNORECASE
 )
 MAX_RETRY_AFTER_S = 60.0
 
@@ -122,12 +128,25 @@ def is_context_length(status: int, err_type: str | None, code: str | None, messa
     return status in CONTEXT_STATUS and CONTEXT_MESSAGE.search(message) is not None
 
 
+def is_prefill_rejection(status: int, message: str) -> bool:
+    """Does this rejection say the backend does not continue a final assistant turn?
+
+    >>> is_prefill_rejection(400, "This model does not support assistant message prefill.")
+    True
+    >>> is_prefill_rejection(500, "prefill failed"), is_prefill_rejection(400, "bad logit_bias")
+    (False, False)
+    """
+    return status in (400, 422) and PREFILL_MESSAGE.search(message) is not None
+
+
 def from_http_error(backend: str, status: int, headers: Mapping[str, str], content: bytes) -> UpstreamError:
     err_type, code, message = _envelope(content)
     detail = f"HTTP {status}" + (f" {err_type}" if err_type else "") + (f": {message}" if message else "")
     after = retry_after(headers)
     if is_context_length(status, err_type, code, message):
         return ContextLengthExceeded(detail, backend=backend, upstream_status=status)
+    if is_prefill_rejection(status, message):
+        return PrefillRejected(detail, backend=backend, upstream_status=status)
     if status in RETRYABLE_STATUS or err_type == "overloaded_error" or status >= 500:
         cls = UpstreamTimeout if status in (408, 504) else UpstreamUnavailable
         return cls(detail, backend=backend, upstream_status=status, retry_after=after)

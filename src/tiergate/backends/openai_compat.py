@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 
-from tiergate.backends.base import Capabilities, config_of
+from tiergate.backends.base import Capabilities, config_of, continues
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import BackendConfig, OpenAIConfig
@@ -210,12 +210,16 @@ HEALTH_TIMEOUT_S = 5.0
 
 
 class OpenAICompatBackend:
-    #: No token counter: OpenAI-compatible servers have no standard endpoint for one.
-    capabilities = Capabilities(continues_prefix=True, images=True)
+    capabilities: Capabilities
 
     def __init__(self, config: OpenAIConfig) -> None:
         self.config = config
         self.model = config.model or "default"
+        # Continues a prefix only where configured so: without continue_final_message many servers start over.
+        # No token counter: OpenAI-compatible servers have no standard endpoint for one.
+        prefix = continues(config, config.continue_final_message is True)
+        self.capabilities = Capabilities(continues_prefix=prefix, images=True)
+        self._continue_final = config.continue_final_message is not False
         self._client: httpx2.AsyncClient | None = None
 
     @property
@@ -255,7 +259,7 @@ class OpenAICompatBackend:
         name = self.config.name
         try:
             resp = await self.client.post(
-                "chat/completions", json=request_json(request, self.model, False, self.config.continue_final_message)
+                "chat/completions", json=request_json(request, self.model, False, self._continue_final)
             )
         except httpx2.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
@@ -273,7 +277,7 @@ class OpenAICompatBackend:
 
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
-        body = request_json(request, self.model, True, self.config.continue_final_message)
+        body = request_json(request, self.model, True, self._continue_final)
         parser = StreamParser(prompt_chars(request))
         done = False
         try:

@@ -10,8 +10,9 @@ Rules (decided by the pure functions in :mod:`tiergate.dispatch.retry`):
   backend with a strictly larger known context window;
 - skip a backend whose circuit is open; a saturated backend is overflow, not a failure;
 - a stream that fails before its first event fails over transparently; one that fails after bytes were
-  sent is *continued* on another backend that supports it (the partial answer is resent as an assistant
-  prefix and only the new part is streamed), else it ends with an explicit error, never as if complete.
+  sent is *resumed* elsewhere (:mod:`tiergate.dispatch.resume`): continued where a backend continues a prefix,
+  else restarted and spliced, checked against what the caller has either way; else it ends with an explicit
+  error, never as if complete.
 
 Every target a plan lists already passed hard policy (sovereignty, guard), so failover cannot bypass it.
 """
@@ -23,34 +24,35 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
 from tiergate.config import DispatchConfig
 from tiergate.dispatch.pool import BackendState, Lease, Pool
+from tiergate.dispatch.resume import supervise
 from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
-from tiergate.errors import ContextLengthExceeded, NoBackendAvailable, Saturated, UpstreamError, UpstreamTimeout
+from tiergate.errors import (
+    ContextLengthExceeded,
+    NoBackendAvailable,
+    PrefillRejected,
+    Saturated,
+    Silent,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from tiergate.signals.redact import Restorer
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
     EventStream,
-    Message,
-    StreamEnd,
     StreamEvent,
-    TextDelta,
-    TextPart,
-    ToolArgsDelta,
-    ToolCallStart,
     Usage,
 )
 
-#: Turns a request into what one backend may receive (redacted for external ones), with its restorer; built
-#: by the hard policy (:meth:`tiergate.pipeline.policy.HardPolicy.outbound`).
-Outbound: TypeAlias = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
-
 log = logging.getLogger("tiergate.dispatch")
 T = TypeVar("T")
+#: The hard policy's outbound step: the request as a backend may see it, and what restores the answer.
+Outbound: TypeAlias = Callable[[BackendState, ChatRequest], tuple[ChatRequest, Restorer | None]]
 
 
 @dataclass(slots=True)
@@ -138,6 +140,9 @@ class Dispatcher:
         attempts.last = exc
         if not may_fail_over(exc):
             raise exc
+        if isinstance(exc, PrefillRejected):  # no verdict, not failed: it may still answer without the prefix
+            state.learn_no_prefill(exc.message)
+            return None
         if isinstance(exc, ContextLengthExceeded):  # no verdict: a rejection of the prompt is no fault of the backend
             attempts.context_failed = True
             attempts.context_window = state.config.context_window
@@ -165,7 +170,7 @@ class Dispatcher:
                     response = await state.backend.complete(sent)
                     return restorer.restore_response(response) if restorer else response
             except TimeoutError:
-                raise UpstreamTimeout(f"no answer within {limit:.1f}s", backend=state.name) from None
+                raise Silent(f"no answer within {limit:.1f}s", backend=state.name) from None
 
         response, lease = await self._run(targets, attempts, deadline, call)
         return response, Served(lease.state, attempts)
@@ -176,12 +181,15 @@ class Dispatcher:
         targets: list[BackendState],
         outbound: Outbound | None = None,
         deadline: float | None = None,
+        attempts: Attempts | None = None,
     ) -> tuple[StreamEvent, EventStream, Served]:
         """Open a stream on the first target that yields a first event within its first-token timeout.
 
-        ``deadline`` (monotonic) is the request's: a continuation keeps the deadline of the stream it continues.
+        ``deadline`` (monotonic) is the request's, and ``attempts`` its record so far: a stream resumed after a
+        break keeps both of the stream it resumes.
         """
-        attempts = Attempts()
+        if attempts is None:
+            attempts = Attempts()
         if deadline is None:
             deadline = time.monotonic() + self.config.deadline_s
         opened: dict[str, EventStream] = {}
@@ -197,7 +205,7 @@ class Dispatcher:
                     first = await anext(events)
             except TimeoutError:
                 await events.aclose()
-                raise UpstreamTimeout(f"no first token within {limit:.1f}s", backend=state.name) from None
+                raise Silent(f"no first token within {limit:.1f}s", backend=state.name) from None
             except StopAsyncIteration:
                 raise UpstreamError("stream ended before any event", backend=state.name) from None
             except BaseException:
@@ -208,100 +216,8 @@ class Dispatcher:
 
         first, lease = await self._run(targets, attempts, deadline, call, hold=True)
         served = Served(lease.state, attempts)
-        events = self._supervise(request, targets, served, first, opened[lease.state.name], lease, deadline, outbound)
+        events = supervise(self, request, targets, served, first, opened[lease.state.name], lease, deadline, outbound)
         return first, events, served
-
-    async def _supervise(
-        self,
-        request: ChatRequest,
-        targets: list[BackendState],
-        served: Served,
-        first: StreamEvent,
-        events: EventStream,
-        lease: Lease,
-        deadline: float,
-        outbound: Outbound | None,
-    ) -> EventStream:
-        """The whole stream (``first`` included), under stall and total timeouts, continued elsewhere if it breaks.
-
-        The lease is closed and the breaker told the verdict however the stream ends; success is recorded
-        *before* the final event is handed on, because a consumer may stop reading right there.
-        """
-        text: list[str] = [first.text] if isinstance(first, TextDelta) else []
-        tools_started = isinstance(first, ToolCallStart | ToolArgsDelta)
-        produced = 1 if isinstance(first, TextDelta | ToolArgsDelta) else 0
-        state = lease.state
-        try:
-            if isinstance(first, StreamEnd):
-                lease.success()
-                yield first
-                return
-            yield first
-            while True:
-                limit = min(state.config.stall_timeout_s, deadline - time.monotonic())
-                try:
-                    async with asyncio.timeout(limit):
-                        ev = await anext(events)
-                except TimeoutError:
-                    raise UpstreamTimeout(f"stream stalled for {limit:.1f}s", backend=state.name) from None
-                except StopAsyncIteration:
-                    raise UpstreamError("stream ended without a final event", backend=state.name) from None
-                if isinstance(ev, StreamEnd):
-                    lease.success()
-                    yield ev
-                    break
-                yield ev
-                produced += 1
-                if isinstance(ev, TextDelta):
-                    text.append(ev.text)
-                else:
-                    tools_started = True
-        except UpstreamError as exc:
-            lease.failure(exc.message, self.policy.rest(exc.retry_after))
-            served.attempts.failed.append(state.name)
-            served.attempts.last = exc
-            if tools_started or not text:
-                raise
-            log.warning("stream from %s broke after %d events; continuing elsewhere: %s", state.name, produced, exc)
-            prefix = "".join(text)
-            async for ev in self._continue(request, targets, served, prefix, produced, outbound, deadline):
-                yield ev
-        finally:  # a consumer gone mid-stream leaves no verdict: closing the lease frees the probe
-            try:
-                await events.aclose()
-            finally:
-                lease.close()
-
-    async def _continue(
-        self,
-        request: ChatRequest,
-        targets: list[BackendState],
-        served: Served,
-        prefix: str,
-        produced: int,
-        outbound: Outbound | None,
-        deadline: float,
-    ) -> EventStream:
-        failed = served.attempts.last
-        assert failed is not None
-        failed_names = served.attempts.failed
-        candidates = [s for s in targets if s.name not in failed_names and s.backend.capabilities.continues_prefix]
-        if not candidates:
-            raise failed
-        continued = replace(request, messages=with_prefix(request.messages, prefix))
-        try:
-            _, events, again = await self.stream(continued, candidates, outbound, deadline)
-        except UpstreamError:
-            raise failed from None
-        served.state = again.state
-        served.attempts.failed.extend(again.attempts.failed)
-        async for ev in events:  # the continuation's stream, its first event included
-            if isinstance(ev, StreamEnd):
-                usage = ev.usage
-                ev = StreamEnd(
-                    ev.stop_reason, replace(usage, output_tokens=usage.output_tokens + produced), ev.stop_sequence
-                )
-            yield ev
 
 
 async def _attempt(call: Callable[[BackendState, float], Awaitable[T]], state: BackendState, deadline: float) -> T:
@@ -315,25 +231,16 @@ async def _attempt(call: Callable[[BackendState, float], Awaitable[T]], state: B
         raise UpstreamError(f"unexpected {type(exc).__name__}: {exc}", backend=state.name) from exc
 
 
-def with_prefix(messages: list[Message], prefix: str) -> list[Message]:
-    """The conversation with ``prefix`` as the assistant's answer so far, to be continued.
-
-    A final assistant turn already there (the caller's prefill, or an earlier continuation) is extended,
-    so the conversation never holds two assistant turns in a row.
-    """
-    if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
-        return [*messages[:-1], Message("assistant", (TextPart(messages[-1].text_content + prefix),))]
-    return [*messages, Message("assistant", (TextPart(prefix),))]
-
-
 def ready_sibling(state: BackendState, later: list[BackendState], attempts: Attempts) -> bool:
-    """Is one of the ``later`` targets a replica of ``state``'s tier that can take the request at once?
+    """Is one of the ``later`` targets a replica of ``state`` (same tier, same ``priority``) that can take the
+    request at once? A lower-priority backend is no replica: the failed one is retried on itself first.
 
     Ready means :attr:`BackendState.ready` (healthy, circuit closed, a slot or queue place free), not failed
     already in this request, and large enough after a context-length error.
     """
     return any(
         s.config.tier is state.config.tier
+        and s.config.priority == state.config.priority
         and s.name not in attempts.failed
         and (not attempts.context_failed or fits_context(attempts.context_window, s.config.context_window))
         and s.ready

@@ -39,6 +39,8 @@ class BackendState:
     served: int = field(default=0)
     #: Until when (``time.monotonic()``) the backend asked not to be sent more work: its last ``Retry-After``.
     resting_until: float = 0.0
+    #: Learned: the backend refused a final assistant turn, so it is not asked to continue one again.
+    prefill_rejected: bool = False
 
     @property
     def config(self) -> BackendConfig:
@@ -51,6 +53,17 @@ class BackendState:
     @property
     def load(self) -> float:
         return (self.in_flight + self.waiting) / self.config.weight
+
+    @property
+    def continues_prefix(self) -> bool:
+        """Declared by the backend (or its config) and not refused since: a cut stream may be continued here."""
+        return self.backend.capabilities.continues_prefix and not self.prefill_rejected
+
+    def learn_no_prefill(self, error: str) -> None:
+        """The backend refused a prefix to continue: for the life of the process it is not asked to again."""
+        if not self.prefill_rejected:
+            log.warning("backend %s does not continue an assistant prefix (learned): %s", self.name, error)
+        self.prefill_rejected = True
 
     def resting(self, now: float) -> bool:
         """Is the backend inside the pause its last ``Retry-After`` asked for?"""
@@ -91,13 +104,14 @@ class Pool:
 
     def tier(self, tier: Tier) -> list[BackendState]:
         """Backends of ``tier`` in the order to try them: available first (circuit not open, healthy, not resting
-        after a ``Retry-After``), then least outstanding per weight. A resting backend is tried last, not left
-        out: with no sibling to take the request it is retried after its pause, as the server asked."""
+        after a ``Retry-After``), then higher ``priority``, then least outstanding per weight. A resting backend
+        is tried last, not left out: with no sibling to take the request it is retried after its pause, as the
+        server asked. An unavailable high-priority backend comes after an available lower-priority one."""
         now = time.monotonic()
         members = [s for s in self.states.values() if s.config.tier is tier]
         return sorted(
             members,
-            key=lambda s: (s.breaker.refuses(now), not s.healthy, s.resting(now), s.load),
+            key=lambda s: (s.breaker.refuses(now), not s.healthy, s.resting(now), -s.config.priority, s.load),
         )
 
     def has_tier(self, tier: Tier) -> bool:

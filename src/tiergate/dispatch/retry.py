@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tiergate.errors import RETRYABLE_STATUS, ContextLengthExceeded, UpstreamError
+from tiergate.errors import RETRYABLE_STATUS, ContextLengthExceeded, PrefillRejected, Silent, UpstreamError
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,9 @@ class RetryPolicy:
 def retry_same(
     exc: UpstreamError, attempt: int, policy: RetryPolicy, bytes_sent: bool, sibling_ready: bool = False
 ) -> bool:
-    """Try the same backend again? Only for retryable failures before any byte reached the client, and only
-    when no other replica of its tier is ready to take the request at once (``sibling_ready``).
+    """Try the same backend again? Only for retryable failures before any byte reached the client, never for a
+    silent backend (:class:`Silent`: no first token, a stall), and only when no other replica of its tier (same
+    priority) is ready to take the request at once (``sibling_ready``).
 
     A failed exchange says more about the backend than about the request, so a ready sibling goes first and
     without a backoff, as load balancers do (Envoy's previous-hosts retry predicate, nginx's
@@ -53,14 +54,15 @@ def retry_same(
     >>> retry_same(err, 1, policy, bytes_sent=False), retry_same(err, 1, policy, bytes_sent=False, sibling_ready=True)
     (True, False)
     """
-    if sibling_ready or bytes_sent or not exc.retryable or attempt >= policy.attempts:
+    if sibling_ready or bytes_sent or not exc.retryable or attempt >= policy.attempts or isinstance(exc, Silent):
         return False
     return exc.upstream_status is None or exc.upstream_status in RETRYABLE_STATUS
 
 
 def may_fail_over(exc: UpstreamError) -> bool:
-    """Try another backend? Client errors would fail the same way anywhere, except a context overflow."""
-    return exc.retryable or isinstance(exc, ContextLengthExceeded)
+    """Try another backend? Client errors would fail the same way anywhere, except a context overflow and a
+    refused assistant prefill (another backend may continue it)."""
+    return exc.retryable or isinstance(exc, ContextLengthExceeded | PrefillRejected)
 
 
 def fits_context(failed_window: int | None, candidate_window: int | None) -> bool:
