@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tiergate.backends.engine.supervisor import describe_exit
+
 ROOT = Path(__file__).resolve().parents[1]
 CPUS = ["Haswell-v4", "max"]
 JOB = {"op": "generate", "id": 1, "messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 8}
@@ -50,8 +52,7 @@ def run(python: str, cpu: str, model: str) -> str:
     if events and events[-1].get("event") == "end":
         text = "".join(e.get("text", "") for e in events)
         return f"self-test passed, answered {events[-1]['completion_tokens']} tokens ({text.strip()[:40]!r})"
-    signals = {-4: "SIGILL", -11: "SIGSEGV", -6: "SIGABRT"}
-    return f"**died: {signals.get(code, f'exit {code}')}** {'before its self-test' if not ready else ''}".strip()
+    return f"**died: {describe_exit(code)}** {'before its self-test' if not ready else ''}".strip()
 
 
 def main() -> None:

@@ -195,7 +195,8 @@ class EmbeddedBackend:
             "temperature": req.temperature,
             "top_p": req.top_p,
         }
-        if req.tools and req.tool_choice is not None and req.tool_choice.kind in ("any", "tool"):
+        if self._forced(req):
+            assert req.tool_choice is not None
             schema, _ = _tool_schema(req.tools, req.tool_choice.name)
             job["grammar_schema"] = schema
             job["max_tokens"] = max(job["max_tokens"], 64)

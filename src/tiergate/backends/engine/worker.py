@@ -64,11 +64,12 @@ class Engine:
         path = settings["model_path"]
         n_ctx = settings.get("n_ctx") or 0
         cap = int(settings.get("n_ctx_cap") or 0)
-        meta = Llama(model_path=path, vocab_only=True, verbose=False).metadata
-        self.n_ctx_train = int(meta.get(f"{meta.get('general.architecture', 'llama')}.context_length", 0))
-        if not n_ctx:  # the model's trained context, capped to bound the KV cache's memory
-            n_ctx = min(self.n_ctx_train, cap) if self.n_ctx_train and cap else (self.n_ctx_train or cap or 4096)
+        if not n_ctx:  # the model's trained context, capped to bound the KV cache's memory: read it first
+            meta = Llama(model_path=path, vocab_only=True, verbose=False).metadata
+            trained = int(meta.get(f"{meta.get('general.architecture', 'llama')}.context_length", 0))
+            n_ctx = min(trained, cap) if trained and cap else (trained or cap or 4096)
         self.llm: Llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=settings.get("n_threads"), verbose=False)
+        self.n_ctx_train = self.llm._model.n_ctx_train()
         self.n_ctx = self.llm.n_ctx()
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         template = self.llm.metadata.get("tokenizer.chat_template")
