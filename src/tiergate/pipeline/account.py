@@ -22,6 +22,7 @@ from tiergate.dispatch.pool import Pool
 from tiergate.errors import RateLimited, TiergateError
 from tiergate.pipeline.gateway import Outcome, Plan
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
+from tiergate.tracing import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, OUTPUT_TOKENS, RequestTrace
 from tiergate.types import ChatRequest, Dialect, StreamEvent, TextDelta, ToolArgsDelta, Usage
 
 __all__ = ["COUNT_TIMEOUT_S", "Account", "Books", "Produced", "ledger_row"]
@@ -120,6 +121,8 @@ class Account:
     model: str = ""
     reservation: Reservation | None = None
     plan: Plan | None = None
+    #: The request's spans (:mod:`tiergate.tracing`); ended here, with the ledger row.
+    trace: RequestTrace | None = None
 
     def record(
         self, outcome: Outcome, usage: Usage, status: str, ttft: float | None = None, elapsed: float | None = None
@@ -216,6 +219,29 @@ class Account:
     def _close(self, row: LedgerRow, status: str, elapsed: float, usd: float = 0.0, tokens: int = 0) -> None:
         """Count the request under ``status`` (the metrics' label), settle its reservation, write its row."""
         labels = (row.dialect, row.tier or "none", row.backend or "none", status)
+        if self.trace is None:
+            self._book(row, labels, elapsed, usd, tokens)
+            return
+        with self.trace.stage("account", {"tiergate.cost_usd": row.cost_usd}):
+            self._book(row, labels, elapsed, usd, tokens)
+        self.trace.end(
+            status=row.status,
+            http_status=row.http_status,
+            error=None if row.status != "error" else str(row.http_status),
+            attributes={
+                "tiergate.tier": row.tier,
+                "tiergate.backend": row.backend,
+                "tiergate.route": row.route,
+                "tiergate.cost_usd": row.cost_usd,
+                "tiergate.failovers": row.failovers,
+                INPUT_TOKENS: row.input_tokens,
+                OUTPUT_TOKENS: row.output_tokens,
+                CACHE_READ_TOKENS: row.cache_read_tokens or None,
+                CACHE_WRITE_TOKENS: row.cache_write_tokens or None,
+            },
+        )
+
+    def _book(self, row: LedgerRow, labels: tuple[str, str, str, str], elapsed: float, usd: float, tokens: int) -> None:
         self.books.metrics.requests.labels(*labels).inc()
         self.books.metrics.latency.labels(*labels).observe(elapsed)
         self.books.budgets.settle(self.reservation, usd, tokens)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
@@ -22,6 +25,7 @@ from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
 from tiergate.tokens import estimate_prompt_tokens
+from tiergate.tracing import stage
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
 REFUSAL = (
@@ -84,6 +88,8 @@ class Gateway:
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
+        #: The app's tracer (:class:`tiergate.tracing.Tracing`); no-op unless tracing is on.
+        self.tracer: Tracer = trace.NoOpTracer()
 
     def needs_encoder(self, *, always_score: bool = False) -> bool:
         """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
@@ -109,8 +115,17 @@ class Gateway:
         self, request: ChatRequest, caller: Caller, tier_header: str | None = None, sovereign_header: str | None = None
     ) -> Plan:
         """Hard policy first, then rules (explicit tier, header, key default, context window), then the router."""
-        verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
-        plan = await self._choose(request, caller, tier_header, verdict)
+        with stage(self.tracer, "inspect") as span:
+            verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
+            span.set_attribute("tiergate.sovereign", verdict.sovereign)
+            span.set_attribute("tiergate.reasons", list(verdict.reasons))
+        with stage(self.tracer, "decide") as span:
+            plan = await self._choose(request, caller, tier_header, verdict)
+            span.set_attribute("tiergate.tier", plan.tier.value)
+            span.set_attribute("tiergate.route", plan.route)
+            if plan.score is not None:
+                span.set_attribute("tiergate.router.score", plan.score)
+            span.set_attribute("tiergate.guard.flagged", verdict.flagged)
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])
         plan.targets = [t for t in plan.targets if verdict.allows(t)]
@@ -140,10 +155,11 @@ class Gateway:
         eligible = {t for t in (Tier.OPEN, Tier.CLOSED) if any(verdict.allows(s) for s in self.pool.tier(t))}
         signals: Signals | None = None
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
-            signals = await self.signals(request, guard=True)
-            assert signals.states is not None
-            known = {routing_text(request).strip(): signals.states}
-            await self.policy.judge(verdict, request, self.encoder, known)
+            with stage(self.tracer, "guard"):
+                signals = await self.signals(request, guard=True)
+                assert signals.states is not None
+                known = {routing_text(request).strip(): signals.states}
+                await self.policy.judge(verdict, request, self.encoder, known)
             if verdict.flagged:
                 if self.config.policy.guard.on_flag == "closed" and any(
                     verdict.allows(s) for s in self.pool.tier(Tier.CLOSED)
