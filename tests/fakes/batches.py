@@ -161,6 +161,8 @@ class MessageBatches:
         self.held = False
         #: a create records its batch, then answers only when released (or never, if the client goes away)
         self.hang_create = False
+        #: the next creates answer 529 ``overloaded_error`` and create nothing
+        self.fail_creates = 0
         self._lock = threading.Lock()
         self._batches: dict[str, Batch] = {}
         self._custom_ids: dict[str, list[str]] = {}
@@ -223,6 +225,11 @@ class MessageBatches:
         if bad is not None:
             self.host._count("rejected")
             return self.host._error(400, "invalid_request_error", bad)
+        with self._lock:
+            overloaded, self.fail_creates = self.fail_creates > 0, max(0, self.fail_creates - 1)
+        if overloaded:
+            self.host._count("fault")
+            return self.host._error(529, "overloaded_error", None)
         requests: list[dict[str, Any]] = body["requests"]
         batch = Batch(self.new_id("msgbatch_"), datetime.now(UTC), len(requests))
         for item in requests:

@@ -237,14 +237,16 @@ class Runner:
         with self.options.input.open("rb") as f:
             f.seek(offset)
             for raw in f:
-                at, offset, number, line = offset, offset + len(raw), line, line + 1
                 if raw.strip():
-                    await self._take(raw, index, number, at)
+                    await self._take(raw, index, line, offset)
                     index += 1
-                self.store.set_meta(next_offset=offset, next_index=index, next_line=line)
+                else:
+                    self.store.set_meta(next_offset=offset + len(raw), next_index=index, next_line=line + 1)
+                offset, line = offset + len(raw), line + 1
         self.store.set_meta(ingested=1)
 
     async def _take(self, raw: bytes, index: int, line: int, offset: int) -> None:
+        """Route one item and record it with the input's next position (one state change, see below)."""
         item = parse_line(raw, index, line, self.options.dialect, self.config.server.max_tokens_limit)
         routed = await route_item(self.gateway, item.chat, self.books.caller)
         if item.error is not None:
@@ -283,6 +285,7 @@ class Runner:
             full = self._join(index, target.name, len(params))
         else:
             self.store.add_item(row)
+        self.store.set_meta(next_offset=offset + len(raw), next_index=index + 1, next_line=line + 1)
         self.progress.routed(routed.way)
         if routed.way == "live":
             self._spawn(item, row, routed)
