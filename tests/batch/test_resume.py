@@ -135,3 +135,35 @@ def test_a_create_that_failed_is_submitted_once_it_is_known_not_made(tmp_path: P
     assert len(creates) == 2
     assert len(upstreams.claude.batches.all) == 1
     assert all(line["tiergate"]["outcome"] == "succeeded" for line in read_jsonl(out))
+
+
+def test_a_run_cancelled_in_flight_then_resumed_writes_each_ledger_row_once(
+    tmp_path: Path, upstreams: Upstreams
+) -> None:
+    """Ctrl-C (the run's task cancelled) may land inside a ledger write: the rows are neither lost nor doubled."""
+    from tiergate.batch import BatchOptions, run_batch
+    from tiergate.config import load_config
+
+    upstreams.vllm.delay_s = 0.01
+    n = 400
+    config = load_config(write_config(tmp_path, upstreams))
+    inp, out = write_items(tmp_path / "in.jsonl", mixed(n)), tmp_path / "out.jsonl"
+    options = BatchOptions(inp, out, concurrency=8, batch_size=50, poll_interval_s=0.05)
+
+    async def cancelled_midway() -> None:
+        run = asyncio.create_task(run_batch(config, options))
+        while len(upstreams.vllm.received) < n // 3 and not run.done():
+            await asyncio.sleep(0.005)
+        run.cancel()
+        try:
+            await run
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(cancelled_midway())
+    assert not out.exists()
+    report = asyncio.run(run_batch(config, options))
+    assert report.output == out
+    assert len(read_jsonl(out)) == n
+    ids = ledger_request_ids(tmp_path)
+    assert len(ids) == len(set(ids)) == n

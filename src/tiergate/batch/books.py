@@ -97,10 +97,12 @@ class BatchBooks:
 
 
 def row_to_json(row: LedgerRow) -> JSON:
-    values = dataclasses.asdict(row)
+    """A ledger row as the state file keeps it until the ledger has it (every field is a plain value)."""
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
     values["ts"] = row.ts.isoformat()
     return values
 
 
-def row_from_json(values: JSON) -> LedgerRow:
-    return LedgerRow(**{**values, "ts": datetime.fromisoformat(values["ts"])})
+def row_from_json(values: JSON) -> JSON:
+    """The column values of a kept row, for an INSERT."""
+    return {**values, "ts": datetime.fromisoformat(values["ts"])}

@@ -174,15 +174,18 @@ class Runner:
         self._slots = asyncio.Semaphore(options.concurrency)
         self._live: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        #: A ledger write may have been cut (a kill before this run, a cancel in it): look rows up before writing.
+        self._uncertain = True
         self._reader: IO[bytes] = options.input.open("rb")
         self.run = books.run
 
     # -- the run -------------------------------------------------------------------------------------------
 
     async def execute(self) -> Report:
-        checkpoints = asyncio.create_task(self._checkpoints())
+        checkpoints = asyncio.create_task(self._checkpoints())  # stopped, never cancelled: see checkpoint()
         try:
-            await self._settle_ledger()
+            await self.checkpoint()  # rows of items done before an interruption that may not be in the ledger
             for chunk in self.store.chunks("submitting"):  # the run before was killed while creating them
                 await self._reconcile(chunk.id)
             for row in self.store.live_todo():  # ... or while these were in flight
@@ -193,7 +196,7 @@ class Runner:
             await self._submit_open()
             await self._poll(wait=self.options.wait)
         finally:
-            checkpoints.cancel()
+            self._stopping.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints
             await self._drain_cancelled()
@@ -401,10 +404,7 @@ class Runner:
         chunk = self.store.chunk(chunk_id)
         self.store.set_chunk(chunk_id, "submitting")
         self.store.commit()
-        requests = [
-            {"custom_id": self._request_id(idx), "params": json.loads(params)}
-            for idx, params in self.store.chunk_requests(chunk_id)
-        ]
+        requests = [(self._request_id(idx), params) for idx, params in self.store.chunk_requests(chunk_id)]
         batch = await self._client(chunk.backend).create(requests)
         if batch is None:
             log.warning("chunk %d: the Message Batch create got no answer; looking it up at the next poll", chunk_id)
@@ -566,40 +566,43 @@ class Runner:
             self.progress.done(row.way)
 
     async def _checkpoints(self) -> None:
-        while True:
-            await asyncio.sleep(CHECKPOINT_S)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), CHECKPOINT_S)
             try:
                 await self.checkpoint()
             except Exception:
                 log.exception("batch: checkpoint failed; the next one tries again")
 
     async def checkpoint(self) -> None:
-        """Commit the store, then write the ledger rows of committed items and mark them (each exactly once:
-        only rows of committed items reach the ledger, so a kill never leaves a row for an item not done)."""
+        """Commit the store, then write the ledger rows of committed items and mark them, each exactly once:
+        only rows of committed items reach the ledger, and after a write that may have been cut (a kill before
+        this run, a cancel in it) rows already in the ledger are looked up and skipped."""
         async with self._lock:
             while True:
                 self.store.commit()
                 rows = self.store.unledgered()
                 if not rows:
                     return
-                for _, values in rows:
-                    self.books.ledger.record(row_from_json(values))
-                await self.books.ledger.flush()
+                await self._write_rows([values for _, values in rows])
                 self.store.mark_ledgered(idx for idx, _ in rows)
 
-    async def _settle_ledger(self) -> None:
-        """Rows of items done before an interruption that may not have reached the ledger: written unless there."""
-        while rows := self.store.unledgered():
-            ids = [values["request_id"] for _, values in rows]
-            async with self.books.ledger.engine.connect() as conn:
+    async def _write_rows(self, rows: list[JSON]) -> None:
+        """Insert rows in one transaction, straight to the database (the ledger's queue would put a cut batch
+        back and write it twice)."""
+        engine = self.books.ledger.engine
+        if self._uncertain:
+            ids = [values["request_id"] for values in rows]
+            async with engine.connect() as conn:
                 query = select(ledger_table.c.request_id).where(ledger_table.c.request_id.in_(ids))
                 there = set((await conn.execute(query)).scalars())
-            for _, values in rows:
-                if values["request_id"] not in there:
-                    self.books.ledger.record(row_from_json(values))
-            await self.books.ledger.flush()
-            self.store.mark_ledgered(idx for idx, _ in rows)
-            self.store.commit()
+            rows = [values for values in rows if values["request_id"] not in there]
+        if not rows:
+            return
+        self._uncertain = True
+        async with engine.begin() as conn:
+            await conn.execute(ledger_table.insert(), [row_from_json(values) for values in rows])
+        self._uncertain = False
 
 
 async def run_batch(
