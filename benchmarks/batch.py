@@ -1,6 +1,6 @@
 """Batch work at scale: ``tiergate batch`` over 10,000 and 100,000 items against fakes, killed and resumed.
 
-    python benchmarks/batch.py                                   # 10k (whole, then killed + resumed), 100k (killed + resumed)
+    python benchmarks/batch.py                                   # 10k whole, then 10k and 100k killed + resumed
     python benchmarks/batch.py --sizes 2000 --out /tmp/batch.md  # a quick look
 
 Every party is its own process on loopback: the fake OpenAI-compatible server (``tests/fakes/fake_openai.py``,
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from overhead import SetupError, Service, load_average, machine, start
+from overhead import Service, SetupError, load_average, machine, start
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -79,17 +79,23 @@ def write_items(path: Path, n: int) -> int:
     with path.open("w") as f:
         for i in range(n):
             if i % 2:
-                line: dict[str, Any] = {"custom_id": f"o{i}", "body": {"model": "auto", "messages": [
-                    {"role": "user", "content": f"Say hello to ticket {i}."}]}}  # fmt: skip
+                line: dict[str, Any] = {
+                    "custom_id": f"o{i}",
+                    "body": {"model": "auto", "messages": [{"role": "user", "content": f"Say hello to ticket {i}."}]},
+                }
             else:
                 closed += 1
                 text = HARD * 5 + f"(ticket {i})"
                 if i % 4:
-                    line = {"custom_id": f"c{i}", "params": {"model": "auto", "max_tokens": 256, "messages": [
-                        {"role": "user", "content": text}]}}  # fmt: skip
+                    line = {
+                        "custom_id": f"c{i}",
+                        "params": {"model": "auto", "max_tokens": 256, "messages": [{"role": "user", "content": text}]},
+                    }
                 else:
-                    line = {"custom_id": f"c{i}", "body": {"model": "auto", "max_tokens": 256, "messages": [
-                        {"role": "user", "content": text}]}}  # fmt: skip
+                    line = {
+                        "custom_id": f"c{i}",
+                        "body": {"model": "auto", "max_tokens": 256, "messages": [{"role": "user", "content": text}]},
+                    }
             f.write(json.dumps(line) + "\n")
     return closed
 
@@ -217,7 +223,7 @@ def _config(open_: Service, claude: Service, ledger: Path) -> dict[str, Any]:
                 "model": "claude-sonnet-4-5",
                 "api_key_env": CLAUDE_KEY_ENV,
             },
-        ],  # fmt: skip
+        ],
         "router": {"kind": "rules"},
         "ledger": {"url": f"sqlite:///{ledger}"},
     }
@@ -306,10 +312,24 @@ def main() -> None:
     fakes += ["--no-access-log", "--port"]
     loads = [load_average()]
     port_open, port_claude = _free_port(), _free_port()
-    open_ = start("open", [sys.executable, *fakes, str(port_open), "batch:fake_open"], model="fake-llama-8b",
-                  port=port_open, ready="/health", run_dir=RUN_DIR, env=env)  # fmt: skip
-    claude = start("claude", [sys.executable, *fakes, str(port_claude), "batch:fake_claude"], model="claude",
-                   port=port_claude, ready="/health", run_dir=RUN_DIR, env=env)  # fmt: skip
+    open_ = start(
+        "open",
+        [sys.executable, *fakes, str(port_open), "batch:fake_open"],
+        model="fake-llama-8b",
+        port=port_open,
+        ready="/health",
+        run_dir=RUN_DIR,
+        env=env,
+    )
+    claude = start(
+        "claude",
+        [sys.executable, *fakes, str(port_claude), "batch:fake_claude"],
+        model="claude",
+        port=port_claude,
+        ready="/health",
+        run_dir=RUN_DIR,
+        env=env,
+    )
     try:
         results = []
         for i, size in enumerate(args.sizes):

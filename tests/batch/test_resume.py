@@ -5,6 +5,7 @@ process (``python -m tiergate batch``) against loopback fakes served by this tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -152,13 +153,10 @@ def test_a_run_cancelled_in_flight_then_resumed_writes_each_ledger_row_once(
 
     async def cancelled_midway() -> None:
         run = asyncio.create_task(run_batch(config, options))
-        while len(upstreams.vllm.received) < n // 3 and not run.done():
-            await asyncio.sleep(0.005)
+        await asyncio.to_thread(upstreams.vllm.wait_for_requests, n // 3, 60.0)
         run.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await run
-        except asyncio.CancelledError:
-            pass
 
     asyncio.run(cancelled_midway())
     assert not out.exists()

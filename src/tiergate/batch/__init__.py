@@ -6,12 +6,16 @@
     messagebatches.py MessageBatches                       Anthropic's Message Batches API (official SDK)
     store.py          Store                                a run's state on disk (SQLite): resume, input order
     runner.py         run_batch, BatchOptions, Report      ``tiergate batch``: the whole run, resumable
+    engine.py         BatchRouter                          routing and accounting as plain calls, for the
+                                                           workers of a distributed engine (Ray Data, Spark)
 
-``route_item`` and ``BatchBooks.row`` are the library calls for running the same work on another engine
-(Ray Data with vLLM, Spark): route each item there, serve it, and write its ledger row (docs/batch.md).
+``BatchRouter`` (and, for async code, ``route_item`` and ``BatchBooks.row``) are the library calls for running
+the same work on another engine (Ray Data with vLLM, Spark): route each item there, serve it, and write its
+ledger row (docs/batch.md, "Beyond one machine").
 """
 
 from tiergate.batch.books import BatchBooks
+from tiergate.batch.engine import BatchRouter
 from tiergate.batch.items import BatchItem, detect_dialect, parse_line, render_line
 from tiergate.batch.messagebatches import MessageBatches
 from tiergate.batch.route import Routed, Way, message_batch_params, outbound, route_item
@@ -21,6 +25,7 @@ __all__ = [
     "BatchBooks",
     "BatchItem",
     "BatchOptions",
+    "BatchRouter",
     "MessageBatches",
     "Progress",
     "Report",

@@ -47,9 +47,23 @@ _PARSE = {Dialect.OPENAI: openai.parse_request, Dialect.ANTHROPIC: anthropic.par
 _URLS = {"/v1/chat/completions": Dialect.OPENAI, "/v1/messages": Dialect.ANTHROPIC}
 #: Fields and values only one of the two dialects has.
 _OPENAI_KEYS = frozenset(
-    {"max_completion_tokens", "response_format", "n", "stop", "seed", "frequency_penalty", "presence_penalty",
-     "logprobs", "top_logprobs", "logit_bias", "stream_options", "parallel_tool_calls", "user", "store"}
-)  # fmt: skip
+    {
+        "max_completion_tokens",
+        "response_format",
+        "n",
+        "stop",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "stream_options",
+        "parallel_tool_calls",
+        "user",
+        "store",
+    }
+)
 _ANTHROPIC_KEYS = frozenset(
     {"system", "stop_sequences", "top_k", "thinking", "service_tier", "container", "mcp_servers"}
 )

@@ -319,16 +319,29 @@ class Runner:
             assert routed.plan.refusal is not None
             refusal = ChatResponse(rid, POLICY_MODEL, [], StopReason.REFUSAL, Usage(), refusal=routed.plan.refusal)
             ledger = self.books.row(
-                rid, item.dialect, row.model, tier=row.tier, backend=None, route=row.route, status="refused",
+                rid,
+                item.dialect,
+                row.model,
+                tier=row.tier,
+                backend=None,
+                route=row.route,
+                status="refused",
                 elapsed_s=0.0,
-            )  # fmt: skip
+            )
             self._done(item, row, "succeeded", ledger, response=refusal, outcome="refused")
             return
         error = routed.error or InvalidRequest("not a request")
         ledger = self.books.row(
-            rid, item.dialect, row.model, tier=row.tier if routed.plan else None, backend=None, route=row.route,
-            status="error", elapsed_s=0.0, http_status=error.status,
-        )  # fmt: skip
+            rid,
+            item.dialect,
+            row.model,
+            tier=row.tier if routed.plan else None,
+            backend=None,
+            route=row.route,
+            status="error",
+            elapsed_s=0.0,
+            http_status=error.status,
+        )
         self._done(item, row, "errored", ledger, error=error)
 
     # -- the live half -------------------------------------------------------------------------------------
@@ -353,25 +366,45 @@ class Runner:
                 backend = exc.backend if isinstance(exc, UpstreamError) and exc.backend else None
                 state = self.gateway.pool.get(backend) if backend else None
                 ledger = self.books.row(
-                    rid, item.dialect, row.model, tier=state.config.tier.value if state else row.tier,
-                    backend=backend, route=routed.route, status="error", elapsed_s=time.perf_counter() - started,
+                    rid,
+                    item.dialect,
+                    row.model,
+                    tier=state.config.tier.value if state else row.tier,
+                    backend=backend,
+                    route=routed.route,
+                    status="error",
+                    elapsed_s=time.perf_counter() - started,
                     http_status=exc.status,
-                )  # fmt: skip
+                )
                 self._done(item, row, "errored", ledger, error=exc)
                 return
             ledger = self.books.row(
-                rid, item.dialect, row.model, tier=served.tier.value, backend=served.backend.name,
-                route=served.route, status="ok", elapsed_s=time.perf_counter() - started, usage=response.usage,
+                rid,
+                item.dialect,
+                row.model,
+                tier=served.tier.value,
+                backend=served.backend.name,
+                route=served.route,
+                status="ok",
+                elapsed_s=time.perf_counter() - started,
+                usage=response.usage,
                 failovers=len(served.failovers),
-            )  # fmt: skip
+            )
             self._done(item, row, "succeeded", ledger, response=response)
         except Exception:  # a bug of ours: the item still gets an answer and a ledger row
             log.exception("batch item %s (line %d) failed inside tiergate", item.custom_id, row.line)
             internal = TiergateError(f"internal error in tiergate (item {item.custom_id})")
             ledger = self.books.row(
-                self._request_id(row.idx), item.dialect, row.model, tier=row.tier, backend=None, route=row.route,
-                status="error", elapsed_s=time.perf_counter() - started, http_status=500,
-            )  # fmt: skip
+                self._request_id(row.idx),
+                item.dialect,
+                row.model,
+                tier=row.tier,
+                backend=None,
+                route=row.route,
+                status="error",
+                elapsed_s=time.perf_counter() - started,
+                http_status=500,
+            )
             self._done(item, row, "errored", ledger, error=internal)
         finally:
             self._slots.release()
@@ -485,9 +518,17 @@ class Runner:
                 restorer = self._restorer(row)
                 response = restorer.restore_response(response) if restorer is not None else response
             ledger = self.books.row(
-                rid, item.dialect, row.model, tier=row.tier, backend=row.backend, route=route, status="ok",
-                elapsed_s=elapsed, usage=response.usage, message_batch=True,
-            )  # fmt: skip
+                rid,
+                item.dialect,
+                row.model,
+                tier=row.tier,
+                backend=row.backend,
+                route=route,
+                status="ok",
+                elapsed_s=elapsed,
+                usage=response.usage,
+                message_batch=True,
+            )
             self._done(item, row, "succeeded", ledger, response=response, batch_id=batch_id)
         elif result.type == "errored":
             err = result.error.error
@@ -495,17 +536,31 @@ class Runner:
             body = json.dumps({"type": "error", "error": {"type": err.type, "message": err.message}}).encode()
             error = from_http_error(row.backend or "claude", status, {}, body)
             ledger = self.books.row(
-                rid, item.dialect, row.model, tier=row.tier, backend=row.backend, route=route, status="error",
-                elapsed_s=elapsed, http_status=error.status,
-            )  # fmt: skip
+                rid,
+                item.dialect,
+                row.model,
+                tier=row.tier,
+                backend=row.backend,
+                route=route,
+                status="error",
+                elapsed_s=elapsed,
+                http_status=error.status,
+            )
             self._done(item, row, "errored", ledger, error=error, batch_id=batch_id)
         elif result.type == "expired":
             self._again(row, "expired", batch_id, elapsed)
         else:
             ledger = self.books.row(
-                rid, item.dialect, row.model, tier=row.tier, backend=row.backend, route=route, status="cancelled",
-                elapsed_s=elapsed, http_status=499,
-            )  # fmt: skip
+                rid,
+                item.dialect,
+                row.model,
+                tier=row.tier,
+                backend=row.backend,
+                route=route,
+                status="cancelled",
+                elapsed_s=elapsed,
+                http_status=499,
+            )
             self._done(item, row, "canceled", ledger, batch_id=batch_id)
 
     def _restorer(self, row: ItemRow) -> Restorer | None:
@@ -530,9 +585,16 @@ class Runner:
         item = BatchItem(row.idx, row.line, row.custom_id, Dialect(row.dialect))
         route = f"{row.route};message-batch:{batch_id}" if batch_id else row.route
         ledger = self.books.row(
-            self._request_id(row.idx), item.dialect, row.model, tier=row.tier, backend=row.backend, route=route,
-            status="error", elapsed_s=elapsed, http_status=504,
-        )  # fmt: skip
+            self._request_id(row.idx),
+            item.dialect,
+            row.model,
+            tier=row.tier,
+            backend=row.backend,
+            route=route,
+            status="error",
+            elapsed_s=elapsed,
+            http_status=504,
+        )
         self._done(item, row, "expired", ledger, batch_id=batch_id)
 
     # -- results and the ledger ----------------------------------------------------------------------------
@@ -621,9 +683,17 @@ async def run_batch(
         if not meta:
             run = f"tgb-{uuid.uuid4().hex[:12]}"
             store.set_meta(
-                run=run, input=str(options.input), sha256=digest, size=size, items=total, caller=caller.name,
-                next_offset=0, next_index=0, next_line=1, ingested=0,
-            )  # fmt: skip
+                run=run,
+                input=str(options.input),
+                sha256=digest,
+                size=size,
+                items=total,
+                caller=caller.name,
+                next_offset=0,
+                next_index=0,
+                next_line=1,
+                ingested=0,
+            )
             store.commit()
         elif meta.get("sha256") != digest:
             raise BatchError(

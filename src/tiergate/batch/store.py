@@ -178,10 +178,11 @@ class Store:
             (json.dumps(output, separators=(",", ":")), _dumps(ledger_row), int(ledger_row is None), idx),
         )
 
-    def live_todo(self) -> Iterator[ItemRow]:
-        """Live items not done (a run killed while they were in flight), in input order."""
+    def live_todo(self) -> list[ItemRow]:
+        """Live items not done (a run killed while they were in flight: at most its concurrency), in input order.
+        A list, not a cursor: they are dispatched, and marked done, while it is read."""
         query = f"SELECT {_ITEM_COLUMNS} FROM items WHERE done = 0 AND way = 'live' ORDER BY idx"
-        return (_item(r) for r in self._db.execute(query))
+        return [_item(r) for r in self._db.execute(query).fetchall()]
 
     def unledgered(self, limit: int = 1000) -> list[tuple[int, JSON]]:
         rows = self._db.execute(
