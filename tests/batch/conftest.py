@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 from tests.conftest import CLAUDE_KEY_ENV, backend_configs
 from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.support.databases import fresh_postgres_database, postgres_base_url
 from tests.support.servers import serve_app
 from tiergate.cli import build_app
 
@@ -41,6 +42,16 @@ def upstreams() -> Iterator[Upstreams]:
     claude, vllm = FakeAnthropic(api_key="sk-ant-test"), FakeOpenAI(models=["fake-llama-8b"])
     with serve_app(claude) as claude_url, serve_app(vllm) as vllm_url:
         yield Upstreams(claude, vllm, claude_url, vllm_url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The ledger of a run, on SQLite and on PostgreSQL (``$TIERGATE_TEST_POSTGRES_URL``)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    async with fresh_postgres_database(postgres_base_url()) as url:
+        yield url
 
 
 def write_config(tmp_path: Path, up: Upstreams, **sections: Any) -> Path:

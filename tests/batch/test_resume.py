@@ -17,6 +17,8 @@ from typing import Any
 
 from tests.batch.conftest import Upstreams, chat, params, read_jsonl, run_batch_cli, write_config, write_items
 from tiergate.accounting.ledger import Ledger
+from tiergate.batch import BatchOptions, run_batch
+from tiergate.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,30 +140,31 @@ def test_a_create_that_failed_is_submitted_once_it_is_known_not_made(tmp_path: P
     assert all(line["tiergate"]["outcome"] == "succeeded" for line in read_jsonl(out))
 
 
-def test_a_run_cancelled_in_flight_then_resumed_writes_each_ledger_row_once(
-    tmp_path: Path, upstreams: Upstreams
+async def test_a_run_cancelled_in_flight_then_resumed_writes_each_ledger_row_once(
+    tmp_path: Path, upstreams: Upstreams, ledger_url: str
 ) -> None:
-    """Ctrl-C (the run's task cancelled) may land inside a ledger write: the rows are neither lost nor doubled."""
-    from tiergate.batch import BatchOptions, run_batch
-    from tiergate.config import load_config
-
+    """Ctrl-C (the run's task cancelled) may land inside a ledger write: the rows are neither lost nor doubled,
+    on SQLite and on PostgreSQL."""
     upstreams.vllm.delay_s = 0.01
     n = 400
-    config = load_config(write_config(tmp_path, upstreams))
+    config = load_config(write_config(tmp_path, upstreams, ledger={"url": ledger_url}))
     inp, out = write_items(tmp_path / "in.jsonl", mixed(n)), tmp_path / "out.jsonl"
     options = BatchOptions(inp, out, concurrency=8, batch_size=50, poll_interval_s=0.05)
 
-    async def cancelled_midway() -> None:
-        run = asyncio.create_task(run_batch(config, options))
-        await asyncio.to_thread(upstreams.vllm.wait_for_requests, n // 3, 60.0)
-        run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
-
-    asyncio.run(cancelled_midway())
+    run = asyncio.create_task(run_batch(config, options))
+    await asyncio.to_thread(upstreams.vllm.wait_for_requests, n // 3, 60.0)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
     assert not out.exists()
-    report = asyncio.run(run_batch(config, options))
+    report = await run_batch(config, options)
     assert report.output == out
     assert len(read_jsonl(out)) == n
-    ids = ledger_request_ids(tmp_path)
-    assert len(ids) == len(set(ids)) == n
+    ledger = Ledger(ledger_url)
+    await ledger.start(writer=False)
+    try:
+        rows = await ledger.rows()
+    finally:
+        await ledger.close()
+    assert len({r.request_id for r in rows}) == len(rows) == n
+    assert {r.batch for r in rows} == {report.run}

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import anthropic
+import httpx2
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 from sqlalchemy import select
 
@@ -177,6 +178,8 @@ class Runner:
         self._stopping = asyncio.Event()
         #: A ledger write may have been cut (a kill before this run, a cancel in it): look rows up before writing.
         self._uncertain = True
+        #: Chunks whose create got no answer in this run, and when: looked up one poll interval later.
+        self._in_doubt: dict[int, float] = {}
         self._reader: IO[bytes] = options.input.open("rb")
         self.run = books.run
 
@@ -441,7 +444,9 @@ class Runner:
         batch = await self._client(chunk.backend).create(requests)
         if batch is None:
             log.warning("chunk %d: the Message Batch create got no answer; looking it up at the next poll", chunk_id)
+            self._in_doubt[chunk_id] = time.monotonic()
             return
+        self._in_doubt.pop(chunk_id, None)
         self.store.set_chunk(chunk_id, "submitted", batch.id)
         self.store.commit()
         log.info("chunk %d: %d requests submitted as %s", chunk_id, len(requests), batch.id)
@@ -463,20 +468,20 @@ class Runner:
         """Poll the submitted batches until none is left (``wait``), or once."""
         while True:
             for chunk in self.store.chunks("submitting"):
-                await self._reconcile(chunk.id)
+                failed = self._in_doubt.get(chunk.id)
+                if failed is None or time.monotonic() - failed >= self.options.poll_interval_s:
+                    await self._reconcile(chunk.id)  # a create still under way on the server would show later
             for chunk in self.store.chunks("submitted"):
                 assert chunk.batch_id is not None
                 try:
                     batch = await self._client(chunk.backend).retrieve(chunk.batch_id)
+                    if batch.processing_status == "ended":
+                        await self._fetch(chunk.id, batch)
                 except anthropic.NotFoundError:
                     log.warning("Message Batch %s is gone (deleted or archived); its items go again", chunk.batch_id)
                     await self._fetched(chunk.id, set(self.store.chunk_todo(chunk.id)), "missing")
-                    continue
-                except anthropic.APIError as exc:
-                    log.warning("Message Batch %s: cannot poll it now (%s); next round", chunk.batch_id, exc)
-                    continue
-                if batch.processing_status == "ended":
-                    await self._fetch(chunk.id, batch)
+                except (anthropic.APIError, httpx2.HTTPError) as exc:  # results read so far are kept
+                    log.warning("Message Batch %s: cannot read it now (%s); next round", chunk.batch_id, exc)
             await self._submit_open()  # items that go again
             if not wait or not self.store.chunks("submitting", "submitted", "open"):
                 return
