@@ -295,3 +295,17 @@ def test_the_guard_refuses_or_sends_to_claude_as_it_does_live(tmp_path: Path, up
     assert (flagged["tiergate"]["tier"], flagged["tiergate"]["message_batch"] is not None) == ("closed", True)
     assert flagged["tiergate"]["route"].startswith("guard:")
     assert harmful not in json.dumps([r.body for r in upstreams.vllm.received])
+
+
+def test_the_progress_bar_and_the_summary(tmp_path: Path, upstreams: Upstreams) -> None:
+    config = write_config(tmp_path, upstreams)
+    items = [{"body": chat("Say hello.")}, {"params": params("Prove it.", model="closed")}]
+    inp, out = write_items(tmp_path / "in.jsonl", items), tmp_path / "out.jsonl"
+    argv = ["batch", str(inp), "--out", str(out), "--config", str(config), "--poll-interval", "0"]
+    result = CliRunner().invoke(build_app(), argv)
+    assert result.exit_code == 0, result.output
+    for bar in ("routed", "open / live", "message batches"):
+        assert bar in result.output
+    assert "Routed" in result.output
+    assert "live 1 · message batches 1" in result.output
+    assert "Saving" in result.output
