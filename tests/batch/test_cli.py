@@ -309,3 +309,30 @@ def test_the_progress_bar_and_the_summary(tmp_path: Path, upstreams: Upstreams) 
     assert "Routed" in result.output
     assert "live 1 · message batches 1" in result.output
     assert "Saving" in result.output
+
+
+def test_a_refused_batch_stops_the_run_in_one_line_and_the_run_resumes_once_fixed(
+    tmp_path: Path, upstreams: Upstreams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, upstreams)
+    data = json.loads(config.read_text())
+    data["backends"][1]["api_key_env"] = "TIERGATE_TEST_BATCH_KEY"
+    config.write_text(json.dumps(data))
+    inp = write_items(
+        tmp_path / "in.jsonl", [{"body": chat("Say hello.")}, {"params": params("Prove it.", model="closed")}]
+    )
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setenv("TIERGATE_TEST_BATCH_KEY", "sk-ant-wrong")
+    refused = run_batch_cli(inp, out, config)
+    assert refused.exit_code == 1
+    assert refused.output.strip().splitlines() == [
+        "error: claude: Message Batches refused the batch: HTTP 401 authentication_error: invalid x-api-key; "
+        f"fix it and run the same command again (state: {out}.state)"
+    ]
+    assert upstreams.claude.batches.all == []
+    monkeypatch.setenv("TIERGATE_TEST_BATCH_KEY", "sk-ant-test")
+    fixed = run_batch_cli(inp, out, config)
+    assert fixed.exit_code == 0, fixed.output
+    assert [line["tiergate"]["outcome"] for line in read_jsonl(out)] == ["succeeded", "succeeded"]
+    assert len(upstreams.claude.batches.all) == 1
+    assert len(upstreams.vllm.received) == 1  # the live item was answered once, before the refusal

@@ -11,9 +11,10 @@ Results stream from ``results_url`` as JSONL (the SDK's decoder reads it line by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import anthropic
@@ -70,39 +71,60 @@ class MessageBatches:
                 options={"headers": {"content-type": "application/json"}},
             )
         except anthropic.APIStatusError as exc:
-            if exc.status_code < 500 and exc.status_code not in (408, 409, 429):
+            if _definite(exc.status_code):
                 raise BatchRefused(f"{self.name}: Message Batches refused the batch: {_describe(exc)}") from exc
             return None
         except anthropic.APIError:
             return None
         return batch
 
+    @contextlib.contextmanager
+    def _refusals(self, what: str, *, keep: tuple[int, ...] = ()) -> Iterator[None]:
+        """A definite refusal (a bad key, no permission: a 4xx other than 408, 409, 429 and ``keep``) becomes
+        :class:`BatchRefused`, which stops the run: asking again would fail the same way."""
+        try:
+            yield
+        except anthropic.APIStatusError as exc:
+            if _definite(exc.status_code) and exc.status_code not in keep:
+                raise BatchRefused(f"{self.name}: Message Batches refused {what}: {_describe(exc)}") from exc
+            raise
+
     async def retrieve(self, batch_id: str) -> MessageBatch:
-        return await self._client.messages.batches.retrieve(batch_id)
+        """The batch; a 404 (deleted or archived) is raised as the SDK's ``NotFoundError``."""
+        with self._refusals(f"to read {batch_id}", keep=(404,)):
+            return await self._client.messages.batches.retrieve(batch_id)
 
     async def find(self, since: float, size: int, claimed: set[str]) -> MessageBatch | None:
         """The batch a create in doubt made: created at ``since`` (epoch seconds, this machine's clock) or
         later, with ``size`` requests, not in ``claimed``; the earliest such. ``None``: the create made none."""
         found: MessageBatch | None = None
-        async for batch in self._client.messages.batches.list(limit=100):
-            created = batch.created_at.timestamp()
-            if created < since - SKEW_S:
-                break  # newest first: every later one is older still
-            if batch.id not in claimed and _total(batch) == size and created >= since - SKEW_S:
-                found = batch  # keep going: the earliest one after the attempt is the one it made
+        with self._refusals("to list the batches"):
+            async for batch in self._client.messages.batches.list(limit=100):
+                created = batch.created_at.timestamp()
+                if created < since - SKEW_S:
+                    break  # newest first: every later one is older still
+                if batch.id not in claimed and _total(batch) == size:
+                    found = batch  # keep going: the earliest one after the attempt is the one it made
         return found
 
     async def results(self, batch_id: str) -> AsyncIterator[MessageBatchIndividualResponse]:
-        decoder = await self._client.messages.batches.results(batch_id)
-        async for entry in decoder:
-            yield entry
+        with self._refusals(f"the results of {batch_id}"):
+            decoder = await self._client.messages.batches.results(batch_id)
+            async for entry in decoder:
+                yield entry
 
     async def cancel(self, batch_id: str) -> MessageBatch:
-        return await self._client.messages.batches.cancel(batch_id)
+        with self._refusals(f"to cancel {batch_id}"):
+            return await self._client.messages.batches.cancel(batch_id)
 
 
 def _request(custom_id: str, params: str) -> bytes:
     return b'{"custom_id":' + json.dumps(custom_id).encode() + b',"params":' + params.encode() + b"}"
+
+
+def _definite(status: int) -> bool:
+    """A status that says "not this request, ever" rather than "not now"."""
+    return 400 <= status < 500 and status not in (408, 409, 429)
 
 
 def _total(batch: MessageBatch) -> int:

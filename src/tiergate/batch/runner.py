@@ -455,7 +455,14 @@ class Runner:
         """A chunk whose create got no answer: adopt the batch it made, or submit it (it made none)."""
         chunk = self.store.chunk(chunk_id)
         assert chunk.submitted_at is not None
-        found = await self._client(chunk.backend).find(chunk.submitted_at, chunk.size, self.store.claimed_batches())
+        try:
+            found = await self._client(chunk.backend).find(
+                chunk.submitted_at, chunk.size, self.store.claimed_batches()
+            )
+        except (anthropic.APIError, httpx2.HTTPError) as exc:  # not known yet: asked again at the next poll
+            log.warning("chunk %d: cannot list the Message Batches now (%s); next round", chunk_id, exc)
+            self._in_doubt[chunk_id] = time.monotonic()
+            return
         if found is not None:
             log.info("chunk %d: its Message Batch %s was created before the interruption; adopted", chunk_id, found.id)
             self.store.set_chunk(chunk_id, "submitted", found.id)

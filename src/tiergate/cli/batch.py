@@ -23,7 +23,7 @@ from rich.table import Table
 from tiergate.batch.runner import BatchOptions, Report, run_batch
 from tiergate.cli.failure import fail
 from tiergate.config import load_config
-from tiergate.errors import ConfigError
+from tiergate.errors import ConfigError, TiergateError
 from tiergate.types import Dialect
 
 __all__ = ["batch", "register"]
@@ -117,6 +117,8 @@ def batch(
             report = asyncio.run(run_batch(cfg, options, bar))
     except ConfigError as exc:
         fail(exc.message, code=2)
+    except TiergateError as exc:  # Message Batches refused outright (a bad key, no permission)
+        fail(f"{exc.message}; fix it and run the same command again (state: {options.state_path})", code=1)
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), code=2)
     except KeyboardInterrupt:
