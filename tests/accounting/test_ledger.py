@@ -35,11 +35,11 @@ def make_row(n: int = 0, **kw: object) -> LedgerRow:
     return LedgerRow(**fields)  # type: ignore[arg-type]
 
 
-# The table as revision 0001 left it: every column but the two that 0002 adds.
+# The table as revision 0001 left it: every column but the two that 0002 adds and the one 0003 adds.
 requests_0001 = Table(
     "requests",
     MetaData(),
-    *(Column(c.name, c.type) for c in requests.columns if c.name not in {"id", "marginal_usd", "utilisation"}),
+    *(Column(c.name, c.type) for c in requests.columns if c.name not in {"id", "marginal_usd", "utilisation", "batch"}),
 )
 
 
@@ -60,7 +60,7 @@ async def test_start_creates_the_schema_and_is_idempotent(ledger_url: str) -> No
             version = (await conn.execute(text("select version_num from alembic_version"))).scalar_one()
         await ledger.close()
         assert {"requests", "alembic_version"} <= tables
-        assert version == "0002"
+        assert version == "0003"
 
 
 async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) -> None:
@@ -89,6 +89,7 @@ async def test_every_field_round_trips(ledger: Ledger) -> None:
         estimated=True,
         marginal_usd=0.00123,
         utilisation=0.375,
+        batch="tgb-0123456789ab",
     )
     ledger.record(row)
     await ledger.flush()
@@ -101,7 +102,7 @@ async def test_a_ledger_of_revision_0001_is_migrated_with_its_rows(ledger_url: s
         await migrate(engine, "0001")
         async with engine.begin() as conn:
             old = make_row(0).values()
-            for name in ("marginal_usd", "utilisation"):
+            for name in ("marginal_usd", "utilisation", "batch"):
                 del old[name]
             await conn.execute(requests_0001.insert(), [{**old, "cost_usd": 0.5}, {**old, "tier": "open"}])
     finally:
@@ -115,6 +116,7 @@ async def test_a_ledger_of_revision_0001_is_migrated_with_its_rows(ledger_url: s
         ("closed", 0.5, 0.5, None),
         ("open", 0.0, 0.0, None),
     ]
+    assert [r.batch for r in rows] == [None, None]  # 0003: rows from before batch work are live traffic
 
 
 async def test_error_rows_keep_their_nulls(ledger: Ledger) -> None:

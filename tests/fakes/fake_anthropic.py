@@ -1,7 +1,8 @@
 """A faithful fake of Anthropic's Messages API, as a Starlette app, for tests and benchmarks.
 
-Routes: ``POST /v1/messages`` (JSON or SSE with the real event sequence) and
-``POST /v1/messages/count_tokens``. Requests are checked like the real API where that is cheap
+Routes: ``POST /v1/messages`` (JSON or SSE with the real event sequence),
+``POST /v1/messages/count_tokens`` and the Message Batches API (``/v1/messages/batches``: see
+``tests/fakes/batches.py``; ``fake.batches`` drives it). Requests are checked like the real API where that is cheap
 (the key in ``x-api-key`` or, as the 2.x SDK sends it, ``Authorization: Bearer``; the
 ``anthropic-version`` header; ``model``, ``max_tokens``, ``messages``; body size), and errors carry
 the real body ``{"type": "error", "error": {"type", "message"}, "request_id"}``. Every
@@ -41,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.fakes.batches import MessageBatches
 from tests.fakes.script import (
     PREFILL_MODES,
     ContextLength,
@@ -222,7 +224,8 @@ class FakeAnthropic(FakeUpstream):
     events a text is split into; ``delay_s`` is added before every answer; ``context_window``
     (tokens) makes longer prompts fail like the real API; ``max_body_bytes`` answers 413 above it;
     ``prefill`` is how a final assistant turn is treated (:data:`~tests.fakes.script.PREFILL_MODES`;
-    ``reject``: as Claude Sonnet 4.6 / Opus 4.7 and later); ``record=False`` keeps no request log."""
+    ``reject``: as Claude Sonnet 4.6 / Opus 4.7 and later); ``record=False`` keeps no request log;
+    ``batch_polls``: how many retrieves a Message Batch stays ``in_progress`` (see ``tests/fakes/batches.py``)."""
 
     flap_failure: Step = Fault(529)
     preamble_events = 3  # message_start, content_block_start, ping
@@ -240,6 +243,7 @@ class FakeAnthropic(FakeUpstream):
         max_body_bytes: int = 32 * 1024 * 1024,
         prefill: str = "continue",
         record: bool = True,
+        batch_polls: int = 1,
     ) -> None:
         super().__init__(record=record)
         if prefill not in PREFILL_MODES:
@@ -251,10 +255,12 @@ class FakeAnthropic(FakeUpstream):
         self.delay_s = delay_s
         self.context_window = context_window
         self.max_body_bytes = max_body_bytes
+        self.batches = MessageBatches(self, new_id, ERROR_TYPES, polls=batch_polls)
         self.app = self._build_app(
             [
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                *self.batches.routes(),
             ]
         )
 
@@ -395,6 +401,10 @@ class FakeAnthropic(FakeUpstream):
 
     def _stream_error_status(self, step: StreamError) -> int:
         return STATUS_OF_TYPE.get(step.error_type, 500)
+
+    def _render_message(self, body: dict[str, Any], step: Reply | Refusal | None) -> dict[str, Any]:
+        """The Message object a batch's request gets (``Message.to_dict``)."""
+        return self._render(body, step).to_dict()
 
     def _render(self, body: dict[str, Any], step: Reply | Refusal | None) -> Message:
         content: list[dict[str, Any]]

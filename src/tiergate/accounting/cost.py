@@ -11,6 +11,10 @@ utilisation the gateway measures, with the marginal cost beside it (zero while c
 :meth:`CostModel.cost` estimates and records nothing (budget reservations, response headers sent before the
 answer); :meth:`CostModel.charge` is called once per finished request and counts its tokens as delivered.
 
+Offline work (``tiergate batch``, ``offline=True``) is compared with the reference model at the batch price
+(the price table's ``batch_discount``): the like-for-like alternative is the same work sent to Claude's
+Message Batches. A request billed through Message Batches (``batch=True``) costs the batch price itself.
+
     >>> from tiergate.accounting.prices import load_price_table
     >>> from tiergate.config import parse_config
     >>> config = parse_config({"backends": [
@@ -89,17 +93,23 @@ class CostModel:
         charge = None if meter is None else meter.price(usage.output_tokens, self._clock())
         return self._cost(backend, usage, charge)
 
-    def charge(self, backend: BackendConfig, usage: Usage) -> Cost:
-        """What a finished request cost; its output tokens count towards the backend's measured utilisation."""
+    def charge(self, backend: BackendConfig, usage: Usage, *, batch: bool = False, offline: bool = False) -> Cost:
+        """What a finished request cost; its output tokens count towards the backend's measured utilisation.
+
+        ``batch``: billed through a batch API (Message Batches), at the batch price; ``offline``: offline work,
+        compared with the reference model at the batch price (``batch`` implies it).
+        """
         meter = self._meters.get(backend.name)
         charge = None if meter is None else meter.charge(usage.output_tokens, self._clock())
-        return self._cost(backend, usage, charge)
+        return self._cost(backend, usage, charge, batch=batch, offline=offline or batch)
 
-    def _cost(self, backend: BackendConfig, usage: Usage, charge: Charge | None) -> Cost:
+    def _cost(
+        self, backend: BackendConfig, usage: Usage, charge: Charge | None, *, batch: bool = False, offline: bool = False
+    ) -> Cost:
         tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
-        counterfactual = token_cost(self.reference, *tokens)
+        counterfactual = token_cost(self.reference, *tokens, batch=offline)
         if charge is not None:
             return Cost(charge.usd, counterfactual, charge.marginal_usd, charge.utilisation)
         price = self._prices.get(backend.name)
-        usd = 0.0 if price is None else token_cost(price, *tokens)
+        usd = 0.0 if price is None else token_cost(price, *tokens, batch=batch)
         return Cost(usd, counterfactual, marginal_usd=usd)

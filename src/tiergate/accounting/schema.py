@@ -56,6 +56,8 @@ requests = Table(
     # Revision 0002: open-weight backends' marginal cost and measured utilisation.
     Column("marginal_usd", Float, nullable=False, server_default=text("0")),
     Column("utilisation", Float, nullable=True),
+    # Revision 0003: the ``tiergate batch`` run a row belongs to; NULL for live traffic.
+    Column("batch", String(64), nullable=True),
 )
 
 
@@ -73,6 +75,11 @@ class LedgerRow:
     open one (at the ``utilisation`` the gateway measured on that backend, in [0, 1]; ``None`` elsewhere).
     ``marginal_usd`` is what it added to the bill: all of it on a closed backend, nothing on an open one
     while its capacity was idle (see :mod:`tiergate.accounting.utilisation`).
+
+    ``batch`` names the ``tiergate batch`` run of offline work the row belongs to (``None``: live traffic). Its
+    ``counterfactual_usd`` is the reference model at the Message Batches price, the like-for-like alternative;
+    its closed-tier items sent through Message Batches cost the batch price (the ``route`` ends with
+    ``message-batch:<id>``).
 
         >>> row = LedgerRow(request_id="r1", key_name="hr-app", dialect="openai", model="auto",
         ...                 tier="open", backend="vllm", route="router:0.12<0.41", status="ok")
@@ -101,6 +108,7 @@ class LedgerRow:
     estimated: bool = False
     marginal_usd: float = 0.0
     utilisation: float | None = None
+    batch: str | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property

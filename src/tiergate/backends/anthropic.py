@@ -209,7 +209,11 @@ class AnthropicBackend:
         self.config = config
         self.model = config.model or "claude-sonnet-4-5"
         prefix = continues(config, continues_prefill(self.model))
-        self.capabilities = Capabilities(continues_prefix=prefix, counts_tokens=True, images=True)
+        # Message Batches: the first-party API only (Bedrock and Vertex batch through their own storage services).
+        batches = client_factory is _first_party
+        self.capabilities = Capabilities(
+            continues_prefix=prefix, counts_tokens=True, images=True, message_batches=batches
+        )
         self._factory = client_factory
         self._client: Any = None
 

@@ -50,7 +50,7 @@ class Capabilities:
     """What a backend can do beyond answering text, declared by the backend and read by dispatch and the API.
 
     >>> Capabilities(counts_tokens=True)
-    Capabilities(continues_prefix=False, counts_tokens=True, images=False)
+    Capabilities(continues_prefix=False, counts_tokens=True, images=False, message_batches=False)
     """
 
     #: Continues a final assistant turn given as a prefix: a stream that broke after bytes were sent is
@@ -62,6 +62,9 @@ class Capabilities:
     counts_tokens: bool = False
     #: Reads image parts (a backend that does not refuses a request carrying one with a 400 naming itself).
     images: bool = False
+    #: Takes Anthropic's Message Batches (``POST /v1/messages/batches``) at the batch price: ``tiergate batch``
+    #: submits the items it routes here as batches rather than one request each (:mod:`tiergate.batch`).
+    message_batches: bool = False
 
 
 def continues(config: BackendConfig, default: bool) -> bool:

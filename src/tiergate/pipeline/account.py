@@ -79,8 +79,11 @@ def ledger_row(
     cost: Cost | None = None,
     ttft: float | None = None,
     failovers: int = 0,
+    batch: str | None = None,
 ) -> LedgerRow:
-    """The one ledger row of a request that ends now (``usage`` and ``cost`` absent: nothing was served)."""
+    """The one ledger row of a request that ends now (``usage`` and ``cost`` absent: nothing was served).
+
+    ``batch``: the ``tiergate batch`` run the request belongs to (``None``: live traffic)."""
     usage = usage or Usage()
     return LedgerRow(
         request_id=account.request_id,
@@ -104,6 +107,7 @@ def ledger_row(
         estimated=usage.estimated,
         marginal_usd=0.0 if cost is None else cost.marginal_usd,
         utilisation=None if cost is None else cost.utilisation,
+        batch=batch,
     )
 
 
