@@ -12,14 +12,12 @@ from tiergate.accounting.metrics import CIRCUIT_STATES
 from tiergate.api.chat import error_response, new_request_id, read_body
 from tiergate.api.edges import ANTHROPIC, OPENAI
 from tiergate.api.state import AppState
-from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
-from tiergate.dialects.anthropic_wire import ACountTokensRequest
-from tiergate.dialects.common import decode_json, validate
+from tiergate.dialects.anthropic import parse_count_request
 from tiergate.errors import TiergateError, UpstreamError
 from tiergate.pipeline.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
-from tiergate.types import ChatRequest, Tier, ToolSpec
+from tiergate.types import ChatRequest, Tier
 
 
 def _state(request: Request) -> AppState:
@@ -92,14 +90,7 @@ async def count_tokens(request: Request) -> Response:
     try:
         caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
-        wire = validate(ACountTokensRequest, decode_json(body))
-        chat = ChatRequest(
-            model=wire.model,
-            messages=convert_messages(wire.messages),
-            system=system_text(wire.system),
-            tools=tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in wire.tools or ()),
-            forward_headers={h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers},
-        )
+        chat = parse_count_request(body, request.headers)
         verdict = state.gateway.policy.inspect(
             chat, key_sovereign=caller.sovereign, header=request.headers.get(SOVEREIGN_HEADER)
         )

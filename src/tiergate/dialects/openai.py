@@ -15,6 +15,7 @@ from tiergate.types import (
     ChatResponse,
     ImagePart,
     Message,
+    NativeEvent,
     Part,
     ResponseFormat,
     StreamEnd,
@@ -215,6 +216,8 @@ class StreamRenderer:
             return self._chunk({"tool_calls": [{"index": ev.index, "id": ev.id, "type": "function", "function": fn}]})
         if isinstance(ev, ToolArgsDelta):
             return self._chunk({"tool_calls": [{"index": ev.index, "function": {"arguments": ev.partial_json}}]})
+        if isinstance(ev, NativeEvent):
+            return b""  # another dialect's own event (never sent for an OpenAI caller)
         return self._end(ev)
 
     def _end(self, ev: StreamEnd) -> bytes:
