@@ -68,13 +68,17 @@ def error_headers(row: LedgerRow) -> dict[str, str]:
 
 
 def route_headers(outcome: Outcome, request_id: str, cost_usd: float) -> dict[str, str]:
-    return {
+    headers = {
         "x-request-id": request_id,
         "x-tiergate-tier": outcome.tier.value,
         "x-tiergate-backend": outcome.backend.name,
         "x-tiergate-route": outcome.route,
         "x-tiergate-cost-usd": f"{cost_usd:.8f}",
     }
+    if outcome.dropped:  # what the backend has no translation for: answered without it, and said so
+        headers["x-tiergate-dropped"] = ",".join(outcome.dropped)
+        log.info("request %s: %s answered without %s", request_id, outcome.backend.name, headers["x-tiergate-dropped"])
+    return headers
 
 
 async def handle(request: Request, edge: Edge) -> Response:

@@ -306,7 +306,13 @@ class AnthropicBackend:
         self.config = config
         self.model = config.model or "claude-sonnet-4-5"
         prefix = continues(config, continues_prefill(self.model))
-        self.capabilities = Capabilities(continues_prefix=prefix, counts_tokens=True, images=True)
+        self.capabilities = Capabilities(
+            continues_prefix=prefix,
+            counts_tokens=True,
+            images=True,
+            native=Dialect.ANTHROPIC,
+            ignores=frozenset({"seed"}),
+        )
         self._factory = client_factory
         self._client: Any = None
 

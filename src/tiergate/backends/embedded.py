@@ -194,6 +194,7 @@ class EmbeddedBackend:
             "seed": req.seed,
             "temperature": req.temperature,
             "top_p": req.top_p,
+            "top_k": req.top_k,
         }
         if self._forced(req):
             assert req.tool_choice is not None

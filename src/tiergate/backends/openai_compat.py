@@ -72,9 +72,11 @@ def request_json(req: ChatRequest, model: str, stream: bool, continue_final: boo
         "max_tokens": req.max_tokens,
         "temperature": req.temperature,
         "top_p": req.top_p,
+        "top_k": req.top_k,  # vLLM, llama.cpp server, TGI and others take it beside OpenAI's own
         "seed": req.seed,
         "user": req.user,
         "stop": list(req.stop) or None,
+        "parallel_tool_calls": req.parallel_tool_calls if req.tools else None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if stream:

@@ -6,8 +6,8 @@ import json
 import time
 from collections.abc import Mapping
 
-from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, validate
-from tiergate.dialects.openai_wire import OAContentPart, OAMessage, OARequest
+from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, feature_name, validate
+from tiergate.dialects.openai_wire import CANONICAL_FIELDS, OAContentPart, OAMessage, OARequest
 from tiergate.errors import InvalidRequest, TiergateError, UpstreamError
 from tiergate.types import (
     JSON,
@@ -95,8 +95,22 @@ def _messages(wire: list[OAMessage]) -> tuple[str | None, list[Message]]:
     return ("\n\n".join(system) if system else None), out
 
 
+def unmodelled(raw: JSON, wire: OARequest) -> tuple[str, ...]:
+    """What the canonical request does not carry, named for ``x-tiergate-dropped``: top-level fields it has no
+    place for (``presence_penalty``, ``logit_bias``, ``reasoning_effort``...), messages' ``name``, images'
+    ``detail``."""
+    found = {feature_name(k) for k in raw if k not in CANONICAL_FIELDS}
+    if any(m.name is not None for m in wire.messages):
+        found.add("messages.name")
+    for m in wire.messages:
+        if isinstance(m.content, list) and any(p.image_url is not None and p.image_url.detail for p in m.content):
+            found.add("image_url.detail")
+    return tuple(sorted(found))
+
+
 def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
-    wire = validate(OARequest, decode_json(body))
+    raw = decode_json(body)
+    wire = validate(OARequest, raw)
     max_tokens = wire.max_completion_tokens or wire.max_tokens
     check_max_tokens(max_tokens, max_tokens_limit, "max_tokens")
     system, messages = _messages(wire.messages)
@@ -139,6 +153,8 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int
         stream=wire.stream,
         include_usage=bool(wire.stream_options and wire.stream_options.include_usage),
         metadata=dict(wire.metadata or {}),
+        parallel_tool_calls=wire.parallel_tool_calls,
+        unmodelled=unmodelled(raw, wire),
     )
 
 

@@ -9,6 +9,7 @@ tries the targets in order, failing over only on retryable upstream errors.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from tiergate.config import Config
@@ -23,6 +24,8 @@ from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
 from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
+
+log = logging.getLogger("tiergate.requests")
 
 REFUSAL = (
     "I can't help with that request. It was flagged by this gateway's safety policy; "
@@ -63,6 +66,8 @@ class Outcome:
     backend: BackendState
     route: str
     failovers: list[str] = field(default_factory=list)
+    #: What the caller sent that the backend did without (:func:`dropped`), for ``x-tiergate-dropped``.
+    dropped: tuple[str, ...] = ()
 
     @property
     def tier(self) -> Tier:
@@ -215,7 +220,7 @@ class Gateway:
             response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
-        outcome = _outcome(plan, served)
+        outcome = _outcome(plan, served, request)
         if outcome.tier is Tier.OPEN and self.config.router.escalate and not plan.pinned and wants_structure(request):
             why = problem(request, response)
             closed = [s for s in self.pool.tier(Tier.CLOSED) if plan.verdict is None or plan.verdict.allows(s)]
@@ -224,7 +229,7 @@ class Gateway:
                     response, served = await self.dispatcher.complete(request, closed, plan.outbound)
                 except UpstreamError:
                     return response, outcome  # the open answer stands; the caller still gets an answer
-                escalated = _outcome(plan, served)
+                escalated = _outcome(plan, served, request)
                 escalated.route = f"{outcome.route};escalated:{why}"
                 escalated.failovers = outcome.failovers + escalated.failovers
                 return response, escalated
@@ -239,7 +244,7 @@ class Gateway:
             first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
-        outcome = _outcome(plan, served)
+        outcome = _outcome(plan, served, request)
         return first, _follow(events, served, outcome), outcome
 
 
@@ -264,11 +269,24 @@ async def _follow(events: EventStream, served: Served, outcome: Outcome) -> Even
         await events.aclose()
 
 
-def _outcome(plan: Plan, served: Served) -> Outcome:
+def dropped(request: ChatRequest, state: BackendState) -> tuple[str, ...]:
+    """What ``request`` carries that the backend of ``state`` does without: nothing for a backend that takes the
+    caller's own body; else what the canonical model does not carry (``thinking``, ``cache_control``, ...), and
+    the canonical fields the backend ignores (Claude has no ``seed``).
+
+    Nothing here is an error: a backend answers without what it has no translation for, and the response says so.
+    """
+    caps = state.backend.capabilities
+    native = request.native is not None and caps.native is request.native.dialect and request.native.matches(request)
+    ignored = {name for name in caps.ignores if getattr(request, name, None) not in (None, (), {})}
+    return tuple(sorted(ignored.union(() if native else request.unmodelled)))
+
+
+def _outcome(plan: Plan, served: Served, request: ChatRequest) -> Outcome:
     failed = served.attempts.failed
     route = plan.route
     if failed:
         state = served.state
         what = f"{plan.tier.value}-down" if state.config.tier is not plan.tier else f"{failed[-1]}-down"
         route = f"{route};failover:{what}"
-    return Outcome(served.state, route, failed)
+    return Outcome(served.state, route, failed, dropped(request, served.state))

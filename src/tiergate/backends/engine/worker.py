@@ -7,7 +7,7 @@ kernel, the OOM killer) ends this process only; the gateway's supervisor sees th
 Requests (``id`` chosen by the gateway)::
 
     {"op": "generate", "id": 1, "messages": [...], "max_tokens": 256 | null, "stop": [...], "temperature": ...,
-     "top_p": ..., "seed": ..., "json_schema": {...} | null, "grammar_schema": {...} | null}
+     "top_p": ..., "top_k": ..., "seed": ..., "json_schema": {...} | null, "grammar_schema": {...} | null}
     {"op": "count", "id": 2, "messages": [...]}        prompt tokens, chat template included
     {"op": "cancel", "id": 1}                          stop that generation at its next token
 
@@ -120,7 +120,7 @@ class Engine:
             "stop": [*(job.get("stop") or []), *template.stop],
             "stopping_criteria": template.stopping_criteria,
         }
-        for key in ("temperature", "top_p", "seed"):
+        for key in ("temperature", "top_p", "top_k", "seed"):
             if job.get(key) is not None:
                 kwargs[key] = job[key]
         if job.get("grammar_schema") is not None:  # a forced tool call: its arguments, or nothing
