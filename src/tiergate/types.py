@@ -162,6 +162,9 @@ class ChatRequest:
     parallel_tool_calls: bool | None = None
     #: OpenAI ``logprobs``: ``None`` not asked; else how many alternatives per token (``top_logprobs``, 0..20).
     logprobs: int | None = None
+    #: The Claude model the caller named (``claude-sonnet-4-5-20250929``): what a backend that serves any Claude
+    #: model runs (Anthropic's API); ``None``: each backend its configured model.
+    claude_model: str | None = None
     #: The caller's body, for a backend of its dialect (:class:`Native`); ``None`` for the others.
     native: Native | None = None
     #: What the caller sent that the canonical model does not carry (``thinking``, ``cache_control``, ...): a

@@ -118,7 +118,9 @@ async def handle(request: Request, edge: Edge) -> Response:
 def _stream(call: Account, edge: Edge, chat: ChatRequest, events: EventStream, outcome: Outcome) -> Response:
     prompt_tokens = estimate_prompt_tokens(chat)  # a header-time estimate; the ledger has the truth
     renderer = edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
-    estimate = call.books.costs.cost(outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True))
+    estimate = call.books.costs.cost(
+        outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True), outcome.model
+    )
     headers = route_headers(outcome, call.request_id, estimate.usd)
 
     async def body() -> AsyncIterator[bytes]:

@@ -312,6 +312,7 @@ class AnthropicBackend:
             images=True,
             native=Dialect.ANTHROPIC,
             ignores=frozenset({"seed"}),
+            serves_named_models=client_factory is _first_party,
         )
         self._factory = client_factory
         self._client: Any = None
@@ -333,10 +334,15 @@ class AnthropicBackend:
     def _options(self, req: ChatRequest) -> Any:
         return {"headers": dict(req.forward_headers)} if req.forward_headers else {}
 
+    def model_for(self, req: ChatRequest) -> str:
+        """The Claude model the caller named where this backend serves any (Anthropic's API), else its own."""
+        return req.claude_model if req.claude_model and self.capabilities.serves_named_models else self.model
+
     def _body(self, req: ChatRequest, stream: bool) -> tuple[JSON, bool]:
         """The body to send, and whether it is the caller's own (:func:`native_json`)."""
-        native = native_json(req, self.model, stream)
-        return (native, True) if native is not None else (request_json(req, self.model, stream), False)
+        model = self.model_for(req)
+        native = native_json(req, model, stream)
+        return (native, True) if native is not None else (request_json(req, model, stream), False)
 
     async def count_tokens(self, request: ChatRequest) -> int:
         body, _ = self._body(request, False)

@@ -62,6 +62,9 @@ class Capabilities:
     counts_tokens: bool = False
     #: Reads image parts (a backend that does not refuses a request carrying one with a 400 naming itself).
     images: bool = False
+    #: Serves whatever Claude model a request names (:attr:`~tiergate.types.ChatRequest.claude_model`), as
+    #: Anthropic's API does; Bedrock and Vertex serve their configured model.
+    serves_named_models: bool = False
     #: Takes a caller's own body in this dialect (:class:`tiergate.types.Native`): nothing it carries is lost.
     native: Dialect | None = None
     #: Fields of :class:`~tiergate.types.ChatRequest` this backend has no use for (Claude: ``seed``): a request

@@ -9,13 +9,15 @@ tries the targets in order, failing over only on retryable upstream errors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
-from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
+from tiergate.errors import NoBackendAvailable, UpstreamError
+from tiergate.pipeline.models import TIER_NAMES, ModelNames, Named
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
 from tiergate.routing.escalation import problem, wants_structure
@@ -31,7 +33,6 @@ REFUSAL = (
     "I can't help with that request. It was flagged by this gateway's safety policy; "
     "contact your administrator if you believe this is a mistake."
 )
-TIER_NAMES = {"open": Tier.OPEN, "closed": Tier.CLOSED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class Plan:
     verdict: PolicyVerdict | None = None
     #: The caller named this backend: no escalation or tier change beyond what it asked for.
     pinned: bool = False
+    #: The Claude model the caller named (:mod:`tiergate.pipeline.models`), for backends serving any Claude model.
+    claude_model: str | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +71,8 @@ class Outcome:
     failovers: list[str] = field(default_factory=list)
     #: What the caller sent that the backend did without (:func:`dropped`), for ``x-tiergate-dropped``.
     dropped: tuple[str, ...] = ()
+    #: The model served where it is not the backend's configured one (a Claude model the caller named).
+    model: str | None = None
 
     @property
     def tier(self) -> Tier:
@@ -89,6 +94,7 @@ class Gateway:
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
+        self.names = ModelNames(pool, config.models)
 
     def needs_encoder(self, *, always_score: bool = False) -> bool:
         """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
@@ -114,8 +120,12 @@ class Gateway:
         self, request: ChatRequest, caller: Caller, tier_header: str | None = None, sovereign_header: str | None = None
     ) -> Plan:
         """Hard policy first, then rules (explicit tier, header, key default, context window), then the router."""
+        name = self.names.resolve(request.model)  # before the guard: no encoder pass for a 404
         verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
-        plan = await self._choose(request, caller, tier_header, verdict)
+        plan = await self._choose(request, name, caller, tier_header, verdict)
+        if name.claude_model is not None:
+            plan.claude_model = name.claude_model
+            plan.targets = self.names.serving_first(plan.targets, name.claude_model)
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])
         plan.targets = [t for t in plan.targets if verdict.allows(t)]
@@ -133,15 +143,9 @@ class Gateway:
         return plan
 
     async def _choose(
-        self, request: ChatRequest, caller: Caller, tier_header: str | None, verdict: PolicyVerdict
+        self, request: ChatRequest, name: Named, caller: Caller, tier_header: str | None, verdict: PolicyVerdict
     ) -> Plan:
-        model = request.model
-        named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
-        if named is None and model not in ("auto", *TIER_NAMES):  # before the guard: no encoder pass for a 404
-            raise NotFound(
-                f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
-                param="model",
-            )
+        named = name.backend
         eligible = {t for t in (Tier.OPEN, Tier.CLOSED) if any(verdict.allows(s) for s in self.pool.tier(t))}
         signals: Signals | None = None
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
@@ -161,17 +165,21 @@ class Gateway:
                     f"backend {named.name!r} is outside the perimeter and this request is sovereign "
                     f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
                 )
-            return Plan([named], f"explicit:{named.name}", named.config.tier, pinned=True)
+            return Plan([named], name.route, named.config.tier, pinned=True)
         score: float | None = None
-        if model in TIER_NAMES:
-            tier, route = TIER_NAMES[model], f"explicit:{model}"
+        if name.tier is not None:
+            tier, route = name.tier, name.route
         elif tier_header in TIER_NAMES:
             tier, route = TIER_NAMES[tier_header], f"header:{tier_header}"
         elif caller.default_tier is not None:
             tier, route = caller.default_tier, f"key:{caller.name}:{caller.default_tier.value}"
         elif (too_long := self._over_open_context(request)) is not None and Tier.CLOSED in eligible:
             tier, route = Tier.CLOSED, f"rule:context>{too_long}"
-        elif model == "auto" and (task := routine_task(routing_text(request))) is not None and Tier.OPEN in eligible:
+        elif (
+            request.model == "auto"
+            and (task := routine_task(routing_text(request))) is not None
+            and Tier.OPEN in eligible
+        ):
             tier, route = Tier.OPEN, f"rule:routine:{task}"
         elif len(eligible) < 2:
             tier = Tier.OPEN if Tier.OPEN in eligible or not eligible else Tier.CLOSED
@@ -216,6 +224,7 @@ class Gateway:
         return Plan(targets, route, tier, score)
 
     async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
+        request = _for_dispatch(request, plan)
         try:
             response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound)
         except UpstreamError as exc:
@@ -240,12 +249,20 @@ class Gateway:
 
         ``events`` yields the whole stream, ``first`` included (returned apart for callers that peek).
         """
+        request = _for_dispatch(request, plan)
         try:
             first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served, request)
         return first, _follow(events, served, outcome), outcome
+
+
+def _for_dispatch(request: ChatRequest, plan: Plan) -> ChatRequest:
+    """The request as backends get it: with the Claude model the caller named, where it named one."""
+    if plan.claude_model is None or request.claude_model == plan.claude_model:
+        return request
+    return dataclasses.replace(request, claude_model=plan.claude_model)
 
 
 def _in_perimeter(plan: Plan, exc: UpstreamError) -> UpstreamError:
@@ -289,4 +306,5 @@ def _outcome(plan: Plan, served: Served, request: ChatRequest) -> Outcome:
         state = served.state
         what = f"{plan.tier.value}-down" if state.config.tier is not plan.tier else f"{failed[-1]}-down"
         route = f"{route};failover:{what}"
-    return Outcome(served.state, route, failed, dropped(request, served.state))
+    named = plan.claude_model is not None and served.state.backend.capabilities.serves_named_models
+    return Outcome(served.state, route, failed, dropped(request, served.state), plan.claude_model if named else None)
