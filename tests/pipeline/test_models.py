@@ -9,14 +9,16 @@ import pytest
 from tests.pipeline.test_pipeline import MOCKS, answers, chat, gateway_of
 from tiergate.config import parse_config
 from tiergate.errors import NotFound
-from tiergate.pipeline import Caller
+from tiergate.backends.mock import MockBackend
+from tiergate.pipeline import Caller, Gateway
 from tiergate.types import Tier
 
+BACKENDS: list[dict[str, Any]] = [dict(m) for m in MOCKS]
 HANDLERS = {"local": answers("local"), "claude": answers("claude"), "haiku": answers("haiku")}
 HAIKU = {"name": "haiku", "tier": "closed", "kind": "mock", "model": "claude-haiku-4-5"}
 
 
-def gateway(backends: list[dict[str, Any]] = MOCKS, **extra: Any) -> Any:
+def gateway(backends: list[dict[str, Any]] = BACKENDS, **extra: Any) -> Gateway:
     return gateway_of(parse_config({"backends": backends, "router": {"kind": "rules"}, **extra}), HANDLERS)
 
 
@@ -32,17 +34,20 @@ async def test_a_claude_model_name_goes_to_the_closed_tier(model: str) -> None:
     response, outcome = await gw.complete(chat(model), plan)
     assert response.text == "from claude"
     assert outcome.model is None  # a mock backend serves its own model, whatever the name
-    assert gw.pool.get("claude").backend.requests[-1].claude_model == model  # type: ignore[union-attr]
+    claude = gw.pool.get("claude")
+    assert claude is not None
+    assert isinstance(claude.backend, MockBackend)
+    assert claude.backend.requests[-1].claude_model == model
 
 
 async def test_the_backend_serving_the_named_model_comes_first() -> None:
-    gw = gateway([*MOCKS, HAIKU])
+    gw = gateway([*BACKENDS, HAIKU])
     plan = await gw.plan(chat("claude-haiku-4-5-20251001"), Caller())
     assert [t.name for t in plan.targets] == ["haiku", "claude", "local"]
 
 
 async def test_without_a_claude_backend_claude_names_are_served_by_the_open_tier() -> None:
-    gw = gateway([MOCKS[0]])
+    gw = gateway([BACKENDS[0]])
     plan = await gw.plan(chat("claude-sonnet-4-5-20250929"), Caller())
     assert (plan.tier, plan.route) == (Tier.OPEN, "model:claude-unavailable->open")
     assert [t.name for t in plan.targets] == ["local"]
@@ -78,7 +83,7 @@ async def test_backend_names_and_tiers_come_before_rules() -> None:
 
 
 async def test_an_unknown_name_is_a_404_naming_what_is_served() -> None:
-    gw = gateway([*MOCKS, HAIKU])
+    gw = gateway([*BACKENDS, HAIKU])
     with pytest.raises(NotFound, match="claude-haiku-4-5") as err:
         await gw.plan(chat("mistral-9"), Caller())
     assert "a Claude model name" in err.value.message
