@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from tests.pipeline.test_pipeline import MOCKS, answers, chat, gateway_of
+from tiergate.backends.mock import MockBackend
 from tiergate.config import parse_config
 from tiergate.errors import NotFound
-from tiergate.backends.mock import MockBackend
 from tiergate.pipeline import Caller, Gateway
 from tiergate.types import Tier
 
-BACKENDS: list[dict[str, Any]] = [dict(m) for m in MOCKS]
+BACKENDS = cast(list[dict[str, Any]], MOCKS)
 HANDLERS = {"local": answers("local"), "claude": answers("claude"), "haiku": answers("haiku")}
 HAIKU = {"name": "haiku", "tier": "closed", "kind": "mock", "model": "claude-haiku-4-5"}
 
