@@ -45,7 +45,7 @@ from tiergate.types import (
     ToolSpec,
     Usage,
 )
-from tiergate.wire.anthropic import READ_BLOCKS, texts_of, tool_use_block
+from tiergate.wire.anthropic import READ_BLOCKS, is_claude_model, texts_of, tool_use_block
 
 #: Headers of the caller's that reach Anthropic backends: every ``anthropic-*`` one (``anthropic-version``,
 #: ``anthropic-beta``, ...), streams and token counts included.
@@ -223,7 +223,8 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int
 
 
 def parse_count_request(body: bytes, headers: Mapping[str, str]) -> ChatRequest:
-    """A ``count_tokens`` body: the prompt of a chat, with its own native body (for Claude's own count)."""
+    """A ``count_tokens`` body: the prompt of a chat, with its own native body (for Claude's own count, by the
+    Claude model it names)."""
     raw = decode_json(body)
     wire = validate(ACountTokensRequest, raw)
     all_tools = wire.tools or []
@@ -237,6 +238,7 @@ def parse_count_request(body: bytes, headers: Mapping[str, str]) -> ChatRequest:
         tools=tools,
         tool_choice=_tool_choice(wire.tool_choice, tools, {t.name for t in all_tools}),
         forward_headers=forward_headers(headers),
+        claude_model=wire.model if is_claude_model(wire.model) else None,
         native=Native(Dialect.ANTHROPIC, raw, system, tuple(messages)),
     )
 

@@ -16,9 +16,6 @@ In this order (the reason goes into ``x-tiergate-route``):
 A Claude model name is served as named wherever it lands on a backend that serves any Claude model (Anthropic's
 API: :attr:`~tiergate.backends.base.Capabilities.serves_named_models`), and priced as that model; Bedrock and
 Vertex serve their configured model.
-
-    >>> is_claude_model("claude-sonnet-4-5-20250929"), is_claude_model("claude"), is_claude_model("gpt-4o")
-    (True, False, False)
 """
 
 from __future__ import annotations
@@ -31,12 +28,9 @@ from tiergate.config import ModelRule
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import NotFound
 from tiergate.types import Tier
+from tiergate.wire.anthropic import is_claude_model
 
 TIER_NAMES = {"open": Tier.OPEN, "closed": Tier.CLOSED}
-
-
-def is_claude_model(name: str) -> bool:
-    return name.lower().startswith("claude-") and len(name) > len("claude-")
 
 
 @dataclass(frozen=True, slots=True)

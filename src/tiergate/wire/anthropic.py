@@ -57,6 +57,15 @@ MESSAGES_BLOCKS = READ_BLOCKS | {
 }
 
 
+def is_claude_model(name: str) -> bool:
+    """A Claude model's name (``claude-sonnet-4-5-20250929``, ``claude-haiku-4-5``, any ``claude-*``)?
+
+    >>> is_claude_model("claude-sonnet-4-5-20250929"), is_claude_model("claude"), is_claude_model("gpt-4o")
+    (True, False, False)
+    """
+    return name.lower().startswith("claude-") and len(name) > len("claude-")
+
+
 def tool_use_block(call: ToolCall) -> JSON:
     try:
         args = json.loads(call.arguments) if call.arguments.strip() else {}
