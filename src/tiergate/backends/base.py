@@ -62,6 +62,9 @@ class Capabilities:
     counts_tokens: bool = False
     #: Reads image parts (a backend that does not refuses a request carrying one with a 400 naming itself).
     images: bool = False
+    #: Returns token log probabilities (OpenAI's ``logprobs``): a request asking for them goes only to such a
+    #: backend, and where none may take it, it is a 400 that says so.
+    logprobs: bool = False
     #: Serves whatever Claude model a request names (:attr:`~tiergate.types.ChatRequest.claude_model`), as
     #: Anthropic's API does; Bedrock and Vertex serve their configured model.
     serves_named_models: bool = False

@@ -137,6 +137,8 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int
         else:
             fmt = ResponseFormat(rf.type)
     stop = (wire.stop,) if isinstance(wire.stop, str) else tuple(wire.stop or ())
+    if wire.top_logprobs is not None and not wire.logprobs:
+        raise InvalidRequest("top_logprobs: requires logprobs to be true", param="top_logprobs")
     return ChatRequest(
         model=wire.model,
         messages=messages,
@@ -154,6 +156,7 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int
         include_usage=bool(wire.stream_options and wire.stream_options.include_usage),
         metadata=dict(wire.metadata or {}),
         parallel_tool_calls=wire.parallel_tool_calls,
+        logprobs=(wire.top_logprobs or 0) if wire.logprobs else None,
         unmodelled=unmodelled(raw, wire),
     )
 
@@ -184,7 +187,12 @@ def render_response(resp: ChatResponse, request_id: str) -> JSON:
         "created": int(time.time()),
         "model": resp.model,
         "choices": [
-            {"index": 0, "message": message, "finish_reason": FINISH_REASON[resp.stop_reason], "logprobs": None}
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": FINISH_REASON[resp.stop_reason],
+                "logprobs": resp.logprobs,
+            }
         ],
         "usage": usage_json(resp.usage),
     }
@@ -217,8 +225,9 @@ class StreamRenderer:
         }
         self._include_usage = include_usage
 
-    def _chunk(self, delta: JSON, finish: str | None = None) -> bytes:
-        payload = {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+    def _chunk(self, delta: JSON, finish: str | None = None, logprobs: JSON | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        payload = {**self._base, "choices": [choice]}
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
     def start(self) -> bytes:
@@ -226,7 +235,7 @@ class StreamRenderer:
 
     def event(self, ev: StreamEvent) -> bytes:
         if isinstance(ev, TextDelta):
-            return self._chunk({"content": ev.text})
+            return self._chunk({"content": ev.text}, logprobs=None if ev.logprobs is None else {"content": ev.logprobs})
         if isinstance(ev, ToolCallStart):
             fn = {"name": ev.name, "arguments": ""}
             return self._chunk({"tool_calls": [{"index": ev.index, "id": ev.id, "type": "function", "function": fn}]})

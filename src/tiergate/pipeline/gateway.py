@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
-from tiergate.errors import NoBackendAvailable, UpstreamError
+from tiergate.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from tiergate.pipeline.models import TIER_NAMES, ModelNames, Named
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
@@ -129,6 +129,8 @@ class Gateway:
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])
         plan.targets = [t for t in plan.targets if verdict.allows(t)]
+        if request.logprobs is not None and plan.targets:
+            _only_logprobs(plan)
         plan.sovereign, plan.outbound, plan.verdict = verdict.sovereign, self.policy.outbound(verdict), verdict
         if verdict.flagged and not plan.targets:
             plan.refusal = REFUSAL
@@ -256,6 +258,28 @@ class Gateway:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served, request)
         return first, _follow(events, served, outcome), outcome
+
+
+#: Routes by which the caller chose the tier (a model or backend name, a header, its key, a model rule).
+_CALLERS_CHOICE = ("explicit:", "header:", "key:", "model:", "model-rule:")
+
+
+def _only_logprobs(plan: Plan) -> None:
+    """Keep the targets that return log probabilities. Where the tier the caller chose has none, or no target
+    has any, a 400 that says so, never an answer without them; where the gateway chose the tier, the other one."""
+    able = [t for t in plan.targets if t.backend.capabilities.logprobs]
+    chosen = [t.name for t in plan.targets if t.config.tier is plan.tier]
+    forced = plan.pinned or any(part.startswith(_CALLERS_CHOICE) for part in plan.route.split(";"))
+    if not able or (forced and able[0].config.tier is not plan.tier):
+        names = ", ".join(chosen if able else [t.name for t in plan.targets])
+        raise InvalidRequest(
+            f"logprobs: {names} cannot return log probabilities; OpenAI-compatible backends (kind: openai, "
+            "e.g. vLLM) can: ask for one of those, or leave logprobs out",
+            param="logprobs",
+        )
+    if able[0] is not plan.targets[0]:
+        plan.route += ";needs:logprobs"
+    plan.targets = able
 
 
 def _for_dispatch(request: ChatRequest, plan: Plan) -> ChatRequest:

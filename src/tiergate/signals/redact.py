@@ -215,7 +215,7 @@ class Restorer:
         async for event in events:
             if isinstance(event, TextDelta):
                 if out := text.feed(event.text):
-                    yield TextDelta(out)
+                    yield dataclasses.replace(event, text=out)
                 continue
             if isinstance(event, ToolArgsDelta):
                 if out := args.setdefault(event.index, self.stream(json=True)).feed(event.partial_json):
