@@ -1,6 +1,10 @@
 """The Claude Code corpus (``tests/fixtures/claude_code``), through the gateway over real HTTP to a fake Claude that
 records what it receives: every request reaches Claude as Claude Code sent it (the same JSON, and the same
-``anthropic-*`` headers), streamed and not, and none is rejected."""
+``anthropic-*`` headers), streamed and not, and none is rejected.
+
+The ``cli_*`` requests were captured from the real CLI (``@anthropic-ai/claude-code`` 2.1.328, print mode, a Read
+tool round trip; see ``test_claude_code_cli.py``), its device id blanked; the others are modelled on its traffic
+by ``generate.py``."""
 
 from __future__ import annotations
 
@@ -109,7 +113,7 @@ def test_claude_receives_what_claude_code_sent(world: World, name: str, flip: bo
         assert resp.headers["x-tiergate-route"] == "model:claude->closed"
         assert "x-tiergate-dropped" not in resp.headers
         assert content
-    if body.get("thinking"):  # Claude's thinking comes back whole, signature included
+    if body.get("thinking", {}).get("type") == "enabled":  # Claude's thinking comes back whole, signature included
         assert content[0]["type"] == "thinking"
         assert content[0]["signature"] == signature(content[0]["thinking"])
 
