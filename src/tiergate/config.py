@@ -254,6 +254,14 @@ class LedgerConfig(_Model):
     url: str = "sqlite:///tiergate.db"
 
 
+class ModelRule(_Model):
+    """``models:`` entries: requests for a model name matching ``match`` (a glob: ``claude-haiku-*``) go to
+    ``tier``, as if the caller had named the tier (hard policy still applies). First match wins."""
+
+    match: str = Field(min_length=1)
+    tier: Tier
+
+
 class Config(_Model):
     server: ServerConfig = ServerConfig()
     backends: list[BackendSpec] = Field(default_factory=lambda: [_default_backend()])
@@ -265,6 +273,7 @@ class Config(_Model):
     prices: dict[str, TokenPrice] = Field(
         default_factory=dict, description="price-table entries by model name, replacing the shipped ones"
     )
+    models: list[ModelRule] = Field(default_factory=list, description="model-name rules: a name (glob) -> a tier")
 
     @model_validator(mode="after")
     def _check(self) -> Config:

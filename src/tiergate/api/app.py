@@ -95,6 +95,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         Route("/v1/messages", chat.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", admin.count_tokens, methods=["POST"]),
         Route("/v1/models", admin.models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", admin.model, methods=["GET"]),
         Route("/healthz", admin.healthz, methods=["GET"]),
         Route("/readyz", admin.readyz, methods=["GET"]),
         Route("/metrics", admin.metrics, methods=["GET"]),

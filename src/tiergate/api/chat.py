@@ -49,7 +49,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def error_response(edge: Edge, exc: TiergateError, request_id: str, headers: dict[str, str] | None = None) -> Response:
     """``exc`` in the caller's envelope. Nothing is billed for an error: ``x-tiergate-cost-usd`` is 0."""
     body = json.dumps(edge.render_error(exc)).encode()
-    out = {"x-request-id": request_id, "x-tiergate-cost-usd": NO_COST, **(headers or {})}
+    out = {**edge.ids(request_id), "x-tiergate-cost-usd": NO_COST, **(headers or {})}
     if isinstance(exc, UpstreamError) and exc.backend:
         out.setdefault("x-tiergate-backend", exc.backend)
     retry_after = exc.retry_after if isinstance(exc, UpstreamError | RateLimited) else None
@@ -67,14 +67,18 @@ def error_headers(row: LedgerRow) -> dict[str, str]:
     return headers
 
 
-def route_headers(outcome: Outcome, request_id: str, cost_usd: float) -> dict[str, str]:
-    return {
-        "x-request-id": request_id,
+def route_headers(edge: Edge, outcome: Outcome, request_id: str, cost_usd: float) -> dict[str, str]:
+    headers = {
+        **edge.ids(request_id),
         "x-tiergate-tier": outcome.tier.value,
         "x-tiergate-backend": outcome.backend.name,
         "x-tiergate-route": outcome.route,
         "x-tiergate-cost-usd": f"{cost_usd:.8f}",
     }
+    if outcome.dropped:  # what the backend has no translation for: answered without it, and said so
+        headers["x-tiergate-dropped"] = ",".join(outcome.dropped)
+        log.info("request %s: %s answered without %s", request_id, outcome.backend.name, headers["x-tiergate-dropped"])
+    return headers
 
 
 async def handle(request: Request, edge: Edge) -> Response:
@@ -108,14 +112,16 @@ async def handle(request: Request, edge: Edge) -> Response:
         return error_response(edge, internal, call.request_id, error_headers(call.record_error(internal)))
     cost = call.record(outcome, response.usage, "ok")
     payload = json.dumps(edge.render(response, call.request_id), separators=(",", ":")).encode()
-    return Response(payload, media_type="application/json", headers=route_headers(outcome, call.request_id, cost))
+    return Response(payload, media_type="application/json", headers=route_headers(edge, outcome, call.request_id, cost))
 
 
 def _stream(call: Account, edge: Edge, chat: ChatRequest, events: EventStream, outcome: Outcome) -> Response:
     prompt_tokens = estimate_prompt_tokens(chat)  # a header-time estimate; the ledger has the truth
     renderer = edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
-    estimate = call.books.costs.cost(outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True))
-    headers = route_headers(outcome, call.request_id, estimate.usd)
+    estimate = call.books.costs.cost(
+        outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True), outcome.model
+    )
+    headers = route_headers(edge, outcome, call.request_id, estimate.usd)
 
     async def body() -> AsyncIterator[bytes]:
         final: Usage | None = None  # the backend's own usage, from the stream's final event

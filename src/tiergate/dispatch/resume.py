@@ -26,6 +26,7 @@ from tiergate.types import (
     ChatRequest,
     EventStream,
     Message,
+    NativeEvent,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -84,7 +85,7 @@ async def supervise(
             produced += 1
             if isinstance(ev, TextDelta):
                 text.append(ev.text)
-            else:
+            elif isinstance(ev, ToolCallStart | ToolArgsDelta):
                 tools_started = True
     except UpstreamError as exc:
         lease.failure(exc.message, d.policy.rest(exc.retry_after))
@@ -123,6 +124,8 @@ async def resume(
     splicer = Splicer(sent, restarted=restarted)
     try:
         async for ev in events:  # the resumed stream, its first event included
+            if isinstance(ev, NativeEvent):
+                continue  # a restarted Claude's own framing: the caller has the first one's
             if isinstance(ev, TextDelta):
                 rest = splicer.feed(ev.text)
                 if rest:

@@ -130,7 +130,7 @@ class Account:
     ) -> float:
         """A request a backend served (``status``: ok, cancelled or error); returns its cost in USD."""
         cfg = outcome.backend.config
-        cost = self.books.costs.charge(cfg, usage)  # open backends: amortised at measured utilisation
+        cost = self.books.costs.charge(cfg, usage, outcome.model)  # open backends: amortised at measured utilisation
         elapsed = time.perf_counter() - self.started if elapsed is None else elapsed
         tier, name, m = cfg.tier.value, cfg.name, self.books.metrics
         m.tokens.labels(tier, name, "input", status).inc(usage.input_tokens)
