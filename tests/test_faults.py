@@ -1021,3 +1021,113 @@ def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second
     assert text
     assert len(ranked["big"].received) == 1  # silent: left once, never retried within the request
     assert elapsed <= TIMEOUTS["first_token_timeout_s"] + SLACK_S
+
+
+# -- time budgets that scale with the prompt ---------------------------------------------------------------
+
+BUDGET = {"first_token_timeout_s": 0.5, "first_token_per_1k_input_s": 4.0, "breaker_failures": 1000}
+BUDGET_SLACK_S = 5.0  # the acceptance bound: 2 x the first-token budget + 5 s
+
+
+@pytest.fixture(scope="module")
+def budget_world() -> Iterator[dict[str, Any]]:
+    """Two open replicas ``a`` and ``b`` and a Claude, each with a first-token budget of 0.5 s + 4 s per 1,000 input
+    tokens, and the default request deadline (300 s): only the budgets can explain a quick answer. A failing open
+    tier does not go to Claude (``open_to_closed: false``); a failing Claude goes to the open tier."""
+    fakes: dict[str, Any] = {"a": FakeOpenAI(stream_chunks=4), "b": FakeOpenAI(stream_chunks=4)}
+    fakes["claude"] = FakeAnthropic()
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve_app(fake)) for name, fake in fakes.items()}
+        backends: list[dict[str, Any]] = [
+            {"name": n, "tier": "open", "kind": "openai", "base_url": urls[n] + "/v1", "model": "m", **BUDGET}
+            for n in ("a", "b")
+        ]
+        backends.append(
+            {"name": "claude", "tier": "closed", "kind": "anthropic", "base_url": urls["claude"], **BUDGET}
+            | {"api_key_env": CLAUDE_KEY_ENV, "model": "claude-sonnet-4-5"}
+        )
+        policy = {"failover": {"open_to_closed": False}}
+        config = parse_config({"backends": backends, "router": {"kind": "open"}, "policy": policy})
+        url = stack.enter_context(serve_gateway(config))
+        yield {"url": url, **fakes}
+
+
+@pytest.fixture
+def bw(budget_world: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def clean() -> None:
+        for name in ("a", "b", "claude"):
+            budget_world[name].reset()
+            budget_world[name].first_token_s = 0.0
+
+    clean()
+    yield budget_world
+    clean()
+
+
+def _stream_in(url: str, dialect: str, model: str, text: str = "Tell me something.") -> httpx.Response:
+    messages = [{"role": "user", "content": text}]
+    if dialect == "openai":
+        return httpx.post(url + OA, json={"model": model, "stream": True, "messages": messages}, timeout=60)
+    body = {"model": model, "max_tokens": 200, "stream": True, "messages": messages}
+    return httpx.post(url + AN, json=body, headers={"anthropic-version": "2023-06-01"}, timeout=60)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("silence", ["no answer at all", "headers, then no first token"])
+def test_two_silent_replicas_are_a_clean_504_within_twice_the_first_token_budget(
+    bw: dict[str, Any], dialect: str, silence: str
+) -> None:
+    for name in ("a", "b"):
+        bw[name].script(Hang(seconds=30) if silence == "no answer at all" else SlowFirstToken(seconds=30))
+    started = time.monotonic()
+    resp = _stream_in(bw["url"], dialect, "open", "hi")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 504
+    if dialect == "openai":
+        assert resp.json()["error"]["type"] == "timeout"
+        assert "no first token" in resp.json()["error"]["message"]
+    else:
+        assert resp.json()["type"] == "error"
+        assert resp.json()["error"]["type"] == "timeout_error"
+    # Each silent replica was waited for once (never twice), so the caller's wait is about two budgets; the
+    # acceptance bound (2 x budget + 5 s) holds with the default 300 s deadline left far behind.
+    assert (len(bw["a"].received), len(bw["b"].received)) == (1, 1)
+    budget = BUDGET["first_token_timeout_s"] + BUDGET["first_token_per_1k_input_s"] * 0.005  # "hi": a few tokens
+    assert elapsed <= 2 * budget + BUDGET_SLACK_S
+    assert bw["claude"].received == []
+
+
+def test_a_long_prompt_gets_a_longer_first_token_budget(bw: dict[str, Any]) -> None:
+    """``a`` takes 2 s to its first token: over the budget of a short prompt (0.5 s), left for ``b``; within that of
+    a prompt of about 1,500 tokens (0.5 s + 1.5 x 4 s), waited for."""
+    bw["a"].first_token_s = 2.0
+    short = _stream_in(bw["url"], "openai", "open", "Say hello.")
+    long = _stream_in(bw["url"], "openai", "open", "Summarise these words please. " * 200)  # about 1,500 tokens
+    assert short.status_code == long.status_code == 200
+    assert short.headers["x-tiergate-backend"] == "b"  # the short prompt's budget ran out: left at once for b
+    assert long.headers["x-tiergate-backend"] == "a"  # the long prompt's did not
+    assert stream_text(short)[2]
+    assert stream_text(long)[2]
+    assert len(bw["a"].received) == 2
+    assert len(bw["b"].received) == 1
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_a_slow_first_token_on_claude_goes_to_the_open_tier(bw: dict[str, Any], dialect: str) -> None:
+    """Claude (the fake in slow-first-token mode: message_start at once, the first text 20 s later, the issue's
+    case) is left when its first-token budget runs out; the open tier streams the answer (``closed_to_open``)."""
+    bw["claude"].first_token_s = 20.0
+    started = time.monotonic()
+    resp = _stream_in(bw["url"], dialect, "closed")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "a"
+    assert resp.headers["x-tiergate-route"].endswith("failover:closed-down")
+    if dialect == "openai":
+        assert stream_text(resp)[2]
+    else:
+        names = [name for name, _ in anthropic_events(resp)]
+        assert names[-1] == "message_stop"
+        assert "error" not in names
+    assert len(bw["claude"].received) == 1  # silent: not asked twice
+    assert elapsed <= BUDGET["first_token_timeout_s"] + BUDGET_SLACK_S  # far less than the 20 s it would have taken

@@ -30,7 +30,7 @@ from typing import TypeAlias, TypeVar
 from tiergate.config import DispatchConfig
 from tiergate.dispatch.pool import BackendState, Lease, Pool
 from tiergate.dispatch.resume import supervise
-from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
+from tiergate.dispatch.retry import RetryPolicy, first_token_budget, fits_context, may_fail_over, retry_same
 from tiergate.errors import (
     ContextLengthExceeded,
     NoBackendAvailable,
@@ -41,6 +41,7 @@ from tiergate.errors import (
     UpstreamTimeout,
 )
 from tiergate.signals.redact import Restorer
+from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
@@ -199,7 +200,8 @@ class Dispatcher:
             events = state.backend.stream(sent)
             if restorer is not None:  # placeholders in the answer become the caller's values again
                 events = restorer.restore_events(events)
-            limit = min(state.config.first_token_timeout_s, deadline - time.monotonic())
+            budget = first_token_budget(state.config, estimate_prompt_tokens(sent))
+            limit = min(budget, deadline - time.monotonic())
             try:
                 async with asyncio.timeout(limit):
                     first = await anext(events)

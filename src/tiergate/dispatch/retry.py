@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from tiergate.config import BackendConfig
 from tiergate.errors import RETRYABLE_STATUS, ContextLengthExceeded, PrefillRejected, Silent, UpstreamError
 
 
@@ -70,3 +71,15 @@ def fits_context(failed_window: int | None, candidate_window: int | None) -> boo
     if candidate_window is None:
         return False
     return failed_window is None or candidate_window > failed_window
+
+
+def first_token_budget(config: BackendConfig, input_tokens: int) -> float:
+    """Seconds a backend has to send a stream's first event: ``first_token_timeout_s`` plus
+    ``first_token_per_1k_input_s`` per 1,000 input tokens (a 200k-token prompt takes longer to start than a short
+    one). A backend silent for longer is left, and not asked again within the request (:class:`Silent`).
+
+    >>> b = BackendConfig(name="b", tier="open", kind="x", first_token_timeout_s=10, first_token_per_1k_input_s=0.25)
+    >>> first_token_budget(b, 20), first_token_budget(b, 200_000)
+    (10.005, 60.0)
+    """
+    return config.first_token_timeout_s + config.first_token_per_1k_input_s * max(input_tokens, 0) / 1000
