@@ -39,7 +39,7 @@ from tests.fakes import (
 )
 from tests.support.servers import free_port, serve_app
 from tiergate.api import create_app
-from tiergate.config import parse_config
+from tiergate.config import DispatchConfig, parse_config
 from tiergate.dispatch.breaker import Breaker
 
 OA = "/v1/chat/completions"
@@ -47,6 +47,7 @@ AN = "/v1/messages"
 TIMEOUTS = {"first_token_timeout_s": 1.0, "stall_timeout_s": 1.0, "timeout_s": 2.0, "breaker_failures": 3}
 DEADLINE_S = 6.0
 RETRY_AFTER_CAP_S = 0.5
+RATE_LIMIT_S = (0.3, 0.6)  # dispatch.rate_limit_backoff_min_s / _max_s: a 429 without Retry-After waits that long
 SLACK_S = 4.0  # generous allowance on top of a configured bound, for a slow shared machine
 
 
@@ -109,6 +110,8 @@ def make_world(failover: dict[str, bool] | None = None) -> Iterator[World]:
                     "backoff_base_s": 0.01,
                     "deadline_s": DEADLINE_S,
                     "retry_after_cap_s": RETRY_AFTER_CAP_S,
+                    "rate_limit_backoff_min_s": RATE_LIMIT_S[0],
+                    "rate_limit_backoff_max_s": RATE_LIMIT_S[1],
                     "seed": 1,
                 },
                 "policy": {"failover": failover or {}},
@@ -229,6 +232,17 @@ def test_429_retry_after_is_honoured_on_the_same_backend(w: World) -> None:
     assert resp.headers["x-tiergate-backend"] == "primary"
     assert len(w.primary.received) == 2
     assert waited >= 0.3  # the gateway waited as told before the second try (a lower bound, not a timing goal)
+
+
+def test_a_429_without_retry_after_is_retried_after_the_rate_limit_floor(w: World) -> None:
+    """A 429 without ``Retry-After`` on a replica named alone: the retry waits at least the configured floor, as
+    the fake's own clock shows, not the 10 ms backoff base (the issue: three retries within 65 ms)."""
+    w.primary.script(Fault(429))
+    resp = ask(w, model="primary")
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "primary"
+    first, second = w.primary.received
+    assert second.at - first.at >= RATE_LIMIT_S[0]
 
 
 def test_both_replicas_failing_once_is_answered_by_the_second_after_a_retry(w: World) -> None:
@@ -993,7 +1007,9 @@ def ask_ranked(ranked: dict[str, Any], *, stream: bool = False) -> httpx.Respons
     return httpx.post(ranked["url"] + OA, json=body, timeout=15)
 
 
-@pytest.mark.parametrize("fault", [Fault(500), Fault(429, retry_after=0.3)], ids=["500", "429-retry-after"])
+@pytest.mark.parametrize(
+    "fault", [Fault(500), Fault(429, retry_after=0.3), Fault(429)], ids=["500", "429-retry-after", "429"]
+)
 def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fallback(
     ranked: dict[str, Any], fault: Fault
 ) -> None:
@@ -1008,6 +1024,9 @@ def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fal
     assert ranked["small"].received == []
     if fault.retry_after is not None:
         assert waited >= fault.retry_after  # Retry-After honoured (it is under retry_after_cap_s)
+    elif fault.status == 429:  # no Retry-After: the default rate-limit floor, 0.4 s, by the fake's clock
+        first, second = ranked["big"].received
+        assert second.at - first.at >= DispatchConfig().rate_limit_backoff_min_s
 
 
 def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(ranked: dict[str, Any]) -> None:

@@ -196,9 +196,19 @@ class DispatchConfig(_Model):
     backoff_base_s: float = Field(0.05, ge=0)
     backoff_cap_s: float = Field(2.0, ge=0)
     retry_after_cap_s: float = Field(5.0, ge=0)
+    rate_limit_backoff_min_s: float = Field(
+        0.4, ge=0, description="a 429 without Retry-After is retried after a pause drawn from [min, max]"
+    )
+    rate_limit_backoff_max_s: float = Field(1.1, ge=0)
     deadline_s: float = Field(300.0, gt=0, description="total time for a request, retries and failover included")
     health_interval_s: float = Field(15.0, gt=0)
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _rate_limit_range(self) -> DispatchConfig:
+        if self.rate_limit_backoff_max_s < self.rate_limit_backoff_min_s:
+            raise ValueError("rate_limit_backoff_max_s must be at least rate_limit_backoff_min_s")
+        return self
 
 
 class RouterConfig(_Model):

@@ -30,7 +30,14 @@ from typing import TypeAlias, TypeVar
 from tiergate.config import DispatchConfig
 from tiergate.dispatch.pool import BackendState, Lease, Pool
 from tiergate.dispatch.resume import supervise
-from tiergate.dispatch.retry import RetryPolicy, first_token_budget, fits_context, may_fail_over, retry_same
+from tiergate.dispatch.retry import (
+    RetryPolicy,
+    first_token_budget,
+    fits_context,
+    may_fail_over,
+    rate_limited,
+    retry_same,
+)
 from tiergate.errors import (
     ContextLengthExceeded,
     NoBackendAvailable,
@@ -77,7 +84,12 @@ class Dispatcher:
         self.pool = pool
         self.config = config
         self.policy = RetryPolicy(
-            config.attempts, config.backoff_base_s, config.backoff_cap_s, config.retry_after_cap_s
+            config.attempts,
+            config.backoff_base_s,
+            config.backoff_cap_s,
+            config.retry_after_cap_s,
+            config.rate_limit_backoff_min_s,
+            config.rate_limit_backoff_max_s,
         )
         self.rng = random.Random(config.seed)
 
@@ -148,10 +160,10 @@ class Dispatcher:
             attempts.context_failed = True
             attempts.context_window = state.config.context_window
         elif not isinstance(exc, Saturated):  # the backend's own queue full is overflow, not a fault
-            lease.failure(exc.message, self.policy.rest(exc.retry_after))
+            lease.failure(exc.message, self.policy.rest(exc.retry_after, rate_limited(exc)))
             sibling = self.config.retry_other_replica_first and ready_sibling(state, later, attempts)
             if retry_same(exc, attempt, self.policy, bytes_sent=False, sibling_ready=sibling):
-                pause = self.policy.backoff(attempt, exc.retry_after, self.rng)
+                pause = self.policy.pause(exc, attempt, self.rng)
                 if time.monotonic() + pause < deadline:
                     return pause
         attempts.failed.append(state.name)
