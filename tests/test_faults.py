@@ -1150,3 +1150,73 @@ def test_a_slow_first_token_on_claude_goes_to_the_open_tier(bw: dict[str, Any], 
         assert "error" not in names
     assert len(bw["claude"].received) == 1  # silent: not asked twice
     assert elapsed <= BUDGET["first_token_timeout_s"] + BUDGET_SLACK_S  # far less than the 20 s it would have taken
+
+
+# -- recovery: a passing health check closes the circuit ---------------------------------------------------
+
+RECOVERY_S = 0.1  # dispatch.recovery_interval_s
+
+
+@contextlib.contextmanager
+def recovery_world() -> Iterator[dict[str, Any]]:
+    """``primary`` (priority 10, on a fixed port so it can go down and come back) over ``fallback``; a circuit opens
+    after 2 failures and cools down for 10 minutes, so only a health check can give the primary its traffic back
+    within a test. Every backend is checked each minute, one that is ailing every ``RECOVERY_S``."""
+    primary, fallback = FakeOpenAI(models=["big"]), FakeOpenAI(models=["small"])
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        up = stack.enter_context(contextlib.ExitStack())
+        up.enter_context(serve_app(primary, port=port))
+        fallback_url = stack.enter_context(serve_app(fallback))
+        breaker = {"breaker_failures": 2, "breaker_cooldown_s": 600}
+        backends: list[dict[str, Any]] = [
+            {"name": "primary", "tier": "open", "kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}
+            | {"model": "big", "priority": 10, **breaker},
+            {"name": "fallback", "tier": "open", "kind": "openai", "base_url": fallback_url + "/v1", "model": "small"},
+        ]
+        dispatch = {"health_interval_s": 60, "recovery_interval_s": RECOVERY_S, "backoff_base_s": 0.01}
+        config = parse_config({"backends": backends, "router": {"kind": "open"}, "dispatch": dispatch})
+        url = stack.enter_context(serve_gateway(config))
+        yield {"url": url, "port": port, "up": up, "primary": primary, "fallback": fallback}
+
+
+def _primary_state(url: str) -> dict[str, Any]:
+    state: dict[str, Any] = httpx.get(url + "/readyz").json()["backends"]["primary"]
+    return state
+
+
+def test_a_recovered_primary_gets_its_traffic_back_when_its_health_check_passes() -> None:
+    with recovery_world() as rw:
+        url = rw["url"]
+        rw["up"].close()  # the primary goes down: connections refused
+        down = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+        assert down.headers["x-tiergate-backend"] == "fallback"
+        assert _primary_state(url)["circuit"] == "open"  # two refused tries on it (its priority), then open
+        wait_for(lambda: _primary_state(url)["healthy"] is False, "the recovery checks to see the primary down")
+        rw["up"].enter_context(serve_app(rw["primary"], port=rw["port"]))  # it recovers, on the same address
+        wait_for(lambda: _primary_state(url)["circuit"] == "closed", "the passing check to close the circuit")
+        back = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+        ready = _primary_state(url)
+    # Closed by the health check, not by the breaker's cooldown (10 minutes): the next request is the primary's.
+    assert back.status_code == 200
+    assert back.headers["x-tiergate-backend"] == "primary"
+    assert back.json()["model"] == "big"
+    assert ready["healthy"] is True
+
+
+def test_a_health_check_that_passed_all_along_does_not_close_the_circuit() -> None:
+    """Chat requests fail (500) while the probed endpoint (``GET /models``) answers: the check saw no outage, so
+    its passing is no news; the circuit stays open (the breaker's cooldown and half-open probe decide)."""
+    with recovery_world() as rw:
+        url = rw["url"]
+        rw["primary"].flap(["fail"])
+        first = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+        assert first.headers["x-tiergate-backend"] == "fallback"
+        assert _primary_state(url)["circuit"] == "open"
+        time.sleep(10 * RECOVERY_S)  # ten recovery checks, every one of them passing
+        state = _primary_state(url)
+        again = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+    assert state["healthy"] is True
+    assert state["circuit"] == "open"
+    assert again.headers["x-tiergate-backend"] == "fallback"
+    assert len(rw["primary"].received) == 2  # the two failed tries of the first request, none since

@@ -202,6 +202,12 @@ class DispatchConfig(_Model):
     rate_limit_backoff_max_s: float = Field(1.1, ge=0)
     deadline_s: float = Field(300.0, gt=0, description="total time for a request, retries and failover included")
     health_interval_s: float = Field(15.0, gt=0)
+    recovery_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="backends that failed their health check or whose circuit is open are checked this often; "
+        "a check that passes again closes the circuit",
+    )
     seed: int | None = None
 
     @model_validator(mode="after")
