@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from tests.conftest import CLAUDE_KEY_ENV, serve_gateway
@@ -271,6 +273,39 @@ def test_client_error_is_never_retried(w: World) -> None:
     assert resp.status_code == 400
     assert "bad logit_bias" in resp.json()["error"]["message"]
     assert len(w.primary.received) == 1
+    assert w.secondary.received == []
+
+
+POLICY_VIOLATION = Fault(400, message="Rejected by the safety system.", code="content_policy_violation")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_an_upstream_error_code_reaches_the_caller_in_either_dialect(w: World, stream: bool) -> None:
+    """An upstream's machine-readable code, not only its message: an OpenAI-compatible backend's ``code`` and
+    Claude's ``error.type``, through the official SDKs of both dialects."""
+    hi: Any = [{"role": "user", "content": "hi"}]
+    oc = openai.OpenAI(base_url=w.url + "/v1", api_key="unused", max_retries=0)
+    ac = anthropic.Anthropic(base_url=w.url, api_key="unused", max_retries=0)
+    w.primary.script(POLICY_VIOLATION, POLICY_VIOLATION)
+    with pytest.raises(openai.BadRequestError) as o_err:
+        oc.chat.completions.create(model="primary", messages=hi, stream=stream)
+    with pytest.raises(anthropic.BadRequestError) as a_err:
+        ac.messages.create(model="primary", max_tokens=50, messages=hi, stream=stream)
+    assert o_err.value.code == "content_policy_violation"
+    assert "safety system" in o_err.value.message
+    a_body: Any = a_err.value.body
+    assert a_body["error"]["type"] == "invalid_request_error"  # Anthropic's vocabulary has no such type ...
+    assert a_body["error"]["code"] == "content_policy_violation"  # ... so the code rides beside it
+    w.claude.script(Fault(403), Fault(403))  # Claude's permission_error (its error.type is its code)
+    with pytest.raises(openai.BadRequestError) as o_err:
+        oc.chat.completions.create(model="claude", messages=hi, stream=stream)
+    with pytest.raises(anthropic.BadRequestError) as a_err:
+        ac.messages.create(model="claude", max_tokens=50, messages=hi, stream=stream)
+    assert o_err.value.code == "permission_error"
+    a_body = a_err.value.body
+    assert a_body["error"]["type"] == "permission_error"
+    assert "code" not in a_body["error"]
+    assert (len(w.primary.received), len(w.claude.received)) == (2, 2)  # client errors: never retried
     assert w.secondary.received == []
 
 
