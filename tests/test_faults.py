@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -39,7 +41,9 @@ from tests.fakes import (
     StallStream,
     blackhole,
 )
+from tests.support.ledger import wait_attempts
 from tests.support.servers import free_port, serve_app
+from tiergate.accounting.schema import AttemptRow
 from tiergate.api import create_app
 from tiergate.config import DispatchConfig, parse_config
 from tiergate.dispatch.breaker import Breaker
@@ -942,7 +946,9 @@ ANSWER = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
 
 
 @contextlib.contextmanager
-def cut_and_fallback(fallback: FakeOpenAI | FakeAnthropic, **config: Any) -> Iterator[tuple[str, FakeOpenAI]]:
+def cut_and_fallback(
+    fallback: FakeOpenAI | FakeAnthropic, *, ledger: str = "sqlite:///:memory:", **config: Any
+) -> Iterator[tuple[str, FakeOpenAI]]:
     """A gateway over a vLLM ``primary`` that answers :data:`ANSWER` and the ``fallback`` (tried second)."""
     primary = FakeOpenAI(reply_text=ANSWER, stream_chunks=8)
     with serve_app(primary) as p_url, serve_app(fallback) as f_url:
@@ -955,7 +961,12 @@ def cut_and_fallback(fallback: FakeOpenAI | FakeAnthropic, **config: Any) -> Ite
             {"name": "fallback", "tier": "open", "kind": kind, **where, **TIMEOUTS, **config},
         ]
         gateway = parse_config(
-            {"backends": backends, "router": {"kind": "open"}, "dispatch": {"deadline_s": DEADLINE_S}}
+            {
+                "backends": backends,
+                "router": {"kind": "open"},
+                "dispatch": {"deadline_s": DEADLINE_S},
+                "ledger": {"url": ledger},
+            }
         )
         with serve_gateway(gateway) as url:
             primary.script(CutStream(after_events=5))  # the role chunk and four text chunks, then a drop
@@ -1255,3 +1266,66 @@ def test_a_health_check_that_passed_all_along_does_not_close_the_circuit() -> No
     assert state["circuit"] == "open"
     assert again.headers["x-tiergate-backend"] == "fallback"
     assert len(rw["primary"].received) == 2  # the two failed tries of the first request, none since
+
+
+# -- every attempt in the ledger and the log -----------------------------------------------------------------
+
+
+def _tries(rows: list[AttemptRow]) -> list[tuple[str, str, str, int | None]]:
+    return [(r.backend, r.purpose, r.outcome, r.upstream_status) for r in rows]
+
+
+def test_a_failover_shows_both_attempts_in_the_ledger_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tiergate.requests")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    primary, secondary = FakeOpenAI(), FakeOpenAI()
+    with serve_app(primary) as p_url, serve_app(secondary) as s_url:
+        backends = [
+            {"name": n, "tier": "open", "kind": "openai", "base_url": u + "/v1", "model": "m"}
+            for n, u in (("primary", p_url), ("secondary", s_url))
+        ]
+        config = parse_config({"backends": backends, "router": {"kind": "open"}, "ledger": {"url": ledger}})
+        with serve_gateway(config) as url:
+            primary.script(Fault(503, message="upstream overloaded"))
+            failed_over = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+            direct = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+            rid, direct_rid = failed_over.headers["x-request-id"], direct.headers["x-request-id"]
+            tries, direct_tries = wait_attempts(ledger, rid), wait_attempts(ledger, direct_rid)
+    assert failed_over.headers["x-tiergate-backend"] == "secondary"
+    assert _tries(tries) == [("primary", "first", "failed", 503), ("secondary", "failover", "ok", None)]
+    assert "upstream overloaded" in tries[0].reason  # why it was abandoned
+    assert tries[1].output_tokens > 0
+    assert tries[0].started_ms <= tries[1].started_ms
+    assert [t.cost_usd for t in tries] == [0.0, 0.0]  # a failed exchange is not billed
+    assert _tries(direct_tries) == [("primary", "first", "ok", None)]  # every request has its path
+    lines = [r.getMessage() for r in caplog.records if r.name == "tiergate.requests" and rid in r.getMessage()]
+    assert len(lines) == 1
+    assert "primary failed" in lines[0]
+    assert "upstream overloaded" in lines[0]
+    assert "secondary ok" in lines[0]
+    assert not [r for r in caplog.records if r.name == "tiergate.requests" and direct_rid in r.getMessage()]
+
+
+def test_a_refused_prefill_is_in_the_ledger_and_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The issue's blind spot: the fallback's prefill 400 was in no log line and no ledger row."""
+    caplog.set_level(logging.INFO, logger="tiergate.requests")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    claude = FakeAnthropic(reply_text=ANSWER, prefill="reject")
+    with cut_and_fallback(claude, ledger=ledger, model="claude-3-7-sonnet-latest") as (url, _):
+        resp = stream_open(url)
+        rid = resp.headers["x-request-id"]
+        tries = wait_attempts(ledger, rid)
+    assert stream_text(resp)[0] == ANSWER
+    assert _tries(tries) == [
+        ("primary", "first", "cut", None),
+        ("fallback", "continue", "prefill_rejected", 400),
+        ("fallback", "restart", "ok", None),
+    ]
+    assert "prefill" in tries[1].reason
+    assert tries[0].output_tokens == 4  # the four text chunks the caller got before the cut
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "tiergate.requests" and rid in r.getMessage()]
+    assert "primary cut" in line
+    assert "continue: fallback prefill_rejected" in line
+    assert "restart: fallback ok" in line

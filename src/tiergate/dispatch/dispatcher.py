@@ -38,6 +38,7 @@ from tiergate.dispatch.retry import (
     rate_limited,
     retry_same,
 )
+from tiergate.dispatch.trace import Purpose, Trace, Try
 from tiergate.errors import (
     ContextLengthExceeded,
     NoBackendAvailable,
@@ -65,18 +66,23 @@ Outbound: TypeAlias = Callable[[BackendState, ChatRequest], tuple[ChatRequest, R
 
 @dataclass(slots=True)
 class Attempts:
-    """What happened on the way to an answer: failed backends (in order) and the last error."""
+    """What happened on the way to an answer: failed backends (in order), the last error, and every try
+    (``trace``: the request's, shared by every dispatch of it: a continuation, an escalation)."""
 
     failed: list[str] = field(default_factory=list)
     last: UpstreamError | None = None
     context_window: int | None = None
     context_failed: bool = False
+    trace: Trace = field(default_factory=Trace)
 
 
 @dataclass(slots=True)
 class Served:
+    """Where a request was answered: the backend, the attempts on the way, and the try that answered."""
+
     state: BackendState
     attempts: Attempts
+    tried: Try | None = None
 
 
 class Dispatcher:
@@ -100,10 +106,17 @@ class Dispatcher:
         deadline: float,
         call: Callable[[BackendState, float], Awaitable[T]],
         hold: bool = False,
-    ) -> tuple[T, Lease]:
-        """Run ``call`` on the targets in order; the winner's lease, closed unless ``hold`` (streams keep it)."""
+        input_tokens: int = 0,
+        purpose: Purpose | None = None,
+    ) -> tuple[T, Lease, Try]:
+        """Run ``call`` on the targets in order; the winner's lease (closed unless ``hold``: streams keep it) and
+        its try. Each backend asked or passed over is recorded in ``attempts.trace``; ``purpose`` names the first
+        try on each backend (else ``first`` / ``failover``; a try again on the same backend is a ``retry``)."""
+        trace = attempts.trace
         for i, state in enumerate(targets):
+            tier = state.config.tier.value
             if attempts.context_failed and not fits_context(attempts.context_window, state.config.context_window):
+                trace.passed_over(state.name, tier, "skipped", "its context window is not larger")
                 continue
             for attempt in range(1, self.policy.attempts + 1):
                 now = time.monotonic()
@@ -111,24 +124,31 @@ class Dispatcher:
                     raise attempts.last or UpstreamTimeout("request deadline passed", backend=state.name)
                 if not state.breaker.allow(now):
                     attempts.failed.append(state.name)
+                    trace.passed_over(state.name, tier, "skipped", f"circuit {state.breaker.state}")
                     break
+                tried = trace.begin(state.name, tier, purpose if attempt == 1 and purpose else trace.purpose(attempt))
+                tried.input_tokens = input_tokens
                 pause: float | None = None
                 try:
                     async with self.pool.lease(state, max_wait_s=deadline - now) as lease:
                         try:
                             result = await _attempt(call, state, deadline)
                         except UpstreamError as exc:
+                            tried.fail(exc)
                             pause = self._failed(lease, exc, attempt, targets[i + 1 :], attempts, deadline)
                         else:
                             if hold:
-                                return result, lease.keep()
+                                return result, lease.keep(), tried
+                            tried.close("ok")
                             lease.success()
-                            return result, lease
+                            return result, lease, tried
                 except Saturated as exc:  # no slot and a full queue: overflow by decision, the next target at once
+                    tried.fail(exc)
                     attempts.failed.append(state.name)
                     attempts.last = exc
                     break
                 except UpstreamTimeout as exc:  # queued until the deadline: nothing left to try
+                    tried.fail(exc)
                     attempts.failed.append(state.name)
                     attempts.last = exc
                     raise
@@ -170,9 +190,16 @@ class Dispatcher:
         return None
 
     async def complete(
-        self, request: ChatRequest, targets: list[BackendState], outbound: Outbound | None = None
+        self,
+        request: ChatRequest,
+        targets: list[BackendState],
+        outbound: Outbound | None = None,
+        trace: Trace | None = None,
+        purpose: Purpose | None = None,
     ) -> tuple[ChatResponse, Served]:
-        attempts = Attempts()
+        """Answer ``request`` on the first target that can; ``trace`` (the request's, where it has one) records every
+        try, ``purpose`` names the first one (``escalate``)."""
+        attempts = Attempts(trace=trace or Trace())
         deadline = time.monotonic() + self.config.deadline_s
 
         async def call(state: BackendState, deadline: float) -> ChatResponse:
@@ -185,8 +212,11 @@ class Dispatcher:
             except TimeoutError:
                 raise Silent(f"no answer within {limit:.1f}s", backend=state.name) from None
 
-        response, lease = await self._run(targets, attempts, deadline, call)
-        return response, Served(lease.state, attempts)
+        response, lease, tried = await self._run(
+            targets, attempts, deadline, call, input_tokens=estimate_prompt_tokens(request), purpose=purpose
+        )
+        tried.output_tokens = response.usage.output_tokens
+        return response, Served(lease.state, attempts, tried)
 
     async def stream(
         self,
@@ -195,14 +225,17 @@ class Dispatcher:
         outbound: Outbound | None = None,
         deadline: float | None = None,
         attempts: Attempts | None = None,
+        trace: Trace | None = None,
+        purpose: Purpose | None = None,
     ) -> tuple[StreamEvent, EventStream, Served]:
-        """Open a stream on the first target that yields a first event within its first-token timeout.
+        """Open a stream on the first target that yields a first event within its first-token budget.
 
         ``deadline`` (monotonic) is the request's, and ``attempts`` its record so far: a stream resumed after a
-        break keeps both of the stream it resumes.
+        break keeps both of the stream it resumes (``purpose``: ``continue`` or ``restart``). ``trace``: the
+        request's record of tries, where it has one (``attempts.trace`` otherwise).
         """
         if attempts is None:
-            attempts = Attempts()
+            attempts = Attempts(trace=trace or Trace())
         if deadline is None:
             deadline = time.monotonic() + self.config.deadline_s
         opened: dict[str, EventStream] = {}
@@ -228,8 +261,10 @@ class Dispatcher:
             opened[state.name] = events
             return first
 
-        first, lease = await self._run(targets, attempts, deadline, call, hold=True)
-        served = Served(lease.state, attempts)
+        first, lease, tried = await self._run(
+            targets, attempts, deadline, call, hold=True, input_tokens=estimate_prompt_tokens(request), purpose=purpose
+        )
+        served = Served(lease.state, attempts, tried)
         events = supervise(self, request, targets, served, first, opened[lease.state.name], lease, deadline, outbound)
         return first, events, served
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
+from tiergate.dispatch.trace import Trace
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
@@ -54,6 +55,8 @@ class Plan:
     verdict: PolicyVerdict | None = None
     #: The caller named this backend: no escalation or tier change beyond what it asked for.
     pinned: bool = False
+    #: Every try of the request, in order (dispatch fills it; accounting writes it to the ledger and the log).
+    trace: Trace = field(default_factory=Trace)
 
 
 @dataclass(slots=True)
@@ -212,7 +215,7 @@ class Gateway:
 
     async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
         try:
-            response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound)
+            response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound, plan.trace)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served)
@@ -221,7 +224,9 @@ class Gateway:
             closed = [s for s in self.pool.tier(Tier.CLOSED) if plan.verdict is None or plan.verdict.allows(s)]
             if why is not None and closed:
                 try:
-                    response, served = await self.dispatcher.complete(request, closed, plan.outbound)
+                    response, served = await self.dispatcher.complete(
+                        request, closed, plan.outbound, plan.trace, purpose="escalate"
+                    )
                 except UpstreamError:
                     return response, outcome  # the open answer stands; the caller still gets an answer
                 escalated = _outcome(plan, served)
@@ -236,7 +241,7 @@ class Gateway:
         ``events`` yields the whole stream, ``first`` included (returned apart for callers that peek).
         """
         try:
-            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound)
+            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound, trace=plan.trace)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served)
