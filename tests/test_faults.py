@@ -1329,3 +1329,104 @@ def test_a_refused_prefill_is_in_the_ledger_and_the_log(tmp_path: Path, caplog: 
     assert "primary cut" in line
     assert "continue: fallback prefill_rejected" in line
     assert "restart: fallback ok" in line
+
+
+# -- hedging (opt-in) ----------------------------------------------------------------------------------------
+
+HEDGE_BUDGET_S = 2.0
+HEDGE_AFTER = 0.25  # the partner starts 0.5 s into a 2 s first-token budget
+
+
+@pytest.fixture(scope="module")
+def hedge_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Replicas ``a`` (priced, so what a lost race cost shows) and ``b``; streams hedged after a quarter of the
+    first-token budget; a ledger on file."""
+    ledger = f"sqlite:///{tmp_path_factory.mktemp('hedge') / 'ledger.db'}"
+    fakes = {"a": FakeOpenAI(stream_chunks=4), "b": FakeOpenAI(stream_chunks=4)}
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve_app(fake)) for name, fake in fakes.items()}
+        budget = {"first_token_timeout_s": HEDGE_BUDGET_S, "first_token_per_1k_input_s": 0.0}
+        backends: list[dict[str, Any]] = [
+            {"name": n, "tier": "open", "kind": "openai", "base_url": urls[n] + "/v1", "model": "m", **budget}
+            for n in ("a", "b")
+        ]
+        backends[0]["price"] = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
+        config = parse_config(
+            {
+                "backends": backends,
+                "router": {"kind": "open"},
+                "dispatch": {"hedge_after": HEDGE_AFTER},
+                "ledger": {"url": ledger},
+            }
+        )
+        url = stack.enter_context(serve_gateway(config))
+        yield {"url": url, "ledger": ledger, **fakes}
+
+
+@pytest.fixture
+def hw(hedge_world: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def clean() -> None:
+        for name in ("a", "b"):
+            hedge_world[name].reset()
+            hedge_world[name].first_token_s = 0.0
+
+    clean()
+    yield hedge_world
+    clean()
+
+
+def _idle(url: str) -> dict[str, Any]:
+    """``/readyz``'s backends once none has a request in flight (a cancelled side frees its slot)."""
+
+    def backends() -> dict[str, Any]:
+        state: dict[str, Any] = httpx.get(url + "/readyz").json()["backends"]
+        return state
+
+    wait_for(lambda: all(b["in_flight"] == 0 for b in backends().values()), "every slot to be free")
+    return backends()
+
+
+def test_a_hedge_answers_when_the_first_backend_is_slow_and_the_loser_is_accounted(hw: dict[str, Any]) -> None:
+    hw["a"].first_token_s = 3.0  # slower than its 2 s budget; the hedge starts at 0.5 s and answers first
+    resp = _stream_in(hw["url"], "openai", "open")
+    text, _, done = stream_text(resp)
+    tries = wait_attempts(hw["ledger"], resp.headers["x-request-id"])
+    state = _idle(hw["url"])
+    assert done
+    assert text
+    assert resp.headers["x-tiergate-backend"] == "b"
+    assert resp.headers["x-tiergate-route"].endswith(";hedge:b")
+    assert _tries(tries) == [("a", "first", "lost", None), ("b", "hedge", "ok", None)]
+    assert tries[0].reason == "b answered first"
+    assert tries[1].started_ms - tries[0].started_ms >= HEDGE_AFTER * HEDGE_BUDGET_S * 0.9  # started after the delay
+    # The loser's cost is in the ledger: its prompt, at a's price (1000 USD per million tokens); the winner's is
+    # in the request's row.
+    assert tries[0].cost_usd == pytest.approx(tries[0].input_tokens * 1000 / 1e6)
+    assert tries[0].cost_usd > 0
+    assert tries[1].cost_usd == 0.0
+    assert len(hw["a"].received) == 1  # a was asked, then cancelled ...
+    assert state["a"]["circuit"] == "closed"  # ... with no verdict against it: slower is no fault
+
+
+def test_a_hedge_that_loses_to_the_first_backend_is_cancelled(hw: dict[str, Any]) -> None:
+    hw["a"].first_token_s = 1.0  # after the hedge started (0.5 s), before its budget (2 s)
+    hw["b"].first_token_s = 30.0
+    resp = _stream_in(hw["url"], "anthropic", "open")
+    events = anthropic_events(resp)
+    tries = wait_attempts(hw["ledger"], resp.headers["x-request-id"])
+    _idle(hw["url"])
+    assert resp.headers["x-tiergate-backend"] == "a"
+    assert "hedge" not in resp.headers["x-tiergate-route"]
+    assert [name for name, _ in events][-1] == "message_stop"
+    assert _tries(tries) == [("a", "first", "ok", None), ("b", "hedge", "lost", None)]
+    assert tries[1].reason == "a answered first"
+    assert tries[1].cost_usd == 0.0  # b has no price: an open backend without cost or price costs nothing
+    assert len(hw["b"].received) == 1
+
+
+def test_no_hedge_when_the_first_backend_answers_in_time(hw: dict[str, Any]) -> None:
+    resp = _stream_in(hw["url"], "openai", "open")
+    tries = wait_attempts(hw["ledger"], resp.headers["x-request-id"])
+    assert resp.headers["x-tiergate-backend"] == "a"
+    assert _tries(tries) == [("a", "first", "ok", None)]
+    assert hw["b"].received == []

@@ -201,6 +201,13 @@ class DispatchConfig(_Model):
     )
     rate_limit_backoff_max_s: float = Field(1.1, ge=0)
     deadline_s: float = Field(300.0, gt=0, description="total time for a request, retries and failover included")
+    hedge_after: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="opt-in hedging of streams: after this fraction of the first-token budget without a first "
+        "token, the next ready target is started too; the first to answer is taken, the other cancelled",
+    )
     health_interval_s: float = Field(15.0, gt=0)
     recovery_interval_s: float = Field(
         1.0,

@@ -276,4 +276,6 @@ def _outcome(plan: Plan, served: Served) -> Outcome:
         state = served.state
         what = f"{plan.tier.value}-down" if state.config.tier is not plan.tier else f"{failed[-1]}-down"
         route = f"{route};failover:{what}"
+    if served.tried is not None and served.tried.purpose == "hedge":  # a hedge answered first
+        route = f"{route};hedge:{served.state.name}"
     return Outcome(served.state, route, failed)
