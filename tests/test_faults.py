@@ -994,6 +994,22 @@ def test_a_cut_stream_on_a_fallback_that_rejects_prefill_is_restarted_and_splice
     assert ready["circuit"] == "closed"  # a refused prefill is no fault of the backend
 
 
+def test_a_cut_stream_on_an_openai_compatible_fallback_that_rejects_prefill_is_restarted() -> None:
+    """A server configured as continuing (``continue_final_message: true``) that answers a final assistant turn
+    with a 400: learned on the first refusal, the answer restarted there and spliced."""
+    server = FakeOpenAI(reply_text=ANSWER, prefill="reject")
+    with cut_and_fallback(server, continue_final_message=True) as (url, _):
+        resp = stream_open(url)
+        ready = httpx.get(url + "/readyz").json()["backends"]["fallback"]
+    text, _, done = stream_text(resp)
+    assert done
+    assert text == ANSWER
+    assert "prefill" not in resp.text
+    assert [r.body["messages"][-1]["role"] for r in server.received] == ["assistant", "user"]
+    assert server.stats.get("prefill_rejected") == 1
+    assert ready["circuit"] == "closed"
+
+
 def test_a_cut_stream_on_a_fallback_that_ignores_the_prefix_is_not_repeated() -> None:
     ignoring = FakeOpenAI(reply_text=ANSWER, prefill="ignore")  # continue_final_message configured, not honoured
     with cut_and_fallback(ignoring, continue_final_message=True) as (url, _):

@@ -905,3 +905,38 @@ def test_slow_first_token_mode_opens_at_once_and_waits_before_the_first_token(ki
     assert text_at - opening >= FIRST_TOKEN_S * 0.9  # the wait falls between the opening events and the text
     assert stamps[-1][1] == "[DONE]" if kind == "openai" else json.loads(stamps[-1][1])["type"] == "message_stop"
     assert refused.status_code == 503  # a fault is not delayed into an answer
+
+
+# ======================================================= a final assistant turn: continue, reject, ignore
+
+WHOLE = "alpha beta gamma delta"
+PREFILLED: Any = [{"role": "user", "content": "Greek letters."}, {"role": "assistant", "content": "alpha beta"}]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("continue", " gamma delta"), ("ignore", WHOLE), ("reject", None)])
+def test_prefill_modes_of_the_claude_fake(mode: str, expected: str | None) -> None:
+    """``continue``: the rest of its answer; ``ignore``: the answer from the start (a server that drops the prefix);
+    ``reject``: the 400 of Claude Sonnet 4.6 / Opus 4.7 and later."""
+    fake = FakeAnthropic(reply_text=WHOLE, prefill=mode)
+    with serve_app(fake) as url, a_client(url) as client:
+        if expected is None:
+            with pytest.raises(anthropic.BadRequestError, match="does not support assistant message prefill"):
+                create(client, messages=PREFILLED)
+            assert create(client, messages=PREFILLED[:1]).content[0].text == WHOLE  # a plain request is answered
+            assert fake.stats == {"prefill_rejected": 1, "ok": 1}
+        else:
+            assert create(client, messages=PREFILLED).content[0].text == expected
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("continue", " gamma delta"), ("ignore", WHOLE), ("reject", None)])
+def test_prefill_modes_of_the_openai_fake(mode: str, expected: str | None) -> None:
+    """As vLLM: ``continue`` continues only with ``continue_final_message``; without it the answer starts over."""
+    fake = FakeOpenAI(reply_text=WHOLE, prefill=mode)
+    extra: Any = {"continue_final_message": True, "add_generation_prompt": False}
+    with serve_app(fake) as url, o_client(url) as client:
+        if expected is None:
+            with pytest.raises(openai.BadRequestError, match="does not support assistant message prefill"):
+                chat(client, messages=PREFILLED, extra_body=extra)
+        else:
+            assert chat(client, messages=PREFILLED, extra_body=extra).choices[0].message.content == expected
+            assert chat(client, messages=PREFILLED).choices[0].message.content == WHOLE
