@@ -271,8 +271,8 @@ class Account:
             for t in tries:
                 if t.cost_usd:
                     self.books.metrics.cost.labels(t.tier, t.backend).inc(t.cost_usd)
-            if trace.eventful:
-                level = logging.INFO if status in ("ok", "cancelled", "refused") else logging.WARNING
+            level = logging.INFO if status in ("ok", "cancelled", "refused") else logging.WARNING
+            if trace.eventful and log.isEnabledFor(level):
                 log.log(level, "request %s (%s): %s", self.request_id, status, trace.path())
         self.books.budgets.settle(self.reservation, usd + extra, tokens)
         self.books.ledger.record(row, tries)
