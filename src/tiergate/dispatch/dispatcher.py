@@ -137,7 +137,7 @@ class Dispatcher:
                 tried = trace.begin(state.name, tier, purpose if attempt == 1 and purpose else trace.purpose(attempt))
                 tried.input_tokens = input_tokens
                 later = targets[i + 1 :]
-                partner = partner_for(state, later, attempts) if hedge is not None and attempt == 1 else None
+                partner = partner_for(state, later, attempts, raced) if hedge is not None and attempt == 1 else None
                 try:
                     if hedge is not None and partner is not None:
                         got = await self._race(state, tried, partner, call, later, attempts, deadline, hedge, raced)
@@ -399,16 +399,19 @@ async def _discard_stream(opened: tuple[StreamEvent, EventStream]) -> int:
     return 1 if isinstance(first, TextDelta | ToolArgsDelta) else 0
 
 
-def partner_for(state: BackendState, later: list[BackendState], attempts: Attempts) -> BackendState | None:
+def partner_for(
+    state: BackendState, later: list[BackendState], attempts: Attempts, raced: set[str]
+) -> BackendState | None:
     """The backend a hedge races against ``state``: the first of the ``later`` targets that is ready now (healthy,
-    circuit closed, not resting, room for the request), not failed already, and large enough after a
-    context-length error."""
+    circuit closed, not resting, room for the request), neither failed nor raced already in this request, and
+    large enough after a context-length error."""
     return next(
         (
             s
             for s in later
             if s is not state
             and s.name not in attempts.failed
+            and s.name not in raced
             and (not attempts.context_failed or fits_context(attempts.context_window, s.config.context_window))
             and s.ready
         ),
