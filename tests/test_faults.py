@@ -5,8 +5,9 @@ Faults are scripted on one upstream at a time through its FIFO queue, so only th
 The same topology with cross-tier failover forbidden (``strict``), backends of several context windows
 (``windows``), unreachable backends whose connects hang (``unreachable``), a replica that goes down and
 comes back (health checks, recovery), short first-token budgets (``budget_world``), hedging (``hedge_world``) and
-gateways with a ledger on file (every attempt recorded) have their own fixtures below. Time is only checked against generous upper
-bounds (a configured limit plus ``SLACK_S``), or as a lower bound where the gateway must wait as told.
+gateways with a ledger on file (every attempt recorded) have their own fixtures below. Time is only checked
+against generous upper bounds (a configured limit plus ``SLACK_S``), or as a lower bound where the gateway must
+wait as told.
 """
 
 from __future__ import annotations
