@@ -257,7 +257,8 @@ class FakeAnthropic(FakeUpstream):
     """The fake Messages API. ``api_key``: the only key accepted, in ``x-api-key`` or
     ``Authorization: Bearer`` (``None``: any non-empty one).
     ``reply_text`` replaces the default reply's text; ``stream_chunks`` is how many ``text_delta``
-    events a text is split into; ``delay_s`` is added before every answer; ``context_window``
+    events a text is split into; ``delay_s`` is added before every answer; ``first_token_s`` plays every
+    successful answer as a slow first token (:class:`~tests.fakes.script.SlowFirstToken`); ``context_window``
     (tokens) makes longer prompts fail like the real API; ``max_body_bytes`` answers 413 above it;
     ``prefill`` is how a final assistant turn is treated (:data:`~tests.fakes.script.PREFILL_MODES`;
     ``reject``: as Claude Sonnet 4.6 / Opus 4.7 and later); ``record=False`` keeps no request log;
@@ -275,6 +276,7 @@ class FakeAnthropic(FakeUpstream):
         reply_text: str | None = None,
         stream_chunks: int = 6,
         delay_s: float = 0.0,
+        first_token_s: float = 0.0,
         context_window: int | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
         prefill: str = "continue",
@@ -289,6 +291,7 @@ class FakeAnthropic(FakeUpstream):
         self.reply_text = reply_text
         self.stream_chunks = stream_chunks
         self.delay_s = delay_s
+        self.first_token_s = first_token_s
         self.context_window = context_window
         self.max_body_bytes = max_body_bytes
         self.batches = MessageBatches(self, new_id, ERROR_TYPES, polls=batch_polls)

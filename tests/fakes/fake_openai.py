@@ -233,7 +233,8 @@ class FakeOpenAI(FakeUpstream):
     (``None``: no check). ``models``: the served model ids; a request for another gets 404 (``None``:
     any model is accepted and ``/v1/models`` lists ``fake-model``). ``reply_text`` fixes the default
     reply's text; ``stream_chunks`` is how many content deltas it is split into; ``delay_s`` is added
-    before every answer; ``context_window`` (tokens) makes longer prompts fail with
+    before every answer; ``first_token_s`` plays every successful answer as a slow first token
+    (:class:`~tests.fakes.script.SlowFirstToken`); ``context_window`` (tokens) makes longer prompts fail with
     ``context_length_exceeded`` and is reported as ``max_model_len`` by ``/v1/models``;
     ``context_error`` picks how a context-length rejection looks (:data:`CONTEXT_ERRORS`): OpenAI's
     ``code: "context_length_exceeded"``, or vLLM's 400 that says so only in its message;
@@ -251,6 +252,7 @@ class FakeOpenAI(FakeUpstream):
         reply_text: str | None = None,
         stream_chunks: int = 8,
         delay_s: float = 0.0,
+        first_token_s: float = 0.0,
         context_window: int | None = None,
         context_error: str = "openai",
         prefill: str = "continue",
@@ -268,6 +270,7 @@ class FakeOpenAI(FakeUpstream):
         self.reply_text = reply_text
         self.stream_chunks = stream_chunks
         self.delay_s = delay_s
+        self.first_token_s = first_token_s
         self.context_window = context_window
         self._bearer = f"Bearer {api_key}" if api_key is not None else None
         self._prefix = secrets.token_hex(6)

@@ -318,7 +318,9 @@ class OpenAICompatBackend:
                     try:
                         events = parser.feed(json.loads(data))
                     except InStreamError as exc:
-                        raise UpstreamUnavailable(f"error inside the stream: {exc}", backend=name) from exc
+                        code = exc.error.get("code")
+                        code = code if isinstance(code, str) and not code.isdigit() else None
+                        raise UpstreamUnavailable(f"error inside the stream: {exc}", backend=name, code=code) from exc
                     except (ValueError, TypeError) as exc:
                         raise malformed(name, "stream carried a chunk that is not valid JSON") from exc
                     for ev in events:

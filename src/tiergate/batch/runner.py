@@ -456,9 +456,7 @@ class Runner:
         chunk = self.store.chunk(chunk_id)
         assert chunk.submitted_at is not None
         try:
-            found = await self._client(chunk.backend).find(
-                chunk.submitted_at, chunk.size, self.store.claimed_batches()
-            )
+            found = await self._client(chunk.backend).find(chunk.submitted_at, chunk.size, self.store.claimed_batches())
         except (anthropic.APIError, httpx2.HTTPError) as exc:  # not known yet: asked again at the next poll
             log.warning("chunk %d: cannot list the Message Batches now (%s); next round", chunk_id, exc)
             self._in_doubt[chunk_id] = time.monotonic()
@@ -525,7 +523,7 @@ class Runner:
         rid = self._request_id(row.idx)
         route = f"{row.route};message-batch:{batch_id}" if row.route else f"message-batch:{batch_id}"
         if result.type == "succeeded":
-            response = parse_message(result.message)
+            response = parse_message(result.message.model_dump(mode="json"), row.backend or "message-batches")
             if "policy:redact" in row.route:  # placeholders back in: the same redaction, computed again
                 restorer = self._restorer(row)
                 response = restorer.restore_response(response) if restorer is not None else response

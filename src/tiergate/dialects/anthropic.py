@@ -22,7 +22,7 @@ from tiergate.dialects.anthropic_wire import (
     AToolUseBlock,
 )
 from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, feature_name, validate
-from tiergate.errors import InvalidRequest, TiergateError
+from tiergate.errors import InvalidRequest, TiergateError, UpstreamError
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -280,8 +280,34 @@ def render_response(resp: ChatResponse, request_id: str) -> JSON:
     }
 
 
+#: Anthropic's error types: an upstream's own (a Claude backend's ``permission_error``) is passed on as the type.
+ERROR_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "api_error",
+        "overloaded_error",
+        "timeout_error",
+    }
+)
+
+
 def render_error(exc: TiergateError) -> JSON:
-    return {"type": "error", "error": {"type": exc.kind, "message": exc.message}}
+    """The error envelope. An upstream's machine-readable code reaches the caller: one of Anthropic's error types as
+    the ``type`` of a client error (a server error keeps the gateway's: ``overloaded_error``, ``timeout_error``),
+    any other (an OpenAI-compatible backend's ``content_policy_violation``) as ``code`` beside it."""
+    error: JSON = {"type": exc.kind, "message": exc.message}
+    code = exc.code if isinstance(exc, UpstreamError) else None
+    if code in ERROR_TYPES and exc.status < 500:
+        error["type"] = code
+    elif code is not None and code not in ERROR_TYPES:
+        error["code"] = code
+    return {"type": "error", "error": error}
 
 
 def _sse(event: str, data: JSON) -> bytes:

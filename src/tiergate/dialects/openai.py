@@ -209,6 +209,8 @@ def render_error(exc: TiergateError) -> JSON:
         err_type = "invalid_request_error" if exc.status < 500 else "server_error"
     if isinstance(exc, UpstreamError) and exc.status >= 500:
         err_type = {502: "upstream_error", 503: "service_unavailable", 504: "timeout"}.get(exc.status, err_type)
+    if isinstance(exc, UpstreamError) and code is None:
+        code = exc.code  # the upstream's own code (content_policy_violation, Anthropic's permission_error, ...)
     param = getattr(exc, "param", None)
     return {"error": {"message": exc.message, "type": err_type, "param": param, "code": code}}
 

@@ -1,7 +1,9 @@
 """Account: when a request ends, one ledger row, its metrics and its budget settled, on every path.
 
 Every ending (an answer, a stream cut short, a policy refusal, an error) goes through :func:`ledger_row`, the
-one place a row is built, and :meth:`Account._close`, the one place it is counted, settled and written.
+one place a row is built, and :meth:`Account._close`, the one place it is counted, settled and written, with
+the request's tries (:func:`attempt_rows`: the ledger's ``attempts``; a line in the log when the path was more
+than one clean answer).
 """
 
 from __future__ import annotations
@@ -11,20 +13,22 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from tiergate.accounting.budgets import Budgets, Reservation
 from tiergate.accounting.cost import Cost, CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
-from tiergate.accounting.schema import LedgerRow, Status, status_of
+from tiergate.accounting.schema import AttemptRow, LedgerRow, Status, status_of
 from tiergate.dispatch.pool import Pool
+from tiergate.dispatch.trace import Trace
 from tiergate.errors import RateLimited, TiergateError
 from tiergate.pipeline.gateway import Outcome, Plan
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
 from tiergate.types import ChatRequest, Dialect, StreamEvent, TextDelta, ToolArgsDelta, Usage
 
-__all__ = ["COUNT_TIMEOUT_S", "Account", "Books", "Produced", "ledger_row"]
+__all__ = ["COUNT_TIMEOUT_S", "Account", "Books", "Produced", "attempt_rows", "ledger_row"]
 
 log = logging.getLogger("tiergate.requests")
 #: How long the accounting of a cut stream may wait for the backend's own prompt count.
@@ -109,6 +113,46 @@ def ledger_row(
         utilisation=None if cost is None else cost.utilisation,
         batch=batch,
     )
+
+
+#: Longest reason kept in the ledger (the column's width).
+REASON_CHARS = 1000
+
+
+def attempt_rows(request_id: str, trace: Trace, costs: CostModel, pool: Pool) -> tuple[list[AttemptRow], float]:
+    """The ledger rows of a request's tries, and what they cost beyond the request's own row (hedges that lost,
+    charged for their prompt and any tokens they produced). Tries still open end as ``cancelled``."""
+    trace.settle("cancelled", "the request ended first")
+    now_wall, now = datetime.now(UTC), time.monotonic()
+    rows: list[AttemptRow] = []
+    extra = 0.0
+    for seq, t in enumerate(trace.tries):
+        cost = 0.0
+        state = pool.get(t.backend)
+        if t.outcome == "lost" and state is not None:
+            usage = Usage(input_tokens=t.input_tokens, output_tokens=t.output_tokens, estimated=True)
+            cost = costs.charge(state.config, usage).usd
+            extra += cost
+        ended = t.ended if t.ended is not None else now
+        rows.append(
+            AttemptRow(
+                request_id=request_id,
+                seq=seq,
+                backend=t.backend,
+                tier=t.tier,
+                purpose=t.purpose,
+                outcome=t.outcome,
+                reason=t.reason[:REASON_CHARS],
+                upstream_status=t.upstream_status,
+                started_ms=(t.started - trace.origin) * 1000,
+                latency_ms=(ended - t.started) * 1000,
+                input_tokens=t.input_tokens,
+                output_tokens=t.output_tokens,
+                cost_usd=cost,
+                ts=now_wall - timedelta(seconds=now - t.started),
+            )
+        )
+    return rows, extra
 
 
 @dataclass(slots=True)
@@ -218,9 +262,21 @@ class Account:
         return (self.plan.tier.value if self.plan is not None else None), backend
 
     def _close(self, row: LedgerRow, status: str, elapsed: float, usd: float = 0.0, tokens: int = 0) -> None:
-        """Count the request under ``status`` (the metrics' label), settle its reservation, write its row."""
+        """Count the request under ``status`` (the metrics' label), settle its reservation, write its row and its
+        tries (what a losing hedge cost is settled and counted too)."""
         labels = (row.dialect, row.tier or "none", row.backend or "none", status)
         self.books.metrics.requests.labels(*labels).inc()
         self.books.metrics.latency.labels(*labels).observe(elapsed)
-        self.books.budgets.settle(self.reservation, usd, tokens)
-        self.books.ledger.record(row)
+        tries: list[AttemptRow] = []
+        extra = 0.0
+        if self.plan is not None:
+            trace = self.plan.trace
+            tries, extra = attempt_rows(self.request_id, trace, self.books.costs, self.books.pool)
+            for t in tries:
+                if t.cost_usd:
+                    self.books.metrics.cost.labels(t.tier, t.backend).inc(t.cost_usd)
+            level = logging.INFO if status in ("ok", "cancelled", "refused") else logging.WARNING
+            if trace.eventful and log.isEnabledFor(level):
+                log.log(level, "request %s (%s): %s", self.request_id, status, trace.path())
+        self.books.budgets.settle(self.reservation, usd + extra, tokens)
+        self.books.ledger.record(row, tries)

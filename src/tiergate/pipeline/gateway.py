@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
+from tiergate.dispatch.trace import Trace
 from tiergate.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from tiergate.pipeline.models import TIER_NAMES, ModelNames, Named
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
@@ -60,6 +61,8 @@ class Plan:
     pinned: bool = False
     #: The Claude model the caller named (:mod:`tiergate.pipeline.models`), for backends serving any Claude model.
     claude_model: str | None = None
+    #: Every try of the request, in order (dispatch fills it; accounting writes it to the ledger and the log).
+    trace: Trace = field(default_factory=Trace)
 
 
 @dataclass(slots=True)
@@ -228,7 +231,7 @@ class Gateway:
     async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
         request = _for_dispatch(request, plan)
         try:
-            response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound)
+            response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound, plan.trace)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served, request)
@@ -237,7 +240,9 @@ class Gateway:
             closed = [s for s in self.pool.tier(Tier.CLOSED) if plan.verdict is None or plan.verdict.allows(s)]
             if why is not None and closed:
                 try:
-                    response, served = await self.dispatcher.complete(request, closed, plan.outbound)
+                    response, served = await self.dispatcher.complete(
+                        request, closed, plan.outbound, plan.trace, purpose="escalate"
+                    )
                 except UpstreamError:
                     return response, outcome  # the open answer stands; the caller still gets an answer
                 escalated = _outcome(plan, served, request)
@@ -253,7 +258,7 @@ class Gateway:
         """
         request = _for_dispatch(request, plan)
         try:
-            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound)
+            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound, trace=plan.trace)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
         outcome = _outcome(plan, served, request)
@@ -330,5 +335,7 @@ def _outcome(plan: Plan, served: Served, request: ChatRequest) -> Outcome:
         state = served.state
         what = f"{plan.tier.value}-down" if state.config.tier is not plan.tier else f"{failed[-1]}-down"
         route = f"{route};failover:{what}"
+    if served.tried is not None and served.tried.purpose == "hedge":  # a hedge answered first
+        route = f"{route};hedge:{served.state.name}"
     named = plan.claude_model is not None and served.state.backend.capabilities.serves_named_models
     return Outcome(served.state, route, failed, dropped(request, served.state), plan.claude_model if named else None)
