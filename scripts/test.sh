@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the test dependencies and services, then run every check: ruff, mypy --strict, pytest.
 # Works on a fresh Debian machine as root (Python 3.11+, a C compiler for llama-cpp-python; pip caches
-# its wheel): installs Chromium (dashboard test) and PostgreSQL (ledger tests) from Debian when missing.
+# its wheel): installs Chromium (dashboard test) and PostgreSQL (ledger tests) from Debian when missing, and the
+# Claude Code CLI from npm (Node.js from Debian when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,13 @@ if ! command -v chromium >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
+# The real Claude Code CLI (tests/api/test_claude_code_cli.py points it at the gateway), from npm.
+if ! command -v npm >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+npm install --silent --no-audit --no-fund --prefix .cache/claude-code @anthropic-ai/claude-code@2.1.328 >/dev/null
+export TIERGATE_TEST_CLAUDE_CODE="$PWD/.cache/claude-code/node_modules/.bin/claude"
 TIERGATE_TEST_POSTGRES_URL="$(scripts/start-postgres.sh)"
 export TIERGATE_TEST_POSTGRES_URL
 

@@ -3,22 +3,28 @@
 Topology: two OpenAI-compatible open-tier replicas (``primary`` is tried first while idle) and Claude.
 Faults are scripted on one upstream at a time through its FIFO queue, so only that backend misbehaves.
 The same topology with cross-tier failover forbidden (``strict``), backends of several context windows
-(``windows``), unreachable backends whose connects hang (``unreachable``) and a replica that goes down and
-comes back (health checks) have their own fixtures below. Time is only checked against generous upper
-bounds (a configured limit plus ``SLACK_S``), or as a lower bound where the gateway must wait as told.
+(``windows``), unreachable backends whose connects hang (``unreachable``), a replica that goes down and
+comes back (health checks, recovery), short first-token budgets (``budget_world``), hedging (``hedge_world``) and
+gateways with a ledger on file (every attempt recorded) have their own fixtures below. Time is only checked
+against generous upper bounds (a configured limit plus ``SLACK_S``), or as a lower bound where the gateway must
+wait as told.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from tests.conftest import CLAUDE_KEY_ENV, serve_gateway
@@ -37,9 +43,11 @@ from tests.fakes import (
     StallStream,
     blackhole,
 )
+from tests.support.ledger import wait_attempts
 from tests.support.servers import free_port, serve_app
+from tiergate.accounting.schema import AttemptRow
 from tiergate.api import create_app
-from tiergate.config import parse_config
+from tiergate.config import DispatchConfig, parse_config
 from tiergate.dispatch.breaker import Breaker
 
 OA = "/v1/chat/completions"
@@ -47,6 +55,7 @@ AN = "/v1/messages"
 TIMEOUTS = {"first_token_timeout_s": 1.0, "stall_timeout_s": 1.0, "timeout_s": 2.0, "breaker_failures": 3}
 DEADLINE_S = 6.0
 RETRY_AFTER_CAP_S = 0.5
+RATE_LIMIT_S = (0.3, 0.6)  # dispatch.rate_limit_backoff_min_s / _max_s: a 429 without Retry-After waits that long
 SLACK_S = 4.0  # generous allowance on top of a configured bound, for a slow shared machine
 
 
@@ -109,6 +118,8 @@ def make_world(failover: dict[str, bool] | None = None) -> Iterator[World]:
                     "backoff_base_s": 0.01,
                     "deadline_s": DEADLINE_S,
                     "retry_after_cap_s": RETRY_AFTER_CAP_S,
+                    "rate_limit_backoff_min_s": RATE_LIMIT_S[0],
+                    "rate_limit_backoff_max_s": RATE_LIMIT_S[1],
                     "seed": 1,
                 },
                 "policy": {"failover": failover or {}},
@@ -231,6 +242,17 @@ def test_429_retry_after_is_honoured_on_the_same_backend(w: World) -> None:
     assert waited >= 0.3  # the gateway waited as told before the second try (a lower bound, not a timing goal)
 
 
+def test_a_429_without_retry_after_is_retried_after_the_rate_limit_floor(w: World) -> None:
+    """A 429 without ``Retry-After`` on a replica named alone: the retry waits at least the configured floor, as
+    the fake's own clock shows, not the 10 ms backoff base (the issue: three retries within 65 ms)."""
+    w.primary.script(Fault(429))
+    resp = ask(w, model="primary")
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "primary"
+    first, second = w.primary.received
+    assert second.at - first.at >= RATE_LIMIT_S[0]
+
+
 def test_both_replicas_failing_once_is_answered_by_the_second_after_a_retry(w: World) -> None:
     w.primary.script(Fault(503))
     w.secondary.script(Fault(503))
@@ -257,6 +279,39 @@ def test_client_error_is_never_retried(w: World) -> None:
     assert resp.status_code == 400
     assert "bad logit_bias" in resp.json()["error"]["message"]
     assert len(w.primary.received) == 1
+    assert w.secondary.received == []
+
+
+POLICY_VIOLATION = Fault(400, message="Rejected by the safety system.", code="content_policy_violation")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_an_upstream_error_code_reaches_the_caller_in_either_dialect(w: World, stream: bool) -> None:
+    """An upstream's machine-readable code, not only its message: an OpenAI-compatible backend's ``code`` and
+    Claude's ``error.type``, through the official SDKs of both dialects."""
+    hi: Any = [{"role": "user", "content": "hi"}]
+    oc = openai.OpenAI(base_url=w.url + "/v1", api_key="unused", max_retries=0)
+    ac = anthropic.Anthropic(base_url=w.url, api_key="unused", max_retries=0)
+    w.primary.script(POLICY_VIOLATION, POLICY_VIOLATION)
+    with pytest.raises(openai.BadRequestError) as o_err:
+        oc.chat.completions.create(model="primary", messages=hi, stream=stream)
+    with pytest.raises(anthropic.BadRequestError) as a_err:
+        ac.messages.create(model="primary", max_tokens=50, messages=hi, stream=stream)
+    assert o_err.value.code == "content_policy_violation"
+    assert "safety system" in o_err.value.message
+    a_body: Any = a_err.value.body
+    assert a_body["error"]["type"] == "invalid_request_error"  # Anthropic's vocabulary has no such type ...
+    assert a_body["error"]["code"] == "content_policy_violation"  # ... so the code rides beside it
+    w.claude.script(Fault(403), Fault(403))  # Claude's permission_error (its error.type is its code)
+    with pytest.raises(openai.BadRequestError) as o_err:
+        oc.chat.completions.create(model="claude", messages=hi, stream=stream)
+    with pytest.raises(anthropic.BadRequestError) as a_err:
+        ac.messages.create(model="claude", max_tokens=50, messages=hi, stream=stream)
+    assert o_err.value.code == "permission_error"
+    a_body = a_err.value.body
+    assert a_body["error"]["type"] == "permission_error"
+    assert "code" not in a_body["error"]
+    assert (len(w.primary.received), len(w.claude.received)) == (2, 2)  # client errors: never retried
     assert w.secondary.received == []
 
 
@@ -893,7 +948,9 @@ ANSWER = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
 
 
 @contextlib.contextmanager
-def cut_and_fallback(fallback: FakeOpenAI | FakeAnthropic, **config: Any) -> Iterator[tuple[str, FakeOpenAI]]:
+def cut_and_fallback(
+    fallback: FakeOpenAI | FakeAnthropic, *, ledger: str = "sqlite:///:memory:", **config: Any
+) -> Iterator[tuple[str, FakeOpenAI]]:
     """A gateway over a vLLM ``primary`` that answers :data:`ANSWER` and the ``fallback`` (tried second)."""
     primary = FakeOpenAI(reply_text=ANSWER, stream_chunks=8)
     with serve_app(primary) as p_url, serve_app(fallback) as f_url:
@@ -906,7 +963,12 @@ def cut_and_fallback(fallback: FakeOpenAI | FakeAnthropic, **config: Any) -> Ite
             {"name": "fallback", "tier": "open", "kind": kind, **where, **TIMEOUTS, **config},
         ]
         gateway = parse_config(
-            {"backends": backends, "router": {"kind": "open"}, "dispatch": {"deadline_s": DEADLINE_S}}
+            {
+                "backends": backends,
+                "router": {"kind": "open"},
+                "dispatch": {"deadline_s": DEADLINE_S},
+                "ledger": {"url": ledger},
+            }
         )
         with serve_gateway(gateway) as url:
             primary.script(CutStream(after_events=5))  # the role chunk and four text chunks, then a drop
@@ -932,6 +994,22 @@ def test_a_cut_stream_on_a_fallback_that_rejects_prefill_is_restarted_and_splice
     assert stream_text(again)[0] == ANSWER
     assert claude.stats.get("prefill_rejected") == 1  # refused once, then known: not asked to continue again
     assert ready["circuit"] == "closed"  # a refused prefill is no fault of the backend
+
+
+def test_a_cut_stream_on_an_openai_compatible_fallback_that_rejects_prefill_is_restarted() -> None:
+    """A server configured as continuing (``continue_final_message: true``) that answers a final assistant turn
+    with a 400: learned on the first refusal, the answer restarted there and spliced."""
+    server = FakeOpenAI(reply_text=ANSWER, prefill="reject")
+    with cut_and_fallback(server, continue_final_message=True) as (url, _):
+        resp = stream_open(url)
+        ready = httpx.get(url + "/readyz").json()["backends"]["fallback"]
+    text, _, done = stream_text(resp)
+    assert done
+    assert text == ANSWER
+    assert "prefill" not in resp.text
+    assert [r.body["messages"][-1]["role"] for r in server.received] == ["assistant", "user"]
+    assert server.stats.get("prefill_rejected") == 1
+    assert ready["circuit"] == "closed"
 
 
 def test_a_cut_stream_on_a_fallback_that_ignores_the_prefix_is_not_repeated() -> None:
@@ -993,7 +1071,9 @@ def ask_ranked(ranked: dict[str, Any], *, stream: bool = False) -> httpx.Respons
     return httpx.post(ranked["url"] + OA, json=body, timeout=15)
 
 
-@pytest.mark.parametrize("fault", [Fault(500), Fault(429, retry_after=0.3)], ids=["500", "429-retry-after"])
+@pytest.mark.parametrize(
+    "fault", [Fault(500), Fault(429, retry_after=0.3), Fault(429)], ids=["500", "429-retry-after", "429"]
+)
 def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fallback(
     ranked: dict[str, Any], fault: Fault
 ) -> None:
@@ -1008,6 +1088,9 @@ def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fal
     assert ranked["small"].received == []
     if fault.retry_after is not None:
         assert waited >= fault.retry_after  # Retry-After honoured (it is under retry_after_cap_s)
+    elif fault.status == 429:  # no Retry-After: the default rate-limit floor, 0.4 s, by the fake's clock
+        first, second = ranked["big"].received
+        assert second.at - first.at >= DispatchConfig().rate_limit_backoff_min_s
 
 
 def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(ranked: dict[str, Any]) -> None:
@@ -1021,3 +1104,347 @@ def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second
     assert text
     assert len(ranked["big"].received) == 1  # silent: left once, never retried within the request
     assert elapsed <= TIMEOUTS["first_token_timeout_s"] + SLACK_S
+
+
+# -- time budgets that scale with the prompt ---------------------------------------------------------------
+
+BUDGET = {"first_token_timeout_s": 0.5, "first_token_per_1k_input_s": 4.0, "breaker_failures": 1000}
+BUDGET_SLACK_S = 5.0  # the acceptance bound: 2 x the first-token budget + 5 s
+
+
+@pytest.fixture(scope="module")
+def budget_world() -> Iterator[dict[str, Any]]:
+    """Two open replicas ``a`` and ``b`` and a Claude, each with a first-token budget of 0.5 s + 4 s per 1,000 input
+    tokens, and the default request deadline (300 s): only the budgets can explain a quick answer. A failing open
+    tier does not go to Claude (``open_to_closed: false``); a failing Claude goes to the open tier."""
+    fakes: dict[str, Any] = {"a": FakeOpenAI(stream_chunks=4), "b": FakeOpenAI(stream_chunks=4)}
+    fakes["claude"] = FakeAnthropic()
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve_app(fake)) for name, fake in fakes.items()}
+        backends: list[dict[str, Any]] = [
+            {"name": n, "tier": "open", "kind": "openai", "base_url": urls[n] + "/v1", "model": "m", **BUDGET}
+            for n in ("a", "b")
+        ]
+        backends.append(
+            {"name": "claude", "tier": "closed", "kind": "anthropic", "base_url": urls["claude"], **BUDGET}
+            | {"api_key_env": CLAUDE_KEY_ENV, "model": "claude-sonnet-4-5"}
+        )
+        policy = {"failover": {"open_to_closed": False}}
+        config = parse_config({"backends": backends, "router": {"kind": "open"}, "policy": policy})
+        url = stack.enter_context(serve_gateway(config))
+        yield {"url": url, **fakes}
+
+
+@pytest.fixture
+def bw(budget_world: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def clean() -> None:
+        for name in ("a", "b", "claude"):
+            budget_world[name].reset()
+            budget_world[name].first_token_s = 0.0
+
+    clean()
+    yield budget_world
+    clean()
+
+
+def _stream_in(url: str, dialect: str, model: str, text: str = "Tell me something.") -> httpx.Response:
+    messages = [{"role": "user", "content": text}]
+    if dialect == "openai":
+        return httpx.post(url + OA, json={"model": model, "stream": True, "messages": messages}, timeout=60)
+    body = {"model": model, "max_tokens": 200, "stream": True, "messages": messages}
+    return httpx.post(url + AN, json=body, headers={"anthropic-version": "2023-06-01"}, timeout=60)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("silence", ["no answer at all", "headers, then no first token"])
+def test_two_silent_replicas_are_a_clean_504_within_twice_the_first_token_budget(
+    bw: dict[str, Any], dialect: str, silence: str
+) -> None:
+    for name in ("a", "b"):
+        bw[name].script(Hang(seconds=30) if silence == "no answer at all" else SlowFirstToken(seconds=30))
+    started = time.monotonic()
+    resp = _stream_in(bw["url"], dialect, "open", "hi")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 504
+    if dialect == "openai":
+        assert resp.json()["error"]["type"] == "timeout"
+        assert "no first token" in resp.json()["error"]["message"]
+    else:
+        assert resp.json()["type"] == "error"
+        assert resp.json()["error"]["type"] == "timeout_error"
+    # Each silent replica was waited for once (never twice), so the caller's wait is about two budgets; the
+    # acceptance bound (2 x budget + 5 s) holds with the default 300 s deadline left far behind.
+    assert (len(bw["a"].received), len(bw["b"].received)) == (1, 1)
+    budget = BUDGET["first_token_timeout_s"] + BUDGET["first_token_per_1k_input_s"] * 0.005  # "hi": a few tokens
+    assert elapsed <= 2 * budget + BUDGET_SLACK_S
+    assert bw["claude"].received == []
+
+
+def test_a_long_prompt_gets_a_longer_first_token_budget(bw: dict[str, Any]) -> None:
+    """``a`` takes 2 s to its first token: over the budget of a short prompt (0.5 s), left for ``b``; within that of
+    a prompt of about 1,500 tokens (0.5 s + 1.5 x 4 s), waited for."""
+    bw["a"].first_token_s = 2.0
+    short = _stream_in(bw["url"], "openai", "open", "Say hello.")
+    long = _stream_in(bw["url"], "openai", "open", "Summarise these words please. " * 200)  # about 1,500 tokens
+    assert short.status_code == long.status_code == 200
+    assert short.headers["x-tiergate-backend"] == "b"  # the short prompt's budget ran out: left at once for b
+    assert long.headers["x-tiergate-backend"] == "a"  # the long prompt's did not
+    assert stream_text(short)[2]
+    assert stream_text(long)[2]
+    assert len(bw["a"].received) == 2
+    assert len(bw["b"].received) == 1
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_a_slow_first_token_on_claude_goes_to_the_open_tier(bw: dict[str, Any], dialect: str) -> None:
+    """Claude (the fake in slow-first-token mode: message_start at once, the first text 20 s later, the issue's
+    case) is left when its first-token budget runs out; the open tier streams the answer (``closed_to_open``)."""
+    bw["claude"].first_token_s = 20.0
+    started = time.monotonic()
+    resp = _stream_in(bw["url"], dialect, "closed")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "a"
+    assert resp.headers["x-tiergate-route"].endswith("failover:closed-down")
+    if dialect == "openai":
+        assert stream_text(resp)[2]
+    else:
+        names = [name for name, _ in anthropic_events(resp)]
+        assert names[-1] == "message_stop"
+        assert "error" not in names
+    assert len(bw["claude"].received) == 1  # silent: not asked twice
+    assert elapsed <= BUDGET["first_token_timeout_s"] + BUDGET_SLACK_S  # far less than the 20 s it would have taken
+
+
+# -- recovery: a passing health check closes the circuit ---------------------------------------------------
+
+RECOVERY_S = 0.1  # dispatch.recovery_interval_s
+
+
+@contextlib.contextmanager
+def recovery_world() -> Iterator[dict[str, Any]]:
+    """``primary`` (priority 10, on a fixed port so it can go down and come back) over ``fallback``; a circuit opens
+    after 2 failures and cools down for 10 minutes, so only a health check can give the primary its traffic back
+    within a test. Every backend is checked each minute, one that is ailing every ``RECOVERY_S``."""
+    primary, fallback = FakeOpenAI(models=["big"]), FakeOpenAI(models=["small"])
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        up = stack.enter_context(contextlib.ExitStack())
+        up.enter_context(serve_app(primary, port=port))
+        fallback_url = stack.enter_context(serve_app(fallback))
+        breaker = {"breaker_failures": 2, "breaker_cooldown_s": 600}
+        backends: list[dict[str, Any]] = [
+            {"name": "primary", "tier": "open", "kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}
+            | {"model": "big", "priority": 10, **breaker},
+            {"name": "fallback", "tier": "open", "kind": "openai", "base_url": fallback_url + "/v1", "model": "small"},
+        ]
+        dispatch = {"health_interval_s": 60, "recovery_interval_s": RECOVERY_S, "backoff_base_s": 0.01}
+        config = parse_config({"backends": backends, "router": {"kind": "open"}, "dispatch": dispatch})
+        url = stack.enter_context(serve_gateway(config))
+        yield {"url": url, "port": port, "up": up, "primary": primary, "fallback": fallback}
+
+
+def _primary_state(url: str) -> dict[str, Any]:
+    state: dict[str, Any] = httpx.get(url + "/readyz").json()["backends"]["primary"]
+    return state
+
+
+def test_a_recovered_primary_gets_its_traffic_back_when_its_health_check_passes() -> None:
+    with recovery_world() as rw:
+        url = rw["url"]
+        rw["up"].close()  # the primary goes down: connections refused
+        down = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+        assert down.headers["x-tiergate-backend"] == "fallback"
+        assert _primary_state(url)["circuit"] == "open"  # two refused tries on it (its priority), then open
+        wait_for(lambda: _primary_state(url)["healthy"] is False, "the recovery checks to see the primary down")
+        rw["up"].enter_context(serve_app(rw["primary"], port=rw["port"]))  # it recovers, on the same address
+        wait_for(lambda: _primary_state(url)["circuit"] == "closed", "the passing check to close the circuit")
+        back = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+        ready = _primary_state(url)
+    # Closed by the health check, not by the breaker's cooldown (10 minutes): the next request is the primary's.
+    assert back.status_code == 200
+    assert back.headers["x-tiergate-backend"] == "primary"
+    assert back.json()["model"] == "big"
+    assert ready["healthy"] is True
+
+
+def test_a_health_check_that_passed_all_along_does_not_close_the_circuit() -> None:
+    """Chat requests fail (500) while the probed endpoint (``GET /models``) answers: the check saw no outage, so
+    its passing is no news; the circuit stays open (the breaker's cooldown and half-open probe decide)."""
+    with recovery_world() as rw:
+        url = rw["url"]
+        rw["primary"].flap(["fail"])
+        first = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+        assert first.headers["x-tiergate-backend"] == "fallback"
+        assert _primary_state(url)["circuit"] == "open"
+        time.sleep(10 * RECOVERY_S)  # ten recovery checks, every one of them passing
+        state = _primary_state(url)
+        again = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+    assert state["healthy"] is True
+    assert state["circuit"] == "open"
+    assert again.headers["x-tiergate-backend"] == "fallback"
+    assert len(rw["primary"].received) == 2  # the two failed tries of the first request, none since
+
+
+# -- every attempt in the ledger and the log -----------------------------------------------------------------
+
+
+def _tries(rows: list[AttemptRow]) -> list[tuple[str, str, str, int | None]]:
+    return [(r.backend, r.purpose, r.outcome, r.upstream_status) for r in rows]
+
+
+def test_a_failover_shows_both_attempts_in_the_ledger_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tiergate.requests")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    primary, secondary = FakeOpenAI(), FakeOpenAI()
+    with serve_app(primary) as p_url, serve_app(secondary) as s_url:
+        backends = [
+            {"name": n, "tier": "open", "kind": "openai", "base_url": u + "/v1", "model": "m"}
+            for n, u in (("primary", p_url), ("secondary", s_url))
+        ]
+        config = parse_config({"backends": backends, "router": {"kind": "open"}, "ledger": {"url": ledger}})
+        with serve_gateway(config) as url:
+            primary.script(Fault(503, message="upstream overloaded"))
+            failed_over = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+            direct = httpx.post(url + OA, json={"model": "open", "messages": [{"role": "user", "content": "hi"}]})
+            rid, direct_rid = failed_over.headers["x-request-id"], direct.headers["x-request-id"]
+            tries, direct_tries = wait_attempts(ledger, rid), wait_attempts(ledger, direct_rid)
+    assert failed_over.headers["x-tiergate-backend"] == "secondary"
+    assert _tries(tries) == [("primary", "first", "failed", 503), ("secondary", "failover", "ok", None)]
+    assert "upstream overloaded" in tries[0].reason  # why it was abandoned
+    assert tries[1].output_tokens > 0
+    assert tries[0].started_ms <= tries[1].started_ms
+    assert [t.cost_usd for t in tries] == [0.0, 0.0]  # a failed exchange is not billed
+    assert _tries(direct_tries) == [("primary", "first", "ok", None)]  # every request has its path
+    lines = [r.getMessage() for r in caplog.records if r.name == "tiergate.requests" and rid in r.getMessage()]
+    assert len(lines) == 1
+    assert "primary failed" in lines[0]
+    assert "upstream overloaded" in lines[0]
+    assert "secondary ok" in lines[0]
+    assert not [r for r in caplog.records if r.name == "tiergate.requests" and direct_rid in r.getMessage()]
+
+
+def test_a_refused_prefill_is_in_the_ledger_and_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The issue's blind spot: the fallback's prefill 400 was in no log line and no ledger row."""
+    caplog.set_level(logging.INFO, logger="tiergate.requests")
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    claude = FakeAnthropic(reply_text=ANSWER, prefill="reject")
+    with cut_and_fallback(claude, ledger=ledger, model="claude-3-7-sonnet-latest") as (url, _):
+        resp = stream_open(url)
+        rid = resp.headers["x-request-id"]
+        tries = wait_attempts(ledger, rid)
+    assert stream_text(resp)[0] == ANSWER
+    assert _tries(tries) == [
+        ("primary", "first", "cut", None),
+        ("fallback", "continue", "prefill_rejected", 400),
+        ("fallback", "restart", "ok", None),
+    ]
+    assert "prefill" in tries[1].reason
+    assert tries[0].output_tokens == 4  # the four text chunks the caller got before the cut
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "tiergate.requests" and rid in r.getMessage()]
+    assert "primary cut" in line
+    assert "continue: fallback prefill_rejected" in line
+    assert "restart: fallback ok" in line
+
+
+# -- hedging (opt-in) ----------------------------------------------------------------------------------------
+
+HEDGE_BUDGET_S = 2.0
+HEDGE_AFTER = 0.25  # the partner starts 0.5 s into a 2 s first-token budget
+
+
+@pytest.fixture(scope="module")
+def hedge_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Replicas ``a`` (priced, so what a lost race cost shows) and ``b``; streams hedged after a quarter of the
+    first-token budget; a ledger on file."""
+    ledger = f"sqlite:///{tmp_path_factory.mktemp('hedge') / 'ledger.db'}"
+    fakes = {"a": FakeOpenAI(stream_chunks=4), "b": FakeOpenAI(stream_chunks=4)}
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(serve_app(fake)) for name, fake in fakes.items()}
+        budget = {"first_token_timeout_s": HEDGE_BUDGET_S, "first_token_per_1k_input_s": 0.0}
+        backends: list[dict[str, Any]] = [
+            {"name": n, "tier": "open", "kind": "openai", "base_url": urls[n] + "/v1", "model": "m", **budget}
+            for n in ("a", "b")
+        ]
+        backends[0]["price"] = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
+        config = parse_config(
+            {
+                "backends": backends,
+                "router": {"kind": "open"},
+                "dispatch": {"hedge_after": HEDGE_AFTER},
+                "ledger": {"url": ledger},
+            }
+        )
+        url = stack.enter_context(serve_gateway(config))
+        yield {"url": url, "ledger": ledger, **fakes}
+
+
+@pytest.fixture
+def hw(hedge_world: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def clean() -> None:
+        for name in ("a", "b"):
+            hedge_world[name].reset()
+            hedge_world[name].first_token_s = 0.0
+
+    clean()
+    yield hedge_world
+    clean()
+
+
+def _idle(url: str) -> dict[str, Any]:
+    """``/readyz``'s backends once none has a request in flight (a cancelled side frees its slot)."""
+
+    def backends() -> dict[str, Any]:
+        state: dict[str, Any] = httpx.get(url + "/readyz").json()["backends"]
+        return state
+
+    wait_for(lambda: all(b["in_flight"] == 0 for b in backends().values()), "every slot to be free")
+    return backends()
+
+
+def test_a_hedge_answers_when_the_first_backend_is_slow_and_the_loser_is_accounted(hw: dict[str, Any]) -> None:
+    hw["a"].first_token_s = 3.0  # slower than its 2 s budget; the hedge starts at 0.5 s and answers first
+    resp = _stream_in(hw["url"], "openai", "open")
+    text, _, done = stream_text(resp)
+    tries = wait_attempts(hw["ledger"], resp.headers["x-request-id"])
+    state = _idle(hw["url"])
+    assert done
+    assert text
+    assert resp.headers["x-tiergate-backend"] == "b"
+    assert resp.headers["x-tiergate-route"].endswith(";hedge:b")
+    assert _tries(tries) == [("a", "first", "lost", None), ("b", "hedge", "ok", None)]
+    assert tries[0].reason == "b answered first"
+    assert tries[1].started_ms - tries[0].started_ms >= HEDGE_AFTER * HEDGE_BUDGET_S * 0.9  # started after the delay
+    # The loser's cost is in the ledger: its prompt, at a's price (1000 USD per million tokens); the winner's is
+    # in the request's row.
+    assert tries[0].cost_usd == pytest.approx(tries[0].input_tokens * 1000 / 1e6)
+    assert tries[0].cost_usd > 0
+    assert tries[1].cost_usd == 0.0
+    assert len(hw["a"].received) == 1  # a was asked, then cancelled ...
+    assert state["a"]["circuit"] == "closed"  # ... with no verdict against it: slower is no fault
+
+
+def test_a_hedge_that_loses_to_the_first_backend_is_cancelled(hw: dict[str, Any]) -> None:
+    hw["a"].first_token_s = 1.0  # after the hedge started (0.5 s), before its budget (2 s)
+    hw["b"].first_token_s = 30.0
+    resp = _stream_in(hw["url"], "anthropic", "open")
+    events = anthropic_events(resp)
+    tries = wait_attempts(hw["ledger"], resp.headers["x-request-id"])
+    _idle(hw["url"])
+    assert resp.headers["x-tiergate-backend"] == "a"
+    assert "hedge" not in resp.headers["x-tiergate-route"]
+    assert [name for name, _ in events][-1] == "message_stop"
+    assert _tries(tries) == [("a", "first", "ok", None), ("b", "hedge", "lost", None)]
+    assert tries[1].reason == "a answered first"
+    assert tries[1].cost_usd == 0.0  # b has no price: an open backend without cost or price costs nothing
+    assert len(hw["b"].received) == 1
+
+
+def test_no_hedge_when_the_first_backend_answers_in_time(hw: dict[str, Any]) -> None:
+    resp = _stream_in(hw["url"], "openai", "open")
+    tries = wait_attempts(hw["ledger"], resp.headers["x-request-id"])
+    assert resp.headers["x-tiergate-backend"] == "a"
+    assert _tries(tries) == [("a", "first", "ok", None)]
+    assert hw["b"].received == []

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.conftest import CLAUDE_KEY_ENV, backend_configs
-from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.fakes import FakeAnthropic, FakeOpenAI, Fault
 from tests.support.servers import serve_app
 from tiergate.api import create_app
 from tiergate.config import TracingConfig, parse_config
@@ -219,3 +219,48 @@ def test_enabled_in_config_exports_over_otlp_http(fake_openai: tuple[FakeOpenAI,
     assert {"tiergate.inspect", "tiergate.decide", "tiergate.account"} <= set(collector.span_names())
     assert collector.resource()["service.name"] == "tiergate-test"
     assert collector.headers[0]["x-collector-key"] == "k1"
+
+
+def test_each_dispatch_attempt_is_a_client_span() -> None:
+    """The primary answers 503 (no retry on it: a replica is ready), the replica answers: two CLIENT spans under
+    the request span, in order, the first failed with the upstream's status and why it was left."""
+    primary, replica = FakeOpenAI(models=["m"]), FakeOpenAI(models=["m"])
+    exporter = InMemorySpanExporter()
+    with serve_app(primary) as p_url, serve_app(replica) as r_url:
+        backends = [
+            {"name": name, "tier": "open", "kind": "openai", "base_url": url + "/v1", "model": "m", "weight": weight}
+            for name, url, weight in (("primary", p_url, 1.0), ("replica", r_url, 0.5))
+        ]
+        config = parse_config({"backends": backends, "ledger": {"url": "sqlite:///:memory:"}})
+        tracing = Tracing.from_config(TracingConfig(), exporter=exporter)
+        with serve_app(create_app(config, tracing=tracing)) as url:
+            primary.script(Fault(503))
+            r = httpx.post(
+                url + "/v1/chat/completions",
+                json={"model": "open", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+            assert r.headers["x-tiergate-backend"] == "replica"
+            spans = request_spans(exporter, r.headers["x-request-id"])
+    root = next(s for s in spans if s.kind is SpanKind.SERVER)
+    tries = sorted((s for s in spans if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0)
+    assert [dict(s.attributes or {})["tiergate.backend"] for s in tries] == ["primary", "replica"]
+    failed, served = (dict(s.attributes or {}) for s in tries)
+    assert failed["tiergate.attempt.outcome"] == "failed"
+    assert failed["http.response.status_code"] == 503
+    assert failed["error.type"] == "failed"
+    assert "503" in str(failed["tiergate.attempt.reason"])
+    assert tries[0].status.status_code is StatusCode.ERROR
+    assert served["tiergate.attempt.outcome"] == "ok"
+    assert served["tiergate.attempt.purpose"] == "failover"
+    assert served["gen_ai.provider.name"] == "openai"
+    assert served["gen_ai.request.model"] == "m"
+    assert tries[0].name == "chat m"
+    for s in tries:
+        assert s.parent is not None
+        assert s.parent.span_id == root.context.span_id
+        assert root.start_time is not None
+        assert s.start_time is not None
+        assert s.end_time is not None
+        assert root.start_time <= s.start_time <= s.end_time

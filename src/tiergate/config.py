@@ -67,7 +67,15 @@ class BackendConfig(_Model):
         "failure of a backend is retried on it before a lower-priority one is tried",
     )
     connect_timeout_s: float = Field(5.0, gt=0)
-    first_token_timeout_s: float = Field(60.0, gt=0, description="request sent -> first event (or whole answer)")
+    first_token_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="the first-token budget's base: a stream's request sent -> its first event; a backend silent "
+        "for longer is left for the next target (docs/reliability.md, time budgets)",
+    )
+    first_token_per_1k_input_s: float = Field(
+        0.25, ge=0, description="added to the first-token budget per 1,000 input tokens (a long prompt starts later)"
+    )
     stall_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream events")
     timeout_s: float = Field(300.0, gt=0, description="total time for one attempt")
     breaker_failures: int = Field(5, ge=1, description="failures within breaker_window_s that open the circuit")
@@ -96,6 +104,9 @@ class EmbeddedConfig(BackendConfig):
     n_ctx: int | None = Field(None, ge=256, description="context window; default: the model's trained one")
     n_threads: int | None = Field(None, ge=1)
     default_max_tokens: int = Field(1024, ge=1, description="answer length when the caller gives no max_tokens")
+    #: One generation at a time on CPUs: a request waits in the worker's queue before its first token.
+    first_token_timeout_s: float = Field(60.0, gt=0, description="the first-token budget's base (see BackendConfig)")
+    first_token_per_1k_input_s: float = Field(2.0, ge=0, description="per 1,000 input tokens: CPU prefill is slow")
 
 
 class OpenAIConfig(BackendConfig):
@@ -185,9 +196,32 @@ class DispatchConfig(_Model):
     backoff_base_s: float = Field(0.05, ge=0)
     backoff_cap_s: float = Field(2.0, ge=0)
     retry_after_cap_s: float = Field(5.0, ge=0)
+    rate_limit_backoff_min_s: float = Field(
+        0.4, ge=0, description="a 429 without Retry-After is retried after a pause drawn from [min, max]"
+    )
+    rate_limit_backoff_max_s: float = Field(1.1, ge=0)
     deadline_s: float = Field(300.0, gt=0, description="total time for a request, retries and failover included")
+    hedge_after: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="opt-in hedging of streams: after this fraction of the first-token budget without a first "
+        "token, the next ready target is started too; the first to answer is taken, the other cancelled",
+    )
     health_interval_s: float = Field(15.0, gt=0)
+    recovery_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="backends that failed their health check or whose circuit is open are checked this often; "
+        "a check that passes again closes the circuit",
+    )
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _rate_limit_range(self) -> DispatchConfig:
+        if self.rate_limit_backoff_max_s < self.rate_limit_backoff_min_s:
+            raise ValueError("rate_limit_backoff_max_s must be at least rate_limit_backoff_min_s")
+        return self
 
 
 class RouterConfig(_Model):
@@ -266,6 +300,14 @@ class TracingConfig(_Model):
     sample_ratio: float = Field(1.0, ge=0, le=1, description="share of requests traced (parent-based)")
 
 
+class ModelRule(_Model):
+    """``models:`` entries: requests for a model name matching ``match`` (a glob: ``claude-haiku-*``) go to
+    ``tier``, as if the caller had named the tier (hard policy still applies). First match wins."""
+
+    match: str = Field(min_length=1)
+    tier: Tier
+
+
 class Config(_Model):
     server: ServerConfig = ServerConfig()
     backends: list[BackendSpec] = Field(default_factory=lambda: [_default_backend()])
@@ -278,6 +320,7 @@ class Config(_Model):
     prices: dict[str, TokenPrice] = Field(
         default_factory=dict, description="price-table entries by model name, replacing the shipped ones"
     )
+    models: list[ModelRule] = Field(default_factory=list, description="model-name rules: a name (glob) -> a tier")
 
     @model_validator(mode="after")
     def _check(self) -> Config:

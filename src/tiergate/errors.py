@@ -93,6 +93,9 @@ class UpstreamError(TiergateError):
     status = 502
     kind = "api_error"
     retryable = True
+    #: The upstream's machine-readable error code, passed on to the caller in its dialect's envelope: an
+    #: OpenAI-style ``code`` (``content_policy_violation``), else Anthropic's ``error.type`` (``permission_error``).
+    code: str | None = None
 
     def __init__(
         self,
@@ -101,11 +104,13 @@ class UpstreamError(TiergateError):
         backend: str,
         upstream_status: int | None = None,
         retry_after: float | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(f"backend {backend!r}: {message}")
         self.backend = backend
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+        self.code = code
 
 
 class UpstreamClientError(UpstreamError):

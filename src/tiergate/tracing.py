@@ -68,7 +68,8 @@ SERVER_ADDRESS = "server.address"
 
 @dataclass(frozen=True, slots=True)
 class AttemptSpan:
-    """One try of one backend, as the dispatcher saw it (times from ``time.time_ns()``)."""
+    """One try of one backend, as the dispatcher recorded it (:class:`tiergate.dispatch.trace.Try`), wall times
+    in nanoseconds."""
 
     backend: str
     kind: str
@@ -76,12 +77,14 @@ class AttemptSpan:
     tier: str
     start_ns: int
     end_ns: int
-    outcome: str  # ok | retried | failed-over | abandoned | error
-    number: int = 1  # the try's number on this backend
-    error: str | None = None  # the error's class of failure (timeout, 429, prefill-rejected, ...)
+    outcome: str  # ok, failed, silent, timeout, rejected, prefill_rejected, skipped, cut, lost, ...
+    purpose: str = "first"  # first, retry, failover, continue, restart, hedge, escalate
+    number: int = 1  # the try's place in the request
+    error: str | None = None  # set when the try did not answer: its outcome
     reason: str | None = None  # why it was abandoned, in words
     status: int | None = None  # the upstream's HTTP status, where it answered
-    address: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class RequestTrace:
@@ -129,10 +132,12 @@ class RequestTrace:
                 OPERATION: "chat",
                 PROVIDER: PROVIDERS.get(a.kind, a.kind),
                 REQUEST_MODEL: a.model,
-                SERVER_ADDRESS: a.address,
+                INPUT_TOKENS: a.input_tokens or None,
+                OUTPUT_TOKENS: a.output_tokens or None,
                 "tiergate.backend": a.backend,
                 "tiergate.tier": a.tier,
                 "tiergate.attempt.number": a.number,
+                "tiergate.attempt.purpose": a.purpose,
                 "tiergate.attempt.outcome": a.outcome,
                 "tiergate.attempt.reason": a.reason,
                 "http.response.status_code": a.status,

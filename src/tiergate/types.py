@@ -118,6 +118,25 @@ class ResponseFormat:
     name: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Native:
+    """The caller's own request body, kept for a backend that speaks the caller's dialect (Anthropic in ->
+    Claude), which sends it as it came, with only documented edits: so what the canonical model does not carry
+    (thinking, ``cache_control``, documents, server tools, fields of the future) still reaches it.
+
+    ``system`` and ``messages`` are the canonical content the body says: a request whose content was changed
+    since (a resumed stream's prefix) no longer :meth:`matches` it, and is sent by translation. Never mutated.
+    """
+
+    dialect: Dialect
+    body: Mapping[str, Any]
+    system: str | None
+    messages: tuple[Message, ...]
+
+    def matches(self, request: ChatRequest) -> bool:
+        return request.system == self.system and tuple(request.messages) == self.messages
+
+
 @dataclass(slots=True)
 class ChatRequest:
     model: str
@@ -137,6 +156,20 @@ class ChatRequest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     # Headers the caller sent that Anthropic backends must receive (anthropic-version, anthropic-beta).
     forward_headers: Mapping[str, str] = field(default_factory=dict)
+    top_k: int | None = None
+    #: ``False``: at most one tool call per answer (OpenAI ``parallel_tool_calls``, Anthropic
+    #: ``tool_choice.disable_parallel_tool_use``).
+    parallel_tool_calls: bool | None = None
+    #: OpenAI ``logprobs``: ``None`` not asked; else how many alternatives per token (``top_logprobs``, 0..20).
+    logprobs: int | None = None
+    #: The Claude model the caller named (``claude-sonnet-4-5-20250929``): what a backend that serves any Claude
+    #: model runs (Anthropic's API); ``None``: each backend its configured model.
+    claude_model: str | None = None
+    #: The caller's body, for a backend of its dialect (:class:`Native`); ``None`` for the others.
+    native: Native | None = None
+    #: What the caller sent that the canonical model does not carry (``thinking``, ``cache_control``, ...): a
+    #: backend that does not take the native body does without it, and the response says so.
+    unmodelled: tuple[str, ...] = ()
 
     def texts(self) -> list[str]:
         """Every text the request carries: system prompt, all turns, tool calls and tool results."""
@@ -181,6 +214,10 @@ class ChatResponse:
     usage: Usage
     stop_sequence: str | None = None
     refusal: str | None = None
+    #: OpenAI's ``choices[0].logprobs`` object (``{"content": [...]}``), where asked and the backend gave it.
+    logprobs: JSON | None = None
+    #: The upstream's own answer in the caller's dialect (Anthropic in -> Claude): rendered as it came.
+    native: JSON | None = None
 
     @property
     def text(self) -> str:
@@ -197,6 +234,8 @@ class ChatResponse:
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    #: OpenAI's ``logprobs.content`` entries for this text, where asked and the backend gave them.
+    logprobs: tuple[JSON, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,5 +260,16 @@ class StreamEnd:
     stop_sequence: str | None = None
 
 
-StreamEvent: TypeAlias = TextDelta | ToolCallStart | ToolArgsDelta | StreamEnd
+@dataclass(frozen=True, slots=True)
+class NativeEvent:
+    """An upstream stream event in the caller's own dialect that the canonical events do not carry (Claude's
+    ``message_start``, block starts and stops, thinking and signature deltas, ``message_delta``...), forwarded to
+    a caller of that dialect as it came. Text and tool-argument deltas stay canonical events, in order between
+    them; a caller of another dialect, and everything but the renderer, skips these."""
+
+    dialect: Dialect
+    data: JSON
+
+
+StreamEvent: TypeAlias = TextDelta | ToolCallStart | ToolArgsDelta | StreamEnd | NativeEvent
 EventStream: TypeAlias = AsyncGenerator[StreamEvent, None]

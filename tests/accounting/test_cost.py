@@ -122,3 +122,18 @@ def test_open_backend_without_a_cost_section_is_free() -> None:
     cost = costs.charge(backend(config, "bare"), USAGE)
     assert (cost.usd, cost.marginal_usd, cost.utilisation) == (0.0, 0.0, None)
     assert cost.counterfactual_usd == pytest.approx(0.0105)
+
+
+def test_message_batches_cost_the_batch_price_and_offline_work_compares_at_it() -> None:
+    costs, config = model(CLAUDE, GPU)
+    claude, gpu = backend(config, "claude"), backend(config, "gpu")
+    batched = costs.charge(claude, USAGE, batch=True)
+    assert batched.usd == pytest.approx(0.0105 / 2)  # Message Batches: 50% of every price
+    assert batched.counterfactual_usd == pytest.approx(0.0105 / 2)  # like for like: all-Claude in batches
+    assert batched.marginal_usd == batched.usd
+    live_closed_offline = costs.charge(claude, USAGE, offline=True)  # a closed item sent live in a batch run
+    assert live_closed_offline.usd == pytest.approx(0.0105)
+    assert live_closed_offline.counterfactual_usd == pytest.approx(0.0105 / 2)
+    open_offline = costs.charge(gpu, USAGE, offline=True)
+    assert open_offline.counterfactual_usd == pytest.approx(0.0105 / 2)
+    assert open_offline.usd == costs.charge(gpu, USAGE).usd  # GPU time is GPU time, batch or not

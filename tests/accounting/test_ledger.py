@@ -13,7 +13,7 @@ from sqlalchemy import Column, MetaData, Table, inspect, text
 
 from tiergate.accounting.database import connect, has_ledger, migrate
 from tiergate.accounting.ledger import Ledger
-from tiergate.accounting.schema import LedgerRow, metadata, requests
+from tiergate.accounting.schema import AttemptRow, LedgerRow, metadata, requests
 from tiergate.errors import ConfigError
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -35,11 +35,11 @@ def make_row(n: int = 0, **kw: object) -> LedgerRow:
     return LedgerRow(**fields)  # type: ignore[arg-type]
 
 
-# The table as revision 0001 left it: every column but the two that 0002 adds.
+# The table as revision 0001 left it: every column but the two that 0002 adds and the one 0003 adds.
 requests_0001 = Table(
     "requests",
     MetaData(),
-    *(Column(c.name, c.type) for c in requests.columns if c.name not in {"id", "marginal_usd", "utilisation"}),
+    *(Column(c.name, c.type) for c in requests.columns if c.name not in {"id", "marginal_usd", "utilisation", "batch"}),
 )
 
 
@@ -59,8 +59,8 @@ async def test_start_creates_the_schema_and_is_idempotent(ledger_url: str) -> No
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
             version = (await conn.execute(text("select version_num from alembic_version"))).scalar_one()
         await ledger.close()
-        assert {"requests", "alembic_version"} <= tables
-        assert version == "0002"
+        assert {"requests", "attempts", "alembic_version"} <= tables
+        assert version == "0004"
 
 
 async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) -> None:
@@ -72,6 +72,29 @@ async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) ->
     await ledger.close()
     assert columns == [c.name for c in metadata.tables["requests"].columns]
     assert indexes == {"ix_requests_ts"}
+    ledger = Ledger(ledger_url)
+    await ledger.start()
+    async with ledger.engine.connect() as conn:
+        columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("attempts")])
+        indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("attempts")})
+    await ledger.close()
+    assert columns == [c.name for c in metadata.tables["attempts"].columns]
+    assert indexes == {"ix_attempts_request_id", "ix_attempts_ts"}
+
+
+async def test_a_request_and_its_attempts_are_written_together_and_read_back_in_order(ledger: Ledger) -> None:
+    row = make_row(1, failovers=1)
+    tries = [
+        AttemptRow("req-1", 0, "vllm", "open", "first", "failed", "HTTP 503", 503, 0.5, 12.25, 40, 0, 0.0, T0),
+        AttemptRow("req-1", 1, "claude", "closed", "failover", "ok", "", None, 13.0, 800.0, 40, 12, 0.0, T0),
+    ]
+    ledger.record(row, tries)
+    ledger.record(make_row(2))  # a request without attempts rows (as before revision 0003)
+    await ledger.flush()
+    assert await ledger.attempts("req-1") == tries
+    assert await ledger.attempts("req-2") == []
+    assert await ledger.attempts() == tries
+    assert [r.request_id for r in await ledger.rows()] == ["req-1", "req-2"]
 
 
 async def test_every_field_round_trips(ledger: Ledger) -> None:
@@ -89,6 +112,7 @@ async def test_every_field_round_trips(ledger: Ledger) -> None:
         estimated=True,
         marginal_usd=0.00123,
         utilisation=0.375,
+        batch="tgb-0123456789ab",
     )
     ledger.record(row)
     await ledger.flush()
@@ -101,7 +125,7 @@ async def test_a_ledger_of_revision_0001_is_migrated_with_its_rows(ledger_url: s
         await migrate(engine, "0001")
         async with engine.begin() as conn:
             old = make_row(0).values()
-            for name in ("marginal_usd", "utilisation"):
+            for name in ("marginal_usd", "utilisation", "batch"):
                 del old[name]
             await conn.execute(requests_0001.insert(), [{**old, "cost_usd": 0.5}, {**old, "tier": "open"}])
     finally:
@@ -115,6 +139,7 @@ async def test_a_ledger_of_revision_0001_is_migrated_with_its_rows(ledger_url: s
         ("closed", 0.5, 0.5, None),
         ("open", 0.0, 0.0, None),
     ]
+    assert [r.batch for r in rows] == [None, None]  # 0003: rows from before batch work are live traffic
 
 
 async def test_error_rows_keep_their_nulls(ledger: Ledger) -> None:

@@ -164,3 +164,30 @@ def test_parse_since() -> None:
     assert parse_since("2026-03-01", now) == datetime(2026, 3, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="use a duration such as 7d"):
         parse_since("last week", now)
+
+
+def test_batch_work_apart_from_live_traffic() -> None:
+    batch = [
+        row("open", "rule:routine:classification", cost_usd=0.0, counterfactual_usd=0.004, batch="tgb-1", latency_ms=5),
+        row(
+            "closed",
+            "router:0.9>=0.4;message-batch:msgbatch_1",
+            cost_usd=0.004,
+            counterfactual_usd=0.004,
+            batch="tgb-1",
+            latency_ms=3_600_000,  # a Message Batch result, an hour after its submission
+        ),
+        row(None, "", batch="tgb-2", http_status=400),
+    ]
+    s = summarise([*ROWS, *batch])
+    live, work = s.work
+    assert (live.kind, live.requests, live.runs) == ("live", len(ROWS), 0)
+    assert (work.kind, work.requests, work.open, work.closed, work.runs) == ("batch", 3, 1, 1, 2)
+    assert (work.cost_usd, work.all_closed_usd) == pytest.approx((0.004, 0.008))
+    assert work.saving_pct == pytest.approx(50.0)
+    assert s.requests == len(ROWS) + 3  # the totals still count everything
+    closed = next(t for t in s.tiers if t.tier == "closed")
+    live_closed = next(t for t in summarise(ROWS).tiers if t.tier == "closed")
+    assert closed.requests == live_closed.requests + 1
+    assert closed.p95_ms == live_closed.p95_ms  # latency is live traffic's: a batch result waits hours
+    assert summarise(ROWS).work == [summarise(ROWS).work[0]]  # no batch rows, no batch entry

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import anthropic
 import httpx
+import openai
+import pytest
 
 
 def test_healthz_answers_while_embedded_model_generates(full_gateway: str) -> None:
@@ -61,9 +64,40 @@ def test_error_requests_are_counted(fast_gateway: str) -> None:
 
 
 def test_models_for_the_anthropic_sdk(fast_gateway: str) -> None:
-    import anthropic
-
     client = anthropic.Anthropic(base_url=fast_gateway, api_key="x", max_retries=0)
     ids = [m.id for m in client.models.list()]
     assert ids[:3] == ["auto", "open", "closed"]
     assert "claude" in ids
+
+
+@pytest.mark.parametrize("name", ["auto", "closed", "claude", "fake-llama-8b", "claude-haiku-4-5-20251001"])
+def test_models_retrieve_with_both_sdks(fast_gateway: str, name: str) -> None:
+    """Any name a request may use: tiers, backends, the models they serve, Claude's models."""
+    by_anthropic = anthropic.Anthropic(base_url=fast_gateway, api_key="x", max_retries=0).models.retrieve(name)
+    assert (by_anthropic.id, by_anthropic.type, by_anthropic.display_name) == (name, "model", name)
+    by_openai = openai.OpenAI(base_url=fast_gateway + "/v1", api_key="x", max_retries=0).models.retrieve(name)
+    assert (by_openai.id, by_openai.object, by_openai.owned_by) == (name, "model", "tiergate")
+
+
+def test_models_retrieve_an_unknown_model_is_a_404_in_each_envelope(fast_gateway: str) -> None:
+    with pytest.raises(anthropic.NotFoundError) as a_err:
+        anthropic.Anthropic(base_url=fast_gateway, api_key="x", max_retries=0).models.retrieve("mistral-9")
+    assert a_err.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    assert "vllm" in a_err.value.message  # the message names what is served
+    with pytest.raises(openai.NotFoundError) as o_err:
+        openai.OpenAI(base_url=fast_gateway + "/v1", api_key="x", max_retries=0).models.retrieve("mistral-9")
+    assert o_err.value.code == "model_not_found"
+
+
+def test_the_anthropic_sdk_reads_the_request_id(fast_gateway: str) -> None:
+    client = anthropic.Anthropic(base_url=fast_gateway, api_key="x", max_retries=0)
+    raw = client.messages.with_raw_response.create(
+        model="vllm", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.request_id == raw.headers["x-request-id"]
+    assert raw.parse()._request_id == raw.headers["x-request-id"]
+    with pytest.raises(anthropic.NotFoundError) as err:
+        client.messages.create(model="mistral-9", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    assert err.value.request_id == err.value.response.headers["x-request-id"]
+    with client.messages.stream(model="claude", max_tokens=8, messages=[{"role": "user", "content": "hi"}]) as s:
+        assert s.response.headers["request-id"] == s.response.headers["x-request-id"]

@@ -160,8 +160,8 @@ def test_unknown_model_openai(fast_gateway: str) -> None:
 
 
 def test_unknown_model_anthropic(fast_gateway: str) -> None:
-    resp = post(fast_gateway, AN, {"model": "claude-9", "max_tokens": 5, "messages": user()})
-    anthropic_error(resp, 404, err_type="not_found_error", contains="claude-9")
+    resp = post(fast_gateway, AN, {"model": "mistral-9", "max_tokens": 5, "messages": user()})
+    anthropic_error(resp, 404, err_type="not_found_error", contains="mistral-9")
 
 
 def test_method_not_allowed(fast_gateway: str) -> None:

@@ -133,8 +133,8 @@ def test_stop_sequences_reach_an_openai_compatible_backend(
     assert sent.body["stop"] == ["LLM"]
     assert msg.content[0].type == "text"
     assert msg.content[0].text == "Hello from fake "  # cut where the server matched the stop
-    # OpenAI's finish_reason "stop" does not say whether a stop sequence matched: end_turn.
-    assert msg.stop_reason == "end_turn"
+    # OpenAI's finish_reason "stop" does not say whether a stop sequence matched; vLLM's stop_reason does.
+    assert (msg.stop_reason, msg.stop_sequence) == ("stop_sequence", "LLM")
 
 
 def test_a_sovereign_prompt_is_never_counted_by_claude(

@@ -232,3 +232,31 @@ async def test_a_kept_lease_holds_its_slot_until_closed() -> None:
     kept.close()  # once only
     assert state.in_flight == 0
     assert state.served == 1
+
+
+class Probed(MockBackend):
+    """A mock whose active health check answers ``up``."""
+
+    up = True
+
+    async def health(self) -> bool:
+        return self.up
+
+
+async def test_a_health_check_that_sees_the_outage_end_closes_the_circuit() -> None:
+    pool = pool_of(lambda config: Probed(config, Gated()), {"name": "a"}, {"name": "b"})
+    a, b = pool.states["a"], pool.states["b"]
+    for state in (a, b):
+        for _ in range(state.breaker.failures):
+            pool.failure(state, "HTTP 500")
+    assert (a.breaker.state, b.breaker.state) == ("open", "open")
+    assert pool.ailing() == [a, b]
+    probe = a.backend
+    assert isinstance(probe, Probed)
+    probe.up = False
+    assert await pool.check_health([a]) == {"a": False}  # the check sees a down
+    probe.up = True
+    assert await pool.check_health() == {"a": True, "b": True}
+    assert a.breaker.state == "closed"  # down, then up again: recovered, its circuit closed at once
+    assert b.breaker.state == "open"  # its check passed all along: no news, the breaker's cooldown decides
+    assert pool.ailing() == [b]

@@ -6,8 +6,10 @@ import random
 
 import pytest
 
+from tiergate.config import DispatchConfig, parse_config
 from tiergate.dispatch.retry import RetryPolicy, fits_context, may_fail_over, retry_same
 from tiergate.errors import (
+    ConfigError,
     ContextLengthExceeded,
     Silent,
     UpstreamClientError,
@@ -78,3 +80,27 @@ def test_a_silent_backend_is_not_retried_on_itself() -> None:
     silent = Silent("no first token within 1.0s", backend="b")
     assert not retry_same(silent, 1, POLICY, bytes_sent=False)
     assert may_fail_over(silent)  # but another backend may answer
+
+
+def test_a_rate_limit_without_retry_after_has_a_backoff_floor_of_its_own() -> None:
+    """A 429 without ``Retry-After`` waits 0.4-1.1 s (other gateways' spacing), never the backoff's milliseconds; a
+    ``Retry-After`` is honoured as given (capped); other failures keep the exponential backoff."""
+    policy = RetryPolicy(base_s=0.05, cap_s=2.0, retry_after_cap_s=5.0)
+    rng = random.Random(3)
+    limited = UpstreamUnavailable("HTTP 429", backend="b", upstream_status=429)
+    told = UpstreamUnavailable("HTTP 429", backend="b", upstream_status=429, retry_after=0.2)
+    failed = UpstreamUnavailable("HTTP 503", backend="b", upstream_status=503)
+    pauses = [policy.pause(limited, 1, rng) for _ in range(500)]
+    assert min(pauses) >= 0.4
+    assert max(pauses) <= 1.1
+    assert max(pauses) - min(pauses) > 0.5  # drawn across the range (jitter), not a fixed step
+    assert policy.pause(told, 1, rng) == 0.2
+    assert max(policy.pause(failed, 1, rng) for _ in range(500)) <= 0.05
+    assert policy.rest(None, rate_limit=True) == 0.4  # other requests put it last for the floor, too
+
+
+def test_the_rate_limit_range_is_configurable_and_checked() -> None:
+    config = DispatchConfig(rate_limit_backoff_min_s=1.0, rate_limit_backoff_max_s=2.0)
+    assert (config.rate_limit_backoff_min_s, config.rate_limit_backoff_max_s) == (1.0, 2.0)
+    with pytest.raises(ConfigError, match="rate_limit_backoff_max_s must be at least"):
+        parse_config({"dispatch": {"rate_limit_backoff_min_s": 2.0, "rate_limit_backoff_max_s": 1.0}})

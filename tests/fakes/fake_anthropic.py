@@ -1,7 +1,8 @@
 """A faithful fake of Anthropic's Messages API, as a Starlette app, for tests and benchmarks.
 
-Routes: ``POST /v1/messages`` (JSON or SSE with the real event sequence) and
-``POST /v1/messages/count_tokens``. Requests are checked like the real API where that is cheap
+Routes: ``POST /v1/messages`` (JSON or SSE with the real event sequence),
+``POST /v1/messages/count_tokens`` and the Message Batches API (``/v1/messages/batches``: see
+``tests/fakes/batches.py``; ``fake.batches`` drives it). Requests are checked like the real API where that is cheap
 (the key in ``x-api-key`` or, as the 2.x SDK sends it, ``Authorization: Bearer``; the
 ``anthropic-version`` header; ``model``, ``max_tokens``, ``messages``; body size), and errors carry
 the real body ``{"type": "error", "error": {"type", "message"}, "request_id"}``. Every
@@ -26,10 +27,21 @@ call (arguments synthesised from the tool's ``input_schema``) when ``tool_choice
 ``max_tokens`` and ``stop_sequences`` truncate the text as the real API does (4 characters a
 token). With ``context_window`` set, prompts over it get the real "prompt is too long" 400.
 See ``tests/fakes/script.py`` for the steps and the ways to script a request.
+
+Extended thinking and prompt caching work as Claude's do, so a test can tell whether they survived the way
+through the gateway. With ``thinking: {"type": "enabled", "budget_tokens": N}`` (N >= 1024, below
+``max_tokens``) the answer opens with a ``thinking`` block whose ``signature`` the fake made (streamed as
+``thinking_delta`` then ``signature_delta``); a ``thinking`` block replayed in a later request must carry the
+signature the fake gave it, byte for byte, or the request gets Claude's 400. ``cache_control`` breakpoints (on
+tools, system blocks and message blocks, in that order) cache the prompt up to the last one: the first request
+with a prefix reports it as ``cache_creation_input_tokens``, later ones as ``cache_read_input_tokens``
+(``input_tokens`` is the rest). The fake caches any prefix (Claude needs 1,024 tokens or more).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 import string
@@ -41,6 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.fakes.batches import MessageBatches
 from tests.fakes.script import (
     PREFILL_MODES,
     ContextLength,
@@ -94,6 +107,27 @@ _STOP_FROM_OPENAI = {
     "content_filter": "refusal",
 }
 _ALPHABET = string.ascii_letters + string.digits
+_SIGNING_KEY = b"fake-claude-thinking"
+THINKING_MIN_BUDGET = 1024
+
+
+def signature(thinking: str) -> str:
+    """The signature the fake gives a thinking text (and checks on a replayed thinking block)."""
+    return "sig_" + hmac.new(_SIGNING_KEY, thinking.encode(), hashlib.sha256).hexdigest()
+
+
+def _breakpoints(body: Mapping[str, Any]) -> list[Any]:
+    """Everything the prompt cache covers, in Claude's order: tools, system blocks, message blocks; each with
+    whether it carries a ``cache_control`` breakpoint."""
+    parts: list[Any] = []
+    for tool in body.get("tools") or []:
+        parts.append(tool)
+    system = body.get("system")
+    parts.extend(system if isinstance(system, list) else [system] if system else [])
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts.extend(content if isinstance(content, list) else [content])
+    return parts
 
 
 def new_id(prefix: str) -> str:
@@ -187,6 +221,10 @@ class Message:
                     {"type": "input_json_delta", "partial_json": part}
                     for part in ["", *split_even(json.dumps(block["input"]), 3)]
                 ]
+            elif block["type"] == "thinking":
+                opening = {"type": "thinking", "thinking": "", "signature": ""}
+                deltas = [{"type": "thinking_delta", "thinking": part} for part in split_text(block["thinking"], 3)]
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
             else:
                 opening = {"type": "text", "text": ""}
                 deltas = [{"type": "text_delta", "text": part} for part in split_text(block["text"], self.chunks)]
@@ -219,10 +257,12 @@ class FakeAnthropic(FakeUpstream):
     """The fake Messages API. ``api_key``: the only key accepted, in ``x-api-key`` or
     ``Authorization: Bearer`` (``None``: any non-empty one).
     ``reply_text`` replaces the default reply's text; ``stream_chunks`` is how many ``text_delta``
-    events a text is split into; ``delay_s`` is added before every answer; ``context_window``
+    events a text is split into; ``delay_s`` is added before every answer; ``first_token_s`` plays every
+    successful answer as a slow first token (:class:`~tests.fakes.script.SlowFirstToken`); ``context_window``
     (tokens) makes longer prompts fail like the real API; ``max_body_bytes`` answers 413 above it;
     ``prefill`` is how a final assistant turn is treated (:data:`~tests.fakes.script.PREFILL_MODES`;
-    ``reject``: as Claude Sonnet 4.6 / Opus 4.7 and later); ``record=False`` keeps no request log."""
+    ``reject``: as Claude Sonnet 4.6 / Opus 4.7 and later); ``record=False`` keeps no request log;
+    ``batch_polls``: how many retrieves a Message Batch stays ``in_progress`` (see ``tests/fakes/batches.py``)."""
 
     flap_failure: Step = Fault(529)
     preamble_events = 3  # message_start, content_block_start, ping
@@ -236,10 +276,12 @@ class FakeAnthropic(FakeUpstream):
         reply_text: str | None = None,
         stream_chunks: int = 6,
         delay_s: float = 0.0,
+        first_token_s: float = 0.0,
         context_window: int | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
         prefill: str = "continue",
         record: bool = True,
+        batch_polls: int = 1,
     ) -> None:
         super().__init__(record=record)
         if prefill not in PREFILL_MODES:
@@ -249,12 +291,16 @@ class FakeAnthropic(FakeUpstream):
         self.reply_text = reply_text
         self.stream_chunks = stream_chunks
         self.delay_s = delay_s
+        self.first_token_s = first_token_s
         self.context_window = context_window
         self.max_body_bytes = max_body_bytes
+        self.batches = MessageBatches(self, new_id, ERROR_TYPES, polls=batch_polls)
+        self._cached: set[str] = set()  # digests of the prompt prefixes cached so far
         self.app = self._build_app(
             [
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                *self.batches.routes(),
             ]
         )
 
@@ -354,6 +400,26 @@ class FakeAnthropic(FakeUpstream):
                 return bad(f"messages.{i}.role: Input should be 'user' or 'assistant'")
             if "content" not in message:
                 return bad(f"messages.{i}.content: Field required")
+            content = message.get("content")
+            for j, block in enumerate(content if isinstance(content, list) else []):
+                if isinstance(block, dict) and block.get("type") == "thinking":
+                    text, sig = block.get("thinking"), block.get("signature")
+                    if not isinstance(sig, str):
+                        return bad(f"messages.{i}.content.{j}.thinking.signature: Field required")
+                    if not isinstance(text, str) or not hmac.compare_digest(sig, signature(text)):
+                        return bad(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
+                redacted = isinstance(block, dict) and block.get("type") == "redacted_thinking"
+                if redacted and not isinstance(block.get("data"), str):
+                    return bad(f"messages.{i}.content.{j}.redacted_thinking.data: Field required")
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or budget < THINKING_MIN_BUDGET:
+                return bad(
+                    f"thinking.enabled.budget_tokens: Input should be greater than or equal to {THINKING_MIN_BUDGET}"
+                )
+            if not count_only and budget >= int(body.get("max_tokens") or 0):
+                return bad("`max_tokens` must be greater than `thinking.budget_tokens`")
         return None
 
     # -- dialect hooks --------------------------------------------------------------------------
@@ -396,6 +462,10 @@ class FakeAnthropic(FakeUpstream):
     def _stream_error_status(self, step: StreamError) -> int:
         return STATUS_OF_TYPE.get(step.error_type, 500)
 
+    def _render_message(self, body: dict[str, Any], step: Reply | Refusal | None) -> dict[str, Any]:
+        """The Message object a batch's request gets (``Message.to_dict``)."""
+        return self._render(body, step).to_dict()
+
     def _render(self, body: dict[str, Any], step: Reply | Refusal | None) -> Message:
         content: list[dict[str, Any]]
         stop_reason: str | None = None
@@ -422,14 +492,24 @@ class FakeAnthropic(FakeUpstream):
             stop_reason = _STOP_FROM_OPENAI.get(step.stop_reason, step.stop_reason)
         if stop_reason is None:
             content, stop_reason, stop_sequence = self._natural_stop(body, content)
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") == "enabled" and not isinstance(step, Refusal):
+            thought = f"The user wrote: {text_of(last_user(body).get('content', ''))[:40]}. A short answer will do."
+            content = [{"type": "thinking", "thinking": thought, "signature": signature(thought)}, *content]
         output = sum(
-            estimate_tokens(b["text"]) if b["type"] == "text" else estimate_tokens(json.dumps(b["input"]))
+            estimate_tokens(b["text"])
+            if b["type"] == "text"
+            else estimate_tokens(b["thinking"])
+            if b["type"] == "thinking"
+            else estimate_tokens(json.dumps(b["input"]))
             for b in content
         )
+        total = estimate_tokens(prompt_text(body))
+        written, read = self._cache(body, total)
         usage: dict[str, Any] = {
-            "input_tokens": estimate_tokens(prompt_text(body)),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "input_tokens": total - written - read,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
             "output_tokens": max(1, output),
             "service_tier": "standard",
         }
@@ -438,6 +518,26 @@ class FakeAnthropic(FakeUpstream):
         return Message(
             new_id("msg_"), str(body["model"]), content, stop_reason, stop_sequence, usage, self.stream_chunks
         )
+
+    def _cache(self, body: Mapping[str, Any], total: int) -> tuple[int, int]:
+        """(tokens written to the cache, tokens read from it) for this prompt: its prefix up to the last
+        ``cache_control`` breakpoint."""
+        parts = _breakpoints(body)
+        last = max((i for i, p in enumerate(parts) if isinstance(p, dict) and "cache_control" in p), default=-1)
+        if last < 0:
+            return 0, 0
+        prefix = json.dumps(parts[: last + 1], sort_keys=True)
+        tools = body.get("tools") or []
+        covered = [
+            json.dumps(p, sort_keys=True) if p in tools else p if isinstance(p, str) else text_of([p])
+            for p in parts[: last + 1]
+        ]
+        tokens = min(total, max(1, estimate_tokens("\n".join(covered))))
+        digest = hashlib.sha256(prefix.encode()).hexdigest()
+        with self._lock:
+            seen = digest in self._cached
+            self._cached.add(digest)
+        return (0, tokens) if seen else (tokens, 0)
 
     # -- the default reply ----------------------------------------------------------------------
 

@@ -21,13 +21,16 @@ Without a script the reply is ``"Hello from fake LLM. You said: <first 40 chars>
 ``reply_text``); a tool call with arguments synthesised from the tool's ``parameters`` when
 ``tool_choice`` is ``"required"`` or names a function; a text mentioning the tool output when the
 last message has role ``tool``. ``max_tokens``/``max_completion_tokens`` and ``stop`` truncate the
-text (4 characters a token). See ``tests/fakes/script.py`` for the steps.
+text (4 characters a token); as vLLM does, the choice's ``stop_reason`` names the stop string that ended it.
+With ``logprobs: true`` (and ``top_logprobs``) the choice, or each text chunk, carries ``logprobs.content``, one
+entry a word. See ``tests/fakes/script.py`` for the steps.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -130,6 +133,13 @@ def prompt_text(body: Mapping[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def token_logprob(token: str, top: int) -> dict[str, Any]:
+    """One token's entry in ``logprobs.content``, as vLLM writes it (the fake's alternatives are made up)."""
+    entry: dict[str, Any] = {"token": token, "logprob": -0.25, "bytes": list(token.encode())}
+    alternatives = [entry, *({"token": f"{token}{i}", "logprob": -2.0 - i, "bytes": []} for i in range(1, top))]
+    return entry | {"top_logprobs": [dict(a) for a in alternatives[:top]]}
+
+
 @dataclass
 class Completion:
     """A rendered chat completion."""
@@ -143,6 +153,13 @@ class Completion:
     usage: dict[str, int]
     chunks: int
     include_usage: bool
+    stop_reason: str | None = None  # vLLM's: the stop string that ended the answer
+    logprobs: int | None = None  # asked for: alternatives per token (top_logprobs)
+
+    def _logprobs(self, text: str) -> dict[str, Any] | None:
+        if self.logprobs is None:
+            return None
+        return {"content": [token_logprob(t, self.logprobs) for t in re.findall(r"\S+\s*|\s+", text)]}
 
     def to_json(self) -> bytes:
         message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None}
@@ -154,7 +171,15 @@ class Completion:
                 "object": "chat.completion",
                 "created": self.created,
                 "model": self.model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": self._logprobs(self.content or ""),
+                        "finish_reason": self.finish_reason,
+                        "stop_reason": self.stop_reason,
+                    }
+                ],
                 "usage": self.usage,
                 "system_fingerprint": None,
             }
@@ -168,7 +193,10 @@ class Completion:
         tail = ',"usage":null}\n\n' if self.include_usage else "}\n\n"
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            logprobs = self._logprobs(delta["content"]) if delta.get("content") else None
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            if finish is not None:
+                choice["stop_reason"] = self.stop_reason
             return (head + '"choices":[' + _dumps(choice) + "]" + tail).encode()
 
         events = [chunk({"role": "assistant", "content": ""})]
@@ -205,7 +233,8 @@ class FakeOpenAI(FakeUpstream):
     (``None``: no check). ``models``: the served model ids; a request for another gets 404 (``None``:
     any model is accepted and ``/v1/models`` lists ``fake-model``). ``reply_text`` fixes the default
     reply's text; ``stream_chunks`` is how many content deltas it is split into; ``delay_s`` is added
-    before every answer; ``context_window`` (tokens) makes longer prompts fail with
+    before every answer; ``first_token_s`` plays every successful answer as a slow first token
+    (:class:`~tests.fakes.script.SlowFirstToken`); ``context_window`` (tokens) makes longer prompts fail with
     ``context_length_exceeded`` and is reported as ``max_model_len`` by ``/v1/models``;
     ``context_error`` picks how a context-length rejection looks (:data:`CONTEXT_ERRORS`): OpenAI's
     ``code: "context_length_exceeded"``, or vLLM's 400 that says so only in its message;
@@ -223,6 +252,7 @@ class FakeOpenAI(FakeUpstream):
         reply_text: str | None = None,
         stream_chunks: int = 8,
         delay_s: float = 0.0,
+        first_token_s: float = 0.0,
         context_window: int | None = None,
         context_error: str = "openai",
         prefill: str = "continue",
@@ -240,6 +270,7 @@ class FakeOpenAI(FakeUpstream):
         self.reply_text = reply_text
         self.stream_chunks = stream_chunks
         self.delay_s = delay_s
+        self.first_token_s = first_token_s
         self.context_window = context_window
         self._bearer = f"Bearer {api_key}" if api_key is not None else None
         self._prefix = secrets.token_hex(6)
@@ -429,11 +460,12 @@ class FakeOpenAI(FakeUpstream):
             content = continued(content, prefix)
         if step is not None and not isinstance(step, Refusal) and step.stop_reason:
             finish = _FINISH_FROM_ANTHROPIC.get(step.stop_reason, step.stop_reason)
+        matched: str | None = None
         if finish is None:
             if calls:
                 finish = "tool_calls"
             else:
-                content, finish = self._natural_stop(body, content or "")
+                content, finish, matched = self._natural_stop(body, content or "")
         completion_tokens = max(
             1, estimate_tokens(content or "") + sum(estimate_tokens(c["function"]["arguments"]) for c in calls)
         )
@@ -457,6 +489,8 @@ class FakeOpenAI(FakeUpstream):
             usage,
             self.stream_chunks,
             include_usage,
+            matched,
+            (body.get("top_logprobs") or 0) if body.get("logprobs") is True else None,
         )
 
     # -- the default reply ----------------------------------------------------------------------
@@ -486,13 +520,14 @@ class FakeOpenAI(FakeUpstream):
         user = next((m.get("content") for m in reversed(body["messages"]) if m.get("role") == "user"), "")
         return f"Hello from fake LLM. You said: {text_of(user)[:40]}", []
 
-    def _natural_stop(self, body: Mapping[str, Any], text: str) -> tuple[str, str]:
+    def _natural_stop(self, body: Mapping[str, Any], text: str) -> tuple[str, str, str | None]:
+        """The text, its finish reason, and the stop sequence that ended it (vLLM reports it as ``stop_reason``)."""
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
         text, matched = apply_stop(text, stops)
         if matched is not None:
-            return text, "stop"
+            return text, "stop", matched
         budget = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(budget, int) and estimate_tokens(text) > budget:
-            return truncate_to_tokens(text, budget), "length"
-        return text, "stop"
+            return truncate_to_tokens(text, budget), "length", None
+        return text, "stop", None

@@ -428,6 +428,9 @@ class FakeUpstream:
 
     #: latency added before every scripted or default answer (not before validation errors)
     delay_s: float = 0.0
+    #: slow-first-token mode: every successful answer (the default reply, a :class:`Reply`, a :class:`Refusal`)
+    #: is played as :class:`SlowFirstToken` of this many seconds (0: off). Scripted faults play as they are.
+    first_token_s: float = 0.0
     #: what a final assistant turn gets (:data:`PREFILL_MODES`)
     prefill: str = "continue"
     #: opening events of a stream that carry no text (sent before a :class:`SlowFirstToken` waits)
@@ -523,6 +526,8 @@ class FakeUpstream:
         if isinstance(step, StreamError) and not stream:
             return self._error(self._stream_error_status(step), step.error_type, step.message)
         reply = self._render(body, step if isinstance(step, (Reply, Refusal)) else None)
+        if self.first_token_s > 0 and (step is None or isinstance(step, Reply | Refusal)):
+            step = SlowFirstToken(self.first_token_s)  # the answer's text is rendered already: only the timing
         if stream:
             return StreamingResponse(
                 self._stream(request, reply.to_events(), step),

@@ -872,3 +872,71 @@ def test_release_wakes_all_hung(fo: FakeOpenAI, oc: openai.OpenAI) -> None:
         time.sleep(0.1)
         threading.Timer(0.05, fo.release).start()
         assert all(f.result(timeout=5).choices for f in futures)
+
+
+# ====================================================================== slow-first-token mode (both fakes)
+
+FIRST_TOKEN_S = 0.4
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_slow_first_token_mode_opens_at_once_and_waits_before_the_first_token(kind: str) -> None:
+    """``first_token_s``: the status and the stream's opening events come at once, the first text after the wait,
+    then the rest as usual; a scripted fault is played as it is (only answers are slow)."""
+    fake: FakeAnthropic | FakeOpenAI = (
+        FakeAnthropic(reply_text="one two three", first_token_s=FIRST_TOKEN_S)
+        if kind == "anthropic"
+        else FakeOpenAI(reply_text="one two three", first_token_s=FIRST_TOKEN_S)
+    )
+    path, headers = ("/v1/messages", ANTHROPIC_HEADERS) if kind == "anthropic" else ("/v1/chat/completions", {})
+    body = {"model": MODEL, "max_tokens": 256, "stream": True, "messages": HI}
+    with serve_app(fake) as url:
+        started = time.monotonic()
+        stamps: list[tuple[float, str]] = []
+        with httpx.stream("POST", url + path, headers=headers, json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    stamps.append((time.monotonic() - started, line[6:]))
+        fake.script(Fault(503))
+        refused = httpx.post(url + path, headers=headers, json={**body, "stream": False})
+    first_text = next(i for i, (_, d) in enumerate(stamps) if "one" in d)
+    assert first_text >= 1  # an opening event came before the text (OpenAI: the role chunk; Anthropic: three)
+    opening, text_at = stamps[first_text - 1][0], stamps[first_text][0]
+    assert text_at - opening >= FIRST_TOKEN_S * 0.9  # the wait falls between the opening events and the text
+    assert stamps[-1][1] == "[DONE]" if kind == "openai" else json.loads(stamps[-1][1])["type"] == "message_stop"
+    assert refused.status_code == 503  # a fault is not delayed into an answer
+
+
+# ======================================================= a final assistant turn: continue, reject, ignore
+
+WHOLE = "alpha beta gamma delta"
+PREFILLED: Any = [{"role": "user", "content": "Greek letters."}, {"role": "assistant", "content": "alpha beta"}]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("continue", " gamma delta"), ("ignore", WHOLE), ("reject", None)])
+def test_prefill_modes_of_the_claude_fake(mode: str, expected: str | None) -> None:
+    """``continue``: the rest of its answer; ``ignore``: the answer from the start (a server that drops the prefix);
+    ``reject``: the 400 of Claude Sonnet 4.6 / Opus 4.7 and later."""
+    fake = FakeAnthropic(reply_text=WHOLE, prefill=mode)
+    with serve_app(fake) as url, a_client(url) as client:
+        if expected is None:
+            with pytest.raises(anthropic.BadRequestError, match="does not support assistant message prefill"):
+                create(client, messages=PREFILLED)
+            assert create(client, messages=PREFILLED[:1]).content[0].text == WHOLE  # a plain request is answered
+            assert fake.stats == {"prefill_rejected": 1, "ok": 1}
+        else:
+            assert create(client, messages=PREFILLED).content[0].text == expected
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("continue", " gamma delta"), ("ignore", WHOLE), ("reject", None)])
+def test_prefill_modes_of_the_openai_fake(mode: str, expected: str | None) -> None:
+    """As vLLM: ``continue`` continues only with ``continue_final_message``; without it the answer starts over."""
+    fake = FakeOpenAI(reply_text=WHOLE, prefill=mode)
+    extra: Any = {"continue_final_message": True, "add_generation_prompt": False}
+    with serve_app(fake) as url, o_client(url) as client:
+        if expected is None:
+            with pytest.raises(openai.BadRequestError, match="does not support assistant message prefill"):
+                chat(client, messages=PREFILLED, extra_body=extra)
+        else:
+            assert chat(client, messages=PREFILLED, extra_body=extra).choices[0].message.content == expected
+            assert chat(client, messages=PREFILLED).choices[0].message.content == WHOLE

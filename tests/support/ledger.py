@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from tiergate.accounting.ledger import Ledger
-from tiergate.accounting.schema import LedgerRow
+from tiergate.accounting.schema import AttemptRow, LedgerRow
 
 
 async def rows_of(url: str) -> list[LedgerRow]:
@@ -30,3 +30,18 @@ def wait_rows(url: str, request_ids: set[str], timeout: float = 3.0) -> dict[str
         if len(rows) == len(request_ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
+
+
+async def attempts_of(url: str, request_id: str) -> list[AttemptRow]:
+    ledger = Ledger(url)
+    await ledger.start(writer=False)
+    try:
+        return await ledger.attempts(request_id)
+    finally:
+        await ledger.close()
+
+
+def wait_attempts(url: str, request_id: str, timeout: float = 5.0) -> list[AttemptRow]:
+    """The attempts of ``request_id`` once its row is written (they are written in the same transaction)."""
+    wait_rows(url, {request_id}, timeout)
+    return asyncio.run(attempts_of(url, request_id))

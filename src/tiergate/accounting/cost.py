@@ -11,6 +11,10 @@ utilisation the gateway measures, with the marginal cost beside it (zero while c
 :meth:`CostModel.cost` estimates and records nothing (budget reservations, response headers sent before the
 answer); :meth:`CostModel.charge` is called once per finished request and counts its tokens as delivered.
 
+Offline work (``tiergate batch``, ``offline=True``) is compared with the reference model at the batch price
+(the price table's ``batch_discount``): the like-for-like alternative is the same work sent to Claude's
+Message Batches. A request billed through Message Batches (``batch=True``) costs the batch price itself.
+
     >>> from tiergate.accounting.prices import load_price_table
     >>> from tiergate.config import parse_config
     >>> config = parse_config({"backends": [
@@ -53,6 +57,7 @@ class Cost:
 class CostModel:
     def __init__(self, config: Config, table: PriceTable, clock: Callable[[], float] = time.monotonic) -> None:
         table = table.with_overrides(config.prices) if config.prices else table
+        self._table = table
         self._clock = clock
         self._prices: dict[str, ModelPrice | None] = {}
         self._meters: dict[str, Meter] = {}
@@ -83,23 +88,48 @@ class CostModel:
         meter = self._meters.get(backend.name)
         return None if meter is None else meter.utilisation(self._clock())
 
-    def cost(self, backend: BackendConfig, usage: Usage) -> Cost:
-        """An estimate: what ``usage`` would cost on ``backend`` now. Records nothing."""
+    def cost(self, backend: BackendConfig, usage: Usage, model: str | None = None) -> Cost:
+        """An estimate: what ``usage`` would cost on ``backend`` now. Records nothing. ``model``: the model
+        served, where the backend served another than its configured one (a Claude model the caller named)."""
         meter = self._meters.get(backend.name)
         charge = None if meter is None else meter.price(usage.output_tokens, self._clock())
-        return self._cost(backend, usage, charge)
+        return self._cost(backend, usage, charge, model)
 
-    def charge(self, backend: BackendConfig, usage: Usage) -> Cost:
-        """What a finished request cost; its output tokens count towards the backend's measured utilisation."""
+    def charge(
+        self,
+        backend: BackendConfig,
+        usage: Usage,
+        model: str | None = None,
+        *,
+        batch: bool = False,
+        offline: bool = False,
+    ) -> Cost:
+        """What a finished request cost; its output tokens count towards the backend's measured utilisation.
+
+        ``model``: the model served, where the backend served another than its configured one; ``batch``: billed
+        through a batch API (Message Batches), at the batch price; ``offline``: offline work, compared with the
+        reference model at the batch price (``batch`` implies it).
+        """
         meter = self._meters.get(backend.name)
         charge = None if meter is None else meter.charge(usage.output_tokens, self._clock())
-        return self._cost(backend, usage, charge)
+        return self._cost(backend, usage, charge, model, batch=batch, offline=offline or batch)
 
-    def _cost(self, backend: BackendConfig, usage: Usage, charge: Charge | None) -> Cost:
+    def _cost(
+        self,
+        backend: BackendConfig,
+        usage: Usage,
+        charge: Charge | None,
+        model: str | None,
+        *,
+        batch: bool = False,
+        offline: bool = False,
+    ) -> Cost:
         tokens = (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
-        counterfactual = token_cost(self.reference, *tokens)
+        counterfactual = token_cost(self.reference, *tokens, batch=offline)
         if charge is not None:
             return Cost(charge.usd, counterfactual, charge.marginal_usd, charge.utilisation)
         price = self._prices.get(backend.name)
-        usd = 0.0 if price is None else token_cost(price, *tokens)
+        if model is not None and backend.price is None and (served := self._table.lookup(model)) is not None:
+            price = served  # a configured price stands for whatever the backend serves
+        usd = 0.0 if price is None else token_cost(price, *tokens, batch=batch)
         return Cost(usd, counterfactual, marginal_usd=usd)

@@ -7,8 +7,9 @@ shutdown loses nothing; a killed process loses at most the rows of the last inte
 
     ledger = Ledger("sqlite:///tiergate.db")
     await ledger.start()                    # connects and migrates the schema
-    ledger.record(LedgerRow(...))           # never blocks, never raises
+    ledger.record(LedgerRow(...), tries)    # never blocks, never raises; ``tries``: its AttemptRows
     rows = await ledger.rows(since=yesterday)
+    path = await ledger.attempts(request_id)
     await ledger.close()
 """
 
@@ -24,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tiergate.accounting.database import async_url, connect, describe, has_ledger, migrate, sqlite_path
-from tiergate.accounting.schema import LedgerRow, requests
+from tiergate.accounting.schema import AttemptRow, LedgerRow, attempts, requests
 from tiergate.errors import ConfigError
 
 __all__ = ["Ledger"]
@@ -42,7 +43,7 @@ class Ledger:
         self.batch_size = batch_size
         self.max_pending = max_pending
         self._engine: AsyncEngine | None = None
-        self._pending: list[LedgerRow] = []
+        self._pending: list[tuple[LedgerRow, Sequence[AttemptRow]]] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
@@ -75,9 +76,10 @@ class Ledger:
         self._writer = asyncio.create_task(self._write_forever(), name="tiergate-ledger-writer")
         log.info("ledger: %s", describe(self.url))
 
-    def record(self, row: LedgerRow) -> None:
-        """Queue one row. Beyond ``max_pending`` unwritten rows (the database is down) the oldest are dropped."""
-        self._pending.append(row)
+    def record(self, row: LedgerRow, tries: Sequence[AttemptRow] = ()) -> None:
+        """Queue one row and its attempts (written in the same transaction). Beyond ``max_pending`` unwritten rows
+        (the database is down) the oldest are dropped."""
+        self._pending.append((row, tries))
         if len(self._pending) > self.max_pending:
             excess = len(self._pending) - self.max_pending
             del self._pending[:excess]
@@ -94,7 +96,10 @@ class Ledger:
                 return
             try:
                 async with self.engine.begin() as conn:
-                    await conn.execute(requests.insert(), [row.values() for row in batch])
+                    await conn.execute(requests.insert(), [row.values() for row, _ in batch])
+                    tried = [t.values() for _, tries in batch for t in tries]
+                    if tried:
+                        await conn.execute(attempts.insert(), tried)
             except BaseException:
                 self._pending[:0] = batch
                 raise
@@ -126,6 +131,15 @@ class Ledger:
             result = await conn.execute(query)
             return [LedgerRow.from_mapping(r) for r in result.mappings()]
 
+    async def attempts(self, request_id: str | None = None) -> list[AttemptRow]:
+        """The tries of one request in order (``request_id``), or of every request."""
+        query = select(attempts).order_by(attempts.c.ts, attempts.c.request_id, attempts.c.seq)
+        if request_id is not None:
+            query = select(attempts).where(attempts.c.request_id == request_id).order_by(attempts.c.seq)
+        async with self.engine.connect() as conn:
+            result = await conn.execute(query)
+            return [AttemptRow.from_mapping(r) for r in result.mappings()]
+
     async def spend_by_key(self, since: datetime) -> dict[str, float]:
         """USD spent per key name since ``since`` (the start of the budget month)."""
         query = (
@@ -139,7 +153,7 @@ class Ledger:
 
     @property
     def pending(self) -> Sequence[LedgerRow]:
-        return tuple(self._pending)
+        return tuple(row for row, _ in self._pending)
 
     async def _write_forever(self) -> None:
         while not self._closing:

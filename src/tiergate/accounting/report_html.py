@@ -8,7 +8,17 @@ from html import escape
 from tiergate.accounting.charts import cost_png, latency_png, mix_png, reasons_png
 from tiergate.accounting.summary import Summary
 
-__all__ = ["BACKEND_HEAD", "TIER_HEAD", "backend_rows", "money", "overview_rows", "render_report", "tier_rows"]
+__all__ = [
+    "BACKEND_HEAD",
+    "TIER_HEAD",
+    "WORK_HEAD",
+    "backend_rows",
+    "money",
+    "overview_rows",
+    "render_report",
+    "tier_rows",
+    "work_rows",
+]
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 58rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -98,6 +108,24 @@ def backend_rows(s: Summary) -> list[list[str]]:
     ]
 
 
+WORK_HEAD = ["Work", "Requests", "Open / closed", "Cost", "All-closed", "Saving"]
+
+
+def work_rows(s: Summary) -> list[list[str]]:
+    """Live traffic and batch work apart; batch work's all-closed is the reference at the Message Batches price."""
+    return [
+        [
+            w.kind if w.kind == "live" else f"batch ({w.runs:,} run{'s' * (w.runs != 1)})",
+            f"{w.requests:,}",
+            f"{w.open:,} / {w.closed:,}",
+            money(w.cost_usd),
+            money(w.all_closed_usd),
+            f"{money(w.saving_usd)} ({_pct(w.saving_pct)})",
+        ]
+        for w in s.work
+    ]
+
+
 def render_report(s: Summary, title: str) -> str:
     reasons = [[r.label, f"{r.requests:,}", f"{r.share:.1%}"] for r in s.reasons]
     keys = [[k.key, f"{k.requests:,}", money(k.cost_usd)] for k in s.keys]
@@ -111,6 +139,7 @@ def render_report(s: Summary, title: str) -> str:
 <h1>{escape(title)}</h1>
 {_table(["Figure", "Value"], overview_rows(s))}
 {charts}
+{_work_section(s)}
 <h2>By tier</h2>
 {_table(TIER_HEAD, tier_rows(s))}
 <h2>By backend</h2>
@@ -121,6 +150,13 @@ def render_report(s: Summary, title: str) -> str:
 {_table(["Key", "Requests", "Cost"], keys)}
 <p class="note">All-closed: what the reference closed model would have charged for the same tokens.
 Open-weight backends cost their GPU time amortised at the utilisation the gateway measured; their marginal
-cost (what the traffic added to the bill) is zero while capacity is idle. Latency over successful requests.</p>
+cost (what the traffic added to the bill) is zero while capacity is idle. Latency over successful live requests.
+Batch work (<code>tiergate batch</code>) is compared with the reference model at the Message Batches price.</p>
 </body></html>
 """
+
+
+def _work_section(s: Summary) -> str:
+    if not any(w.kind == "batch" for w in s.work):
+        return ""
+    return f"<h2>Live traffic and batch work</h2>\n{_table(WORK_HEAD, work_rows(s))}"

@@ -28,6 +28,7 @@ __all__ = [
     "Share",
     "Summary",
     "TierFigures",
+    "WorkFigures",
     "parse_since",
     "percentile",
     "reason_label",
@@ -85,6 +86,23 @@ class KeyFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkFigures:
+    """Live traffic or batch work (``tiergate batch`` runs), apart. ``all_closed_usd``: the reference model for
+    the same tokens, at the live price for live traffic and at the Message Batches price for batch work (the
+    like-for-like alternative)."""
+
+    kind: str
+    requests: int
+    open: int
+    closed: int
+    cost_usd: float
+    all_closed_usd: float
+    saving_usd: float
+    saving_pct: float | None
+    runs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     """Every figure is over the rows given; ``share`` values are fractions of the served requests.
 
@@ -111,6 +129,8 @@ class Summary:
     reasons: list[Share] = field(default_factory=list)
     keys: list[KeyFigures] = field(default_factory=list)
     backends: list[BackendFigures] = field(default_factory=list)
+    #: Live traffic and batch work apart (one entry each where the window has any).
+    work: list[WorkFigures] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -165,6 +185,7 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
     by_tier: dict[str, list[LedgerRow]] = defaultdict(list)
     by_key: dict[str, list[LedgerRow]] = defaultdict(list)
     by_backend: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
+    by_work: dict[str, list[LedgerRow]] = defaultdict(list)
     cost = counterfactual = marginal = 0.0
     count = failovers = attempts = sovereign = guarded = downgraded = estimated = 0
     for row in rows:
@@ -180,6 +201,7 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         guarded += GUARD in row.route
         downgraded += DOWNGRADE in row.route
         estimated += row.estimated
+        by_work["live" if row.batch is None else "batch"].append(row)
         if row.tier is not None:
             by_tier[row.tier].append(row)
             reasons[reason_label(row.route)] += 1
@@ -208,6 +230,23 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         reasons=[Share(label, n, n / served) for label, n in reasons.most_common()],
         keys=[KeyFigures(k, len(rs), sum(r.cost_usd for r in rs)) for k, rs in sorted(by_key.items())],
         backends=[_backend(name, tier, rs) for (name, tier), rs in sorted(by_backend.items())],
+        work=[_work(kind, by_work[kind]) for kind in ("live", "batch") if by_work[kind]],
+    )
+
+
+def _work(kind: str, rows: list[LedgerRow]) -> WorkFigures:
+    cost = sum(r.cost_usd for r in rows)
+    reference = sum(r.counterfactual_usd for r in rows)
+    return WorkFigures(
+        kind=kind,
+        requests=len(rows),
+        open=sum(r.tier == "open" for r in rows),
+        closed=sum(r.tier == "closed" for r in rows),
+        cost_usd=cost,
+        all_closed_usd=reference,
+        saving_usd=reference - cost,
+        saving_pct=100 * (reference - cost) / reference if reference > 0 else None,
+        runs=len({r.batch for r in rows if r.batch is not None}),
     )
 
 
@@ -225,7 +264,7 @@ def _backend(name: str, tier: str, rows: list[LedgerRow]) -> BackendFigures:
 
 
 def _tier(tier: str, rows: list[LedgerRow], served: int) -> TierFigures:
-    ok = [r for r in rows if r.status == "ok"]
+    ok = [r for r in rows if r.status == "ok" and r.batch is None]  # latency: live traffic (a batch waits hours)
     latencies = [r.latency_ms for r in ok]
     ttfts = [r.ttft_ms for r in ok if r.ttft_ms is not None]
     return TierFigures(

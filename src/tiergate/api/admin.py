@@ -10,16 +10,14 @@ from starlette.responses import JSONResponse, Response
 
 from tiergate.accounting.metrics import CIRCUIT_STATES
 from tiergate.api.chat import error_response, new_request_id, read_body
-from tiergate.api.edges import ANTHROPIC, OPENAI
+from tiergate.api.edges import ANTHROPIC, edge_for_headers
 from tiergate.api.state import AppState
-from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
-from tiergate.dialects.anthropic_wire import ACountTokensRequest
-from tiergate.dialects.common import decode_json, validate
+from tiergate.dialects.anthropic import parse_count_request
 from tiergate.errors import TiergateError, UpstreamError
 from tiergate.pipeline.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
-from tiergate.types import ChatRequest, Tier, ToolSpec
+from tiergate.types import ChatRequest, Tier
 
 
 def _state(request: Request) -> AppState:
@@ -27,28 +25,48 @@ def _state(request: Request) -> AppState:
     return state
 
 
+def model_json(name: str) -> dict[str, object]:
+    """A model as both SDKs read it: OpenAI's ``id``, ``object``, ``created``, ``owned_by``; Anthropic's ``id``,
+    ``type``, ``display_name``, ``created_at``."""
+    return {
+        "id": name,
+        "object": "model",
+        "type": "model",
+        "created": 0,
+        "created_at": "1970-01-01T00:00:00Z",
+        "display_name": name,
+        "owned_by": "tiergate",
+    }
+
+
 async def models(request: Request) -> Response:
     state = _state(request)
+    edge = edge_for_headers(request.headers)
+    rid = new_request_id()
     try:
         state.keys.caller(request.headers)
     except TiergateError as exc:
-        edge = ANTHROPIC if "anthropic-version" in request.headers else OPENAI
-        return error_response(edge, exc, new_request_id())
-    data = [
-        {
-            "id": name,
-            "object": "model",
-            "type": "model",
-            "created": 0,
-            "created_at": "1970-01-01T00:00:00Z",
-            "display_name": name,
-            "owned_by": "tiergate",
-        }
-        for name in state.gateway.models()
-    ]
+        return error_response(edge, exc, rid)
+    data = [model_json(name) for name in state.gateway.models()]
     return JSONResponse(
-        {"object": "list", "data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
+        {"object": "list", "data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]},
+        headers=edge.ids(rid),
     )
+
+
+async def model(request: Request) -> Response:
+    """``GET /v1/models/{id}`` (both SDKs' ``models.retrieve``): any name a request may use, a Claude model's
+    included; another is a 404 in the caller's envelope naming what is served."""
+    state = _state(request)
+    edge = edge_for_headers(request.headers)
+    rid = new_request_id()
+    try:
+        state.keys.caller(request.headers)
+        name = request.path_params["model_id"]
+        state.gateway.names.resolve(name)
+    except TiergateError as exc:
+        return error_response(edge, exc, rid)
+    return JSONResponse(model_json(name), headers=edge.ids(rid))
 
 
 async def healthz(request: Request) -> Response:
@@ -92,21 +110,14 @@ async def count_tokens(request: Request) -> Response:
     try:
         caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
-        wire = validate(ACountTokensRequest, decode_json(body))
-        chat = ChatRequest(
-            model=wire.model,
-            messages=convert_messages(wire.messages),
-            system=system_text(wire.system),
-            tools=tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in wire.tools or ()),
-            forward_headers={h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers},
-        )
+        chat = parse_count_request(body, request.headers)
         verdict = state.gateway.policy.inspect(
             chat, key_sovereign=caller.sovereign, header=request.headers.get(SOVEREIGN_HEADER)
         )
         tokens = await _count(state, chat, verdict)
     except TiergateError as exc:
         return error_response(ANTHROPIC, exc, rid)
-    return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers={"x-request-id": rid})
+    return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers=ANTHROPIC.ids(rid))
 
 
 async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> int:

@@ -25,7 +25,6 @@ from tiergate.api.edges import edge_for_path
 from tiergate.api.state import AppState
 from tiergate.backends import BackendFactory
 from tiergate.config import Config
-from tiergate.dispatch.pool import Pool
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.build import build_gateway
@@ -48,17 +47,6 @@ def build_state(
     return AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission, tracing=tracing)
 
 
-async def _watch_health(pool: Pool, interval_s: float) -> None:
-    """Active health checks: every ``interval_s`` (``dispatch.health_interval_s``), each backend's ``health()``,
-    with or without traffic. A round that fails unexpectedly is logged; the next one still runs."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await pool.check_health()
-        except Exception:
-            log.exception("active health check failed")
-
-
 def create_app(
     config: Config | None = None, registry: dict[str, BackendFactory] | None = None, tracing: Tracing | None = None
 ) -> Starlette:
@@ -74,7 +62,8 @@ def create_app(
         await state.gateway.load_encoder()
         await state.pool.check_health()
         state.ready = True
-        watcher = asyncio.create_task(_watch_health(state.pool, config.dispatch.health_interval_s))
+        dispatch = config.dispatch  # active health checks (Pool.watch_health)
+        watcher = asyncio.create_task(state.pool.watch_health(dispatch.health_interval_s, dispatch.recovery_interval_s))
         log.info("tiergate ready: %s", ", ".join(f"{n} ({s.config.tier.value})" for n, s in state.pool.states.items()))
         try:
             yield
@@ -104,6 +93,7 @@ def create_app(
         Route("/v1/messages", chat.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", admin.count_tokens, methods=["POST"]),
         Route("/v1/models", admin.models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", admin.model, methods=["GET"]),
         Route("/healthz", admin.healthz, methods=["GET"]),
         Route("/readyz", admin.readyz, methods=["GET"]),
         Route("/metrics", admin.metrics, methods=["GET"]),

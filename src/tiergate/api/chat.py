@@ -50,7 +50,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def error_response(edge: Edge, exc: TiergateError, request_id: str, headers: dict[str, str] | None = None) -> Response:
     """``exc`` in the caller's envelope. Nothing is billed for an error: ``x-tiergate-cost-usd`` is 0."""
     body = json.dumps(edge.render_error(exc)).encode()
-    out = {"x-request-id": request_id, "x-tiergate-cost-usd": NO_COST, **(headers or {})}
+    out = {**edge.ids(request_id), "x-tiergate-cost-usd": NO_COST, **(headers or {})}
     if isinstance(exc, UpstreamError) and exc.backend:
         out.setdefault("x-tiergate-backend", exc.backend)
     retry_after = exc.retry_after if isinstance(exc, UpstreamError | RateLimited) else None
@@ -68,35 +68,39 @@ def error_headers(row: LedgerRow) -> dict[str, str]:
     return headers
 
 
-def route_headers(outcome: Outcome, request_id: str, cost_usd: float) -> dict[str, str]:
-    return {
-        "x-request-id": request_id,
+def route_headers(edge: Edge, outcome: Outcome, request_id: str, cost_usd: float) -> dict[str, str]:
+    headers = {
+        **edge.ids(request_id),
         "x-tiergate-tier": outcome.tier.value,
         "x-tiergate-backend": outcome.backend.name,
         "x-tiergate-route": outcome.route,
         "x-tiergate-cost-usd": f"{cost_usd:.8f}",
     }
+    if outcome.dropped:  # what the backend has no translation for: answered without it, and said so
+        headers["x-tiergate-dropped"] = ",".join(outcome.dropped)
+        log.info("request %s: %s answered without %s", request_id, outcome.backend.name, headers["x-tiergate-dropped"])
+    return headers
 
 
 async def handle(request: Request, edge: Edge) -> Response:
     state: AppState = request.app.state.tiergate
     call = Account(state, edge.dialect, new_request_id(), time.perf_counter())
-    call.trace = state.tracing.start(edge.dialect.value, call.request_id, request.url.path)
-    with call.trace.active():
+    call.spans = state.tracing.start(edge.dialect.value, call.request_id, request.url.path)
+    with call.spans.active():
         return await _handle(request, edge, state, call)
 
 
 async def _handle(request: Request, edge: Edge, state: AppState, call: Account) -> Response:
     limits = state.config.server
-    assert call.trace is not None
+    assert call.spans is not None
     try:
         caller = state.keys.caller(request.headers)
         call.caller = caller.name
         body = await read_body(request, limits.max_body_bytes)
         chat = edge.parse(body, request.headers, limits.max_tokens_limit)
         call.model = chat.model
-        call.trace.span.update_name(f"chat {chat.model}")
-        call.trace.set(request_attributes(chat))
+        call.spans.span.update_name(f"chat {chat.model}")
+        call.spans.set(request_attributes(chat))
         headers = request.headers
         plan = await state.gateway.plan(chat, caller, headers.get("x-tiergate-tier"), headers.get(SOVEREIGN_HEADER))
         call.plan = plan  # until admitted: a 429 is attributed to the plan it refused
@@ -118,7 +122,7 @@ async def _handle(request: Request, edge: Edge, state: AppState, call: Account) 
         return error_response(edge, internal, call.request_id, error_headers(call.record_error(internal)))
     cost = call.record(outcome, response.usage, "ok")
     payload = json.dumps(edge.render(response, call.request_id), separators=(",", ":")).encode()
-    return Response(payload, media_type="application/json", headers=route_headers(outcome, call.request_id, cost))
+    return Response(payload, media_type="application/json", headers=route_headers(edge, outcome, call.request_id, cost))
 
 
 def request_attributes(chat: ChatRequest) -> dict[str, object]:
@@ -135,8 +139,10 @@ def request_attributes(chat: ChatRequest) -> dict[str, object]:
 def _stream(call: Account, edge: Edge, chat: ChatRequest, events: EventStream, outcome: Outcome) -> Response:
     prompt_tokens = estimate_prompt_tokens(chat)  # a header-time estimate; the ledger has the truth
     renderer = edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
-    estimate = call.books.costs.cost(outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True))
-    headers = route_headers(outcome, call.request_id, estimate.usd)
+    estimate = call.books.costs.cost(
+        outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True), outcome.model
+    )
+    headers = route_headers(edge, outcome, call.request_id, estimate.usd)
 
     async def body() -> AsyncIterator[bytes]:
         final: Usage | None = None  # the backend's own usage, from the stream's final event

@@ -24,6 +24,11 @@ class Edge:
     render: Callable[[ChatResponse, str], JSON]
     render_error: Callable[[TiergateError], JSON]
     renderer: Callable[[str, str, ChatRequest, int], StreamRenderer]
+    #: The headers that carry the request id: ``x-request-id``, and ``request-id`` where the dialect's SDK reads it.
+    id_headers: tuple[str, ...] = ("x-request-id",)
+
+    def ids(self, request_id: str) -> dict[str, str]:
+        return dict.fromkeys(self.id_headers, request_id)
 
 
 OPENAI = Edge(
@@ -39,8 +44,14 @@ ANTHROPIC = Edge(
     anthropic.render_response,
     anthropic.render_error,
     lambda rid, model, req, prompt_tokens: anthropic.StreamRenderer(rid, model, prompt_tokens),
+    ("x-request-id", "request-id"),  # the Anthropic SDK's ``_request_id``
 )
 
 
 def edge_for_path(path: str) -> Edge:
     return ANTHROPIC if path.startswith("/v1/messages") else OPENAI
+
+
+def edge_for_headers(headers: Mapping[str, str]) -> Edge:
+    """For the endpoints both SDKs call (``/v1/models``): the Anthropic SDK always sends ``anthropic-version``."""
+    return ANTHROPIC if "anthropic-version" in headers else OPENAI

@@ -21,7 +21,7 @@ MODEL = "tiergate-policy"
 def refusal_response(edge: Edge, chat: ChatRequest, plan: Plan, request_id: str) -> Response:
     assert plan.refusal is not None
     headers = {
-        "x-request-id": request_id,
+        **edge.ids(request_id),
         "x-tiergate-tier": plan.tier.value,
         "x-tiergate-backend": "none",
         "x-tiergate-route": plan.route,

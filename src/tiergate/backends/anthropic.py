@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anthropic
 import httpx2
 from anthropic import AsyncStream
-from anthropic.types import Message as AMessage
-from anthropic.types import MessageTokensCount, RawMessageStreamEvent
+from anthropic.types import MessageTokensCount
 
 from tiergate.backends.base import Capabilities, config_of, continues
 from tiergate.backends.errors import from_http_error, malformed
@@ -27,11 +26,14 @@ from tiergate.types import (
     JSON,
     ChatRequest,
     ChatResponse,
+    Dialect,
     EventStream,
     ImagePart,
     Message,
+    NativeEvent,
     StopReason,
     StreamEnd,
+    StreamEvent,
     TextDelta,
     TextPart,
     ToolArgsDelta,
@@ -93,6 +95,7 @@ def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
         "system": req.system,
         "temperature": None if req.temperature is None else min(req.temperature, 1.0),
         "top_p": req.top_p,
+        "top_k": req.top_k,
         "stop_sequences": list(req.stop) or None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
@@ -105,6 +108,8 @@ def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
     if req.tool_choice is not None:
         tc = req.tool_choice
         body["tool_choice"] = {"type": tc.kind, "name": tc.name} if tc.kind == "tool" else {"type": tc.kind}
+    if req.parallel_tool_calls is False and req.tools and body.get("tool_choice", {}).get("type") != "none":
+        body["tool_choice"] = {**body.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
     fmt = req.response_format
     if fmt is not None and fmt.kind != "text":
         # Claude has no generic JSON mode on this path: ask for it plainly (schema included when given).
@@ -114,37 +119,129 @@ def request_json(req: ChatRequest, model: str, stream: bool) -> JSON:
     return body
 
 
-def usage_of(data: Any) -> Usage:
+#: What a token count takes of a Messages body (``max_tokens``, ``stream``, sampling... are a chat's only).
+COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
+
+
+def native_json(req: ChatRequest, model: str, stream: bool) -> JSON | None:
+    """The caller's own Messages body, for Claude, where the request has one that still says what it says
+    (:meth:`tiergate.types.Native.matches`): as it came, with ``model`` set to the model served and ``stream``
+    to the call's. ``None``: translate the canonical request instead."""
+    native = req.native
+    if native is None or native.dialect is not Dialect.ANTHROPIC or not native.matches(req):
+        return None
+    body = dict(native.body)
+    body["model"] = model
+    if stream:
+        body["stream"] = True
+    elif body.get("stream"):
+        body["stream"] = False
+    return body
+
+
+def usage_of(data: Mapping[str, Any] | None) -> Usage:
+    data = data or {}
     return Usage(
-        input_tokens=int(getattr(data, "input_tokens", 0) or 0),
-        output_tokens=int(getattr(data, "output_tokens", 0) or 0),
-        cache_read_tokens=int(getattr(data, "cache_read_input_tokens", 0) or 0),
-        cache_write_tokens=int(getattr(data, "cache_creation_input_tokens", 0) or 0),
+        input_tokens=int(data.get("input_tokens") or 0),
+        output_tokens=int(data.get("output_tokens") or 0),
+        cache_read_tokens=int(data.get("cache_read_input_tokens") or 0),
+        cache_write_tokens=int(data.get("cache_creation_input_tokens") or 0),
     )
+
+
+#: Claude's stop reasons the canonical model has no word for, by what they mean to a caller of another dialect.
+_OTHER_STOPS = {"pause_turn": StopReason.END_TURN, "model_context_window_exceeded": StopReason.MAX_TOKENS}
 
 
 def _stop_reason(value: str | None) -> StopReason:
     try:
         return StopReason(value or "end_turn")
     except ValueError:
-        return StopReason.END_TURN  # e.g. pause_turn: the turn ended without a stop we model
+        return _OTHER_STOPS.get(value or "", StopReason.END_TURN)
 
 
-def parse_message(msg: AMessage) -> ChatResponse:
-    parts: list[TextPart | ToolCall] = []
-    for block in msg.content:
-        if block.type == "text":
-            parts.append(TextPart(block.text))
-        elif block.type == "tool_use":
-            parts.append(ToolCall(block.id, block.name, json.dumps(block.input)))
-    return ChatResponse(
-        id=msg.id,
-        model=msg.model,
-        parts=parts,
-        stop_reason=_stop_reason(msg.stop_reason),
-        usage=usage_of(msg.usage),
-        stop_sequence=msg.stop_sequence,
-    )
+def parse_message(data: Any, backend: str, native: bool = False) -> ChatResponse:
+    """Claude's message (JSON) -> the canonical response; ``native``: keep the message itself to render."""
+    try:
+        parts: list[TextPart | ToolCall] = []
+        for block in data["content"]:
+            if block["type"] == "text":
+                parts.append(TextPart(block["text"]))
+            elif block["type"] == "tool_use":
+                parts.append(ToolCall(block["id"], block["name"], json.dumps(block["input"])))
+        return ChatResponse(
+            id=str(data.get("id", "")),
+            model=str(data.get("model", "")),
+            parts=parts,
+            stop_reason=_stop_reason(data.get("stop_reason")),
+            usage=usage_of(data.get("usage")),
+            stop_sequence=data.get("stop_sequence"),
+            native=data if native else None,
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise malformed(backend, f"message has no usable content ({exc!r})") from exc
+
+
+class RawEvents(AsyncStream[JSON]):
+    """A Messages stream's events as Claude sent them (pings included), as JSON; an ``error`` event raises the
+    SDK's own error, as the SDK's stream class does."""
+
+    async def __stream__(self) -> AsyncIterator[JSON]:
+        try:
+            async for sse in self._iter_events():
+                if sse.event == "error":
+                    try:
+                        body: Any = sse.json()
+                    except ValueError:
+                        body = sse.data
+                    raise self._client._make_status_error(f"{body}", body=body, response=self.response)
+                if sse.data:
+                    data = sse.json()
+                    if isinstance(data, dict):
+                        yield data
+        finally:
+            await self.response.aclose()
+
+
+class StreamReader:
+    """Claude's stream events -> canonical events; with ``native``, each event the canonical ones do not carry
+    is passed on too, as a :class:`NativeEvent`, in its place (text and tool-argument deltas stay canonical)."""
+
+    def __init__(self, native: bool) -> None:
+        self.native = native
+        self.usage = Usage()
+        self.stop: tuple[StopReason, str | None] | None = None
+        self._tools = 0
+        self._block = ""
+
+    def feed(self, data: JSON) -> list[StreamEvent]:
+        kind = data.get("type")
+        out: list[StreamEvent] = [NativeEvent(Dialect.ANTHROPIC, data)] if self.native else []
+        if kind == "message_start":
+            self.usage = usage_of(data["message"].get("usage"))
+        elif kind == "content_block_start":
+            block = data["content_block"]
+            self._block = str(block.get("type"))
+            if self._block == "tool_use":
+                out.append(ToolCallStart(self._tools, block["id"], block["name"]))
+                self._tools += 1
+        elif kind == "content_block_delta":
+            delta = data["delta"]
+            if delta.get("type") == "text_delta":
+                return [TextDelta(delta["text"])]
+            if delta.get("type") == "input_json_delta" and self._block == "tool_use" and delta.get("partial_json"):
+                return [ToolArgsDelta(self._tools - 1, delta["partial_json"])]
+        elif kind == "message_delta":
+            got = usage_of(data.get("usage"))
+            self.usage = Usage(
+                input_tokens=got.input_tokens or self.usage.input_tokens,
+                output_tokens=got.output_tokens,
+                cache_read_tokens=got.cache_read_tokens or self.usage.cache_read_tokens,
+                cache_write_tokens=got.cache_write_tokens or self.usage.cache_write_tokens,
+            )
+            delta = data.get("delta") or {}
+            self.stop = (_stop_reason(delta.get("stop_reason")), delta.get("stop_sequence"))
+        return out
 
 
 def translate(backend: str, exc: anthropic.APIError) -> UpstreamError:
@@ -209,7 +306,16 @@ class AnthropicBackend:
         self.config = config
         self.model = config.model or "claude-sonnet-4-5"
         prefix = continues(config, continues_prefill(self.model))
-        self.capabilities = Capabilities(continues_prefix=prefix, counts_tokens=True, images=True)
+        # Message Batches: the first-party API only (Bedrock and Vertex batch through their own storage services).
+        self.capabilities = Capabilities(
+            continues_prefix=prefix,
+            counts_tokens=True,
+            images=True,
+            native=Dialect.ANTHROPIC,
+            ignores=frozenset({"seed"}),
+            serves_named_models=client_factory is _first_party,
+            message_batches=client_factory is _first_party,
+        )
         self._factory = client_factory
         self._client: Any = None
 
@@ -230,9 +336,19 @@ class AnthropicBackend:
     def _options(self, req: ChatRequest) -> Any:
         return {"headers": dict(req.forward_headers)} if req.forward_headers else {}
 
+    def model_for(self, req: ChatRequest) -> str:
+        """The Claude model the caller named where this backend serves any (Anthropic's API), else its own."""
+        return req.claude_model if req.claude_model and self.capabilities.serves_named_models else self.model
+
+    def _body(self, req: ChatRequest, stream: bool) -> tuple[JSON, bool]:
+        """The body to send, and whether it is the caller's own (:func:`native_json`)."""
+        model = self.model_for(req)
+        native = native_json(req, model, stream)
+        return (native, True) if native is not None else (request_json(req, model, stream), False)
+
     async def count_tokens(self, request: ChatRequest) -> int:
-        body = request_json(request, self.model, False)
-        count_body = {k: body[k] for k in ("model", "messages", "system", "tools") if k in body}
+        body, _ = self._body(request, False)
+        count_body = {k: v for k, v in body.items() if k in COUNT_FIELDS}
         try:
             result = await self._client.post(
                 "/v1/messages/count_tokens", cast_to=MessageTokensCount, body=count_body, options=self._options(request)
@@ -242,63 +358,41 @@ class AnthropicBackend:
         return int(result.input_tokens)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        body, native = self._body(request, False)
         try:
-            msg = await self._client.post(
-                "/v1/messages",
-                cast_to=AMessage,
-                body=request_json(request, self.model, False),
-                options=self._options(request),
-            )
+            data = await self._client.post("/v1/messages", cast_to=object, body=body, options=self._options(request))
         except anthropic.APIError as exc:
             raise translate(self.config.name, exc) from exc
-        return parse_message(msg)
+        return parse_message(data, self.config.name, native)
 
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
-        usage = Usage()
-        stop: tuple[StopReason, str | None] | None = None
-        tools = 0
+        body, native = self._body(request, True)
+        reader = StreamReader(native)
         try:
-            events: AsyncStream[RawMessageStreamEvent] = await self._client.post(
+            events: RawEvents = await self._client.post(
                 "/v1/messages",
-                cast_to=AMessage,
-                body=request_json(request, self.model, True),
+                cast_to=object,
+                body=body,
                 options=self._options(request),
                 stream=True,
-                stream_cls=AsyncStream[RawMessageStreamEvent],
+                stream_cls=RawEvents,
             )
             async with events:
-                async for ev in events:
-                    if ev.type == "message_start":
-                        usage = usage_of(ev.message.usage)
-                    elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
-                        yield ToolCallStart(tools, ev.content_block.id, ev.content_block.name)
-                        tools += 1
-                    elif ev.type == "content_block_delta":
-                        if ev.delta.type == "text_delta":
-                            yield TextDelta(ev.delta.text)
-                        elif ev.delta.type == "input_json_delta" and ev.delta.partial_json:
-                            yield ToolArgsDelta(tools - 1, ev.delta.partial_json)
-                    elif ev.type == "message_delta":
-                        out = usage_of(ev.usage)
-                        usage = Usage(
-                            input_tokens=out.input_tokens or usage.input_tokens,
-                            output_tokens=out.output_tokens,
-                            cache_read_tokens=out.cache_read_tokens or usage.cache_read_tokens,
-                            cache_write_tokens=out.cache_write_tokens or usage.cache_write_tokens,
-                        )
-                        stop = (_stop_reason(ev.delta.stop_reason), ev.delta.stop_sequence)
+                async for data in events:
+                    for ev in reader.feed(data):
+                        yield ev
         except anthropic.APIError as exc:
             raise translate(name, exc) from exc
         except httpx2.TimeoutException as exc:  # raised by the SDK's transport while reading the stream
             raise UpstreamTimeout(f"stream timed out ({type(exc).__name__})", backend=name) from exc
         except httpx2.HTTPError as exc:
             raise UpstreamUnavailable(f"stream broke off ({exc})", backend=name) from exc
-        except (ValueError, KeyError) as exc:
-            raise malformed(name, f"stream event could not be decoded ({exc})") from exc
-        if stop is None:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise malformed(name, f"stream event could not be decoded ({exc!r})") from exc
+        if reader.stop is None:
             raise malformed(name, "stream ended without message_delta (truncated)")
-        yield StreamEnd(stop[0], usage, stop[1])
+        yield StreamEnd(reader.stop[0], reader.usage, reader.stop[1])
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:

@@ -42,15 +42,15 @@ from typing import Protocol, TypeVar
 
 from tiergate.config import BackendConfig
 from tiergate.errors import ConfigError
-from tiergate.types import JSON, ChatRequest, ChatResponse, EventStream
+from tiergate.types import JSON, ChatRequest, ChatResponse, Dialect, EventStream
 
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a backend can do beyond answering text, declared by the backend and read by dispatch and the API.
 
-    >>> Capabilities(counts_tokens=True)
-    Capabilities(continues_prefix=False, counts_tokens=True, images=False)
+    >>> Capabilities(counts_tokens=True).images, Capabilities(ignores=frozenset({"seed"})).ignores
+    (False, frozenset({'seed'}))
     """
 
     #: Continues a final assistant turn given as a prefix: a stream that broke after bytes were sent is
@@ -62,6 +62,20 @@ class Capabilities:
     counts_tokens: bool = False
     #: Reads image parts (a backend that does not refuses a request carrying one with a 400 naming itself).
     images: bool = False
+    #: Takes Anthropic's Message Batches (``POST /v1/messages/batches``) at the batch price: ``tiergate batch``
+    #: submits the items it routes here as batches rather than one request each (:mod:`tiergate.batch`).
+    message_batches: bool = False
+    #: Returns token log probabilities (OpenAI's ``logprobs``): a request asking for them goes only to such a
+    #: backend, and where none may take it, it is a 400 that says so.
+    logprobs: bool = False
+    #: Serves whatever Claude model a request names (:attr:`~tiergate.types.ChatRequest.claude_model`), as
+    #: Anthropic's API does; Bedrock and Vertex serve their configured model.
+    serves_named_models: bool = False
+    #: Takes a caller's own body in this dialect (:class:`tiergate.types.Native`): nothing it carries is lost.
+    native: Dialect | None = None
+    #: Fields of :class:`~tiergate.types.ChatRequest` this backend has no use for (Claude: ``seed``): a request
+    #: that sets one is answered without it, and the response says so (``x-tiergate-dropped``).
+    ignores: frozenset[str] = frozenset()
 
 
 def continues(config: BackendConfig, default: bool) -> bool:

@@ -124,6 +124,13 @@ def _tool_schema(tools: tuple[ToolSpec, ...], name: str | None) -> tuple[JSON, b
     return {"oneOf": options}, True
 
 
+def _finish(end: JSON) -> tuple[StopReason, str | None]:
+    """The worker's ``end`` event -> the stop reason, and the caller's stop sequence that ended the answer."""
+    if end.get("finish") == "stop_sequence":
+        return StopReason.STOP_SEQUENCE, end.get("stop_sequence")
+    return (StopReason.MAX_TOKENS if end.get("finish") == "length" else StopReason.END_TURN), None
+
+
 class EmbeddedBackend:
     capabilities: Capabilities
 
@@ -194,6 +201,7 @@ class EmbeddedBackend:
             "seed": req.seed,
             "temperature": req.temperature,
             "top_p": req.top_p,
+            "top_k": req.top_k,
         }
         if self._forced(req):
             assert req.tool_choice is not None
@@ -262,8 +270,8 @@ class EmbeddedBackend:
             # Cut off by max_tokens inside the arguments: answered as Claude does (200, stop_reason max_tokens),
             # with the partial text, never as a failure of the backend that SDKs would retry.
             return ChatResponse(rid, self.model, [TextPart("".join(text))], StopReason.MAX_TOKENS, usage)
-        reason = StopReason.MAX_TOKENS if end.get("finish") == "length" else StopReason.END_TURN
-        return ChatResponse(rid, self.model, [TextPart("".join(text))], reason, usage)
+        reason, stop = _finish(end)
+        return ChatResponse(rid, self.model, [TextPart("".join(text))], reason, usage, stop_sequence=stop)
 
     async def stream(self, request: ChatRequest) -> EventStream:
         self._admit(request)
@@ -283,8 +291,8 @@ class EmbeddedBackend:
             if event["event"] == "delta":
                 yield TextDelta(event["text"])
             elif event["event"] == "end":
-                reason = StopReason.MAX_TOKENS if event["finish"] == "length" else StopReason.END_TURN
-                yield StreamEnd(reason, Usage(int(event["prompt_tokens"]), int(event["completion_tokens"])))
+                reason, stop = _finish(event)
+                yield StreamEnd(reason, Usage(int(event["prompt_tokens"]), int(event["completion_tokens"])), stop)
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:

@@ -97,22 +97,27 @@ def _seconds_until(http_date: str, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _envelope(content: bytes) -> tuple[str | None, str | None, str]:
-    """(type, code, message) from any of the understood error bodies."""
+def _envelope(content: bytes) -> tuple[str | None, str | None, str, str | None]:
+    """(type, code, message, machine code) from any of the understood error bodies. The machine code is what the
+    caller is told (:attr:`UpstreamError.code`): a textual OpenAI-style ``code`` (not vLLM's numeric status), or
+    the ``error.type`` of Anthropic's envelope, which is its code."""
     try:
         data = json.loads(content)
     except (ValueError, UnicodeDecodeError):
-        return None, None, content[:200].decode("utf-8", "replace").strip()
+        return None, None, content[:200].decode("utf-8", "replace").strip(), None
     err = data.get("error") if isinstance(data, dict) else None
     if not isinstance(err, dict):
         if isinstance(data, dict) and data.get("object") == "error":  # vLLM before 0.9: the error is the body
             err = data
         else:
-            return None, None, str(data)[:200]
+            return None, None, str(data)[:200], None
     code = err.get("code")
     kind = err.get("type")
     message = str(err.get("message") or "")
-    return (str(kind) if kind is not None else None), (str(code) if code is not None else None), message
+    machine = code if isinstance(code, str) and code and not code.isdigit() else None
+    if machine is None and isinstance(data, dict) and data.get("type") == "error" and isinstance(kind, str):
+        machine = kind or None
+    return (str(kind) if kind is not None else None), (str(code) if code is not None else None), message, machine
 
 
 def is_context_length(status: int, err_type: str | None, code: str | None, message: str) -> bool:
@@ -140,17 +145,27 @@ def is_prefill_rejection(status: int, message: str) -> bool:
 
 
 def from_http_error(backend: str, status: int, headers: Mapping[str, str], content: bytes) -> UpstreamError:
-    err_type, code, message = _envelope(content)
+    """An upstream's error answer as one of ours, its machine-readable code kept for the caller.
+
+    >>> err = from_http_error("vllm", 400, {}, b'{"error": {"type": "invalid_request_error",'
+    ...                       b' "code": "content_policy_violation", "message": "rejected by the safety system"}}')
+    >>> type(err).__name__, err.code
+    ('UpstreamClientError', 'content_policy_violation')
+    >>> from_http_error("claude", 403, {}, b'{"type": "error", "error": {"type": "permission_error",'
+    ...                 b' "message": "no access"}}').code
+    'permission_error'
+    """
+    err_type, code, message, machine = _envelope(content)
     detail = f"HTTP {status}" + (f" {err_type}" if err_type else "") + (f": {message}" if message else "")
     after = retry_after(headers)
     if is_context_length(status, err_type, code, message):
-        return ContextLengthExceeded(detail, backend=backend, upstream_status=status)
+        return ContextLengthExceeded(detail, backend=backend, upstream_status=status, code=machine)
     if is_prefill_rejection(status, message):
-        return PrefillRejected(detail, backend=backend, upstream_status=status)
+        return PrefillRejected(detail, backend=backend, upstream_status=status, code=machine)
     if status in RETRYABLE_STATUS or err_type == "overloaded_error" or status >= 500:
         cls = UpstreamTimeout if status in (408, 504) else UpstreamUnavailable
-        return cls(detail, backend=backend, upstream_status=status, retry_after=after)
-    return UpstreamClientError(detail, backend=backend, upstream_status=status)
+        return cls(detail, backend=backend, upstream_status=status, retry_after=after, code=machine)
+    return UpstreamClientError(detail, backend=backend, upstream_status=status, code=machine)
 
 
 def from_transport_error(backend: str, exc: Exception) -> UpstreamError:

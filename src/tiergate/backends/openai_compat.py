@@ -72,11 +72,17 @@ def request_json(req: ChatRequest, model: str, stream: bool, continue_final: boo
         "max_tokens": req.max_tokens,
         "temperature": req.temperature,
         "top_p": req.top_p,
+        "top_k": req.top_k,  # vLLM, llama.cpp server, TGI and others take it beside OpenAI's own
         "seed": req.seed,
         "user": req.user,
         "stop": list(req.stop) or None,
+        "parallel_tool_calls": req.parallel_tool_calls if req.tools else None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    if req.logprobs is not None:
+        body["logprobs"] = True
+        if req.logprobs:
+            body["top_logprobs"] = req.logprobs
     if stream:
         body["stream_options"] = {"include_usage": True}
     if req.tools:
@@ -116,7 +122,16 @@ def parse_usage(data: Any) -> Usage | None:
     )
 
 
-def parse_response(data: Any, model: str, backend: str) -> ChatResponse:
+def stopped_by(choice: Any, finish: StopReason, stops: tuple[str, ...]) -> tuple[StopReason, str | None]:
+    """The stop reason, and the stop sequence that ended the answer where the server says which (vLLM's
+    ``stop_reason``: the matched string); other servers do not say, and a stop there reads ``end_turn``."""
+    matched = choice.get("stop_reason") if isinstance(choice, dict) else None
+    if finish is StopReason.END_TURN and isinstance(matched, str) and matched in stops:
+        return StopReason.STOP_SEQUENCE, matched
+    return finish, None
+
+
+def parse_response(data: Any, model: str, backend: str, stops: tuple[str, ...] = ()) -> ChatResponse:
     try:
         choice = data["choices"][0]
         msg = choice["message"]
@@ -126,7 +141,9 @@ def parse_response(data: Any, model: str, backend: str) -> ChatResponse:
         for call in msg.get("tool_calls") or ():
             fn = call["function"]
             parts.append(ToolCall(call["id"], fn["name"], fn.get("arguments") or "{}"))
-        reason = STOP_REASON.get(choice.get("finish_reason") or "stop", StopReason.END_TURN)
+        reason, stop = stopped_by(
+            choice, STOP_REASON.get(choice.get("finish_reason") or "stop", StopReason.END_TURN), stops
+        )
         usage = parse_usage(data.get("usage"))
         return ChatResponse(
             id=str(data.get("id", "")),
@@ -134,7 +151,9 @@ def parse_response(data: Any, model: str, backend: str) -> ChatResponse:
             parts=parts,
             stop_reason=reason,
             usage=usage or Usage(estimated=True),
+            stop_sequence=stop,
             refusal=msg.get("refusal"),
+            logprobs=choice.get("logprobs") if isinstance(choice.get("logprobs"), dict) else None,
         )
     except (KeyError, IndexError, TypeError) as exc:
         raise malformed(backend, f"response has no usable choices[0].message ({exc!r})") from exc
@@ -164,8 +183,10 @@ class InStreamError(Exception):
 class StreamParser:
     """OpenAI ``chat.completion.chunk`` payloads -> canonical events (tool-call indices renumbered from 0)."""
 
-    def __init__(self, prompt_chars: int = 0) -> None:
+    def __init__(self, prompt_chars: int = 0, stops: tuple[str, ...] = ()) -> None:
         self.finish: StopReason | None = None
+        self.stop_sequence: str | None = None
+        self._stops = stops
         self.usage: Usage | None = None
         self._calls: dict[int, int] = {}
         self._prompt_chars = prompt_chars
@@ -182,7 +203,8 @@ class StreamParser:
             delta = choice.get("delta") or {}
             if delta.get("content"):
                 self._deltas += 1
-                out.append(TextDelta(delta["content"]))
+                logprobs = (choice.get("logprobs") or {}).get("content")
+                out.append(TextDelta(delta["content"], tuple(logprobs) if isinstance(logprobs, list) else None))
             for call in delta.get("tool_calls") or ():
                 upstream_index = int(call.get("index", 0))
                 fn = call.get("function") or {}
@@ -194,7 +216,8 @@ class StreamParser:
                     self._deltas += 1
                     out.append(ToolArgsDelta(self._calls[upstream_index], fn["arguments"]))
             if choice.get("finish_reason"):
-                self.finish = STOP_REASON.get(choice["finish_reason"], StopReason.END_TURN)
+                finish = STOP_REASON.get(choice["finish_reason"], StopReason.END_TURN)
+                self.finish, self.stop_sequence = stopped_by(choice, finish, self._stops)
         return out
 
     def end(self) -> StreamEnd | None:
@@ -202,7 +225,7 @@ class StreamParser:
             return None
         # No usage from the server: estimate (one token a delta, four characters a prompt token) and say so.
         estimate = Usage(input_tokens=estimate_tokens(self._prompt_chars), output_tokens=self._deltas, estimated=True)
-        return StreamEnd(self.finish, self.usage or estimate)
+        return StreamEnd(self.finish, self.usage or estimate, self.stop_sequence)
 
 
 #: Longest a health probe (``GET /models``) may take, connecting included.
@@ -218,7 +241,7 @@ class OpenAICompatBackend:
         # Continues a prefix only where configured so: without continue_final_message many servers start over.
         # No token counter: OpenAI-compatible servers have no standard endpoint for one.
         prefix = continues(config, config.continue_final_message is True)
-        self.capabilities = Capabilities(continues_prefix=prefix, images=True)
+        self.capabilities = Capabilities(continues_prefix=prefix, images=True, logprobs=True)
         self._continue_final = config.continue_final_message is not False
         self._client: httpx2.AsyncClient | None = None
 
@@ -269,7 +292,7 @@ class OpenAICompatBackend:
             data = resp.json()
         except ValueError as exc:
             raise malformed(name, "response body is not JSON") from exc
-        response = parse_response(data, self.model, name)
+        response = parse_response(data, self.model, name, request.stop)
         if response.usage.estimated:  # no usage from the server: four characters a token, as for streams
             out = len(response.text) + sum(len(c.arguments) for c in response.tool_calls)
             response.usage = Usage(estimate_prompt_tokens(request), estimate_tokens(out), estimated=True)
@@ -278,7 +301,7 @@ class OpenAICompatBackend:
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
         body = request_json(request, self.model, True, self._continue_final)
-        parser = StreamParser(prompt_chars(request))
+        parser = StreamParser(prompt_chars(request), request.stop)
         done = False
         try:
             async with self.client.stream("POST", "chat/completions", json=body) as resp:
@@ -295,7 +318,9 @@ class OpenAICompatBackend:
                     try:
                         events = parser.feed(json.loads(data))
                     except InStreamError as exc:
-                        raise UpstreamUnavailable(f"error inside the stream: {exc}", backend=name) from exc
+                        code = exc.error.get("code")
+                        code = code if isinstance(code, str) and not code.isdigit() else None
+                        raise UpstreamUnavailable(f"error inside the stream: {exc}", backend=name, code=code) from exc
                     except (ValueError, TypeError) as exc:
                         raise malformed(name, "stream carried a chunk that is not valid JSON") from exc
                     for ev in events:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tiergate.cli import doctor, plan, report, route, serve
+from tiergate.cli import batch, doctor, plan, report, route, serve
 from tiergate.cli.guard import guard_app
 from tiergate.cli.router import router_app
 
@@ -17,7 +17,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (serve, route, plan, report, doctor):
+    for module in (serve, route, plan, report, doctor, batch):
         module.register(app)
     app.add_typer(router_app, name="router", help="Train, score, evaluate and calibrate the router.")
     app.add_typer(guard_app, name="guard", help="Train, score and evaluate the safety guard.")

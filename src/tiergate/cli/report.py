@@ -23,11 +23,13 @@ from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.report_html import (
     BACKEND_HEAD,
     TIER_HEAD,
+    WORK_HEAD,
     backend_rows,
     money,
     overview_rows,
     render_report,
     tier_rows,
+    work_rows,
 )
 from tiergate.accounting.summary import Summary, parse_since, summarise
 from tiergate.cli.failure import fail
@@ -96,6 +98,8 @@ def _show(s: Summary, window: str, console: Console) -> None:
     if not s.requests:
         console.print("[dim]No requests in this window.[/dim]")
         return
+    if any(w.kind == "batch" for w in s.work):
+        console.print(_table("Live traffic and batch work", WORK_HEAD, work_rows(s)))
     no_tokens = [row[:3] + row[4:] for row in [TIER_HEAD, *tier_rows(s)]]  # 80 columns; the HTML has them
     console.print(_table("By tier", no_tokens[0], no_tokens[1:]))
     by_backend = [row[:3] + row[4:] for row in [BACKEND_HEAD, *backend_rows(s)]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -10,6 +11,10 @@ from pydantic import BaseModel, ValidationError
 from tiergate.errors import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
+# Parts of a validation error's location that name a union's branch, not a field: ``str``, ``list[...]``, the
+# ``block:text`` tags of Anthropic's content blocks.
+_BRANCH = re.compile(r"str|int|float|bool|dict|list|none|[a-z]+\[.*\]|block:\w+")
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def decode_json(body: bytes) -> Any:
@@ -28,9 +33,10 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"]
+        # Of the alternatives of a union (a content string, or a list of blocks), the one that got furthest.
+        first = max(exc.errors(include_url=False), key=lambda e: len(e["loc"]))
+        loc = ".".join(str(p) for p in first["loc"] if not _BRANCH.fullmatch(str(p)))
+        msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":
             msg = "required field is missing"
         elif first["type"] == "too_short" and loc.endswith("messages"):
@@ -50,3 +56,12 @@ def check_tool_results(tool_ids_seen: set[str], tool_call_id: str, where: str) -
             f"(no call with id {tool_call_id!r})",
             param=where,
         )
+
+
+def feature_name(name: str) -> str:
+    """A field or block name as the ``x-tiergate-dropped`` header may carry it (a caller's odd key: ``other``).
+
+    >>> feature_name("thinking"), feature_name("bad\\nname")
+    ('thinking', 'other')
+    """
+    return name if _NAME.fullmatch(name) else "other"

@@ -6,8 +6,8 @@ import json
 import time
 from collections.abc import Mapping
 
-from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, validate
-from tiergate.dialects.openai_wire import OAContentPart, OAMessage, OARequest
+from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, feature_name, validate
+from tiergate.dialects.openai_wire import CANONICAL_FIELDS, OAContentPart, OAMessage, OARequest
 from tiergate.errors import InvalidRequest, TiergateError, UpstreamError
 from tiergate.types import (
     JSON,
@@ -15,6 +15,7 @@ from tiergate.types import (
     ChatResponse,
     ImagePart,
     Message,
+    NativeEvent,
     Part,
     ResponseFormat,
     StreamEnd,
@@ -94,8 +95,22 @@ def _messages(wire: list[OAMessage]) -> tuple[str | None, list[Message]]:
     return ("\n\n".join(system) if system else None), out
 
 
+def unmodelled(raw: JSON, wire: OARequest) -> tuple[str, ...]:
+    """What the canonical request does not carry, named for ``x-tiergate-dropped``: top-level fields it has no
+    place for (``presence_penalty``, ``logit_bias``, ``reasoning_effort``...), messages' ``name``, images'
+    ``detail``."""
+    found = {feature_name(k) for k in raw if k not in CANONICAL_FIELDS}
+    if any(m.name is not None for m in wire.messages):
+        found.add("messages.name")
+    for m in wire.messages:
+        if isinstance(m.content, list) and any(p.image_url is not None and p.image_url.detail for p in m.content):
+            found.add("image_url.detail")
+    return tuple(sorted(found))
+
+
 def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
-    wire = validate(OARequest, decode_json(body))
+    raw = decode_json(body)
+    wire = validate(OARequest, raw)
     max_tokens = wire.max_completion_tokens or wire.max_tokens
     check_max_tokens(max_tokens, max_tokens_limit, "max_tokens")
     system, messages = _messages(wire.messages)
@@ -122,6 +137,8 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int
         else:
             fmt = ResponseFormat(rf.type)
     stop = (wire.stop,) if isinstance(wire.stop, str) else tuple(wire.stop or ())
+    if wire.top_logprobs is not None and not wire.logprobs:
+        raise InvalidRequest("top_logprobs: requires logprobs to be true", param="top_logprobs")
     return ChatRequest(
         model=wire.model,
         messages=messages,
@@ -138,6 +155,9 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int
         stream=wire.stream,
         include_usage=bool(wire.stream_options and wire.stream_options.include_usage),
         metadata=dict(wire.metadata or {}),
+        parallel_tool_calls=wire.parallel_tool_calls,
+        logprobs=(wire.top_logprobs or 0) if wire.logprobs else None,
+        unmodelled=unmodelled(raw, wire),
     )
 
 
@@ -167,7 +187,12 @@ def render_response(resp: ChatResponse, request_id: str) -> JSON:
         "created": int(time.time()),
         "model": resp.model,
         "choices": [
-            {"index": 0, "message": message, "finish_reason": FINISH_REASON[resp.stop_reason], "logprobs": None}
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": FINISH_REASON[resp.stop_reason],
+                "logprobs": resp.logprobs,
+            }
         ],
         "usage": usage_json(resp.usage),
     }
@@ -184,6 +209,8 @@ def render_error(exc: TiergateError) -> JSON:
         err_type = "invalid_request_error" if exc.status < 500 else "server_error"
     if isinstance(exc, UpstreamError) and exc.status >= 500:
         err_type = {502: "upstream_error", 503: "service_unavailable", 504: "timeout"}.get(exc.status, err_type)
+    if isinstance(exc, UpstreamError) and code is None:
+        code = exc.code  # the upstream's own code (content_policy_violation, Anthropic's permission_error, ...)
     param = getattr(exc, "param", None)
     return {"error": {"message": exc.message, "type": err_type, "param": param, "code": code}}
 
@@ -200,8 +227,9 @@ class StreamRenderer:
         }
         self._include_usage = include_usage
 
-    def _chunk(self, delta: JSON, finish: str | None = None) -> bytes:
-        payload = {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+    def _chunk(self, delta: JSON, finish: str | None = None, logprobs: JSON | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        payload = {**self._base, "choices": [choice]}
         return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
     def start(self) -> bytes:
@@ -209,12 +237,14 @@ class StreamRenderer:
 
     def event(self, ev: StreamEvent) -> bytes:
         if isinstance(ev, TextDelta):
-            return self._chunk({"content": ev.text})
+            return self._chunk({"content": ev.text}, logprobs=None if ev.logprobs is None else {"content": ev.logprobs})
         if isinstance(ev, ToolCallStart):
             fn = {"name": ev.name, "arguments": ""}
             return self._chunk({"tool_calls": [{"index": ev.index, "id": ev.id, "type": "function", "function": fn}]})
         if isinstance(ev, ToolArgsDelta):
             return self._chunk({"tool_calls": [{"index": ev.index, "function": {"arguments": ev.partial_json}}]})
+        if isinstance(ev, NativeEvent):
+            return b""  # another dialect's own event (never sent for an OpenAI caller)
         return self._end(ev)
 
     def _end(self, ev: StreamEnd) -> bytes:

@@ -100,3 +100,10 @@ class OARequest(_Wire):
     user: str | None = None
     n: int | None = Field(None, ge=1, le=1)
     metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+#: Top-level fields the canonical request carries (or translates); any other is reported when it is dropped.
+CANONICAL_FIELDS = frozenset(OARequest.model_fields)

@@ -117,16 +117,48 @@ class Pool:
     def has_tier(self, tier: Tier) -> bool:
         return any(s.config.tier is tier for s in self.states.values())
 
-    async def check_health(self) -> dict[str, bool]:
-        results = await asyncio.gather(*(s.backend.health() for s in self.states.values()), return_exceptions=True)
+    async def check_health(self, states: Sequence[BackendState] | None = None) -> dict[str, bool]:
+        """Run the active health check of ``states`` (all by default); returns each one's verdict.
+
+        **Recovery**: a backend whose check failed and now passes again, while its circuit is open (or half-open),
+        has its circuit closed at once: the check saw the outage and sees it over, so the backend gets its traffic
+        back without waiting for the breaker's cooldown. A check that passed all along (the probe's endpoint up
+        while requests fail) is no news and closes nothing: the breaker's own half-open probe decides.
+        """
+        chosen = list(self.states.values()) if states is None else list(states)
+        results = await asyncio.gather(*(s.backend.health() for s in chosen), return_exceptions=True)
         out: dict[str, bool] = {}
-        for state, ok in zip(self.states.values(), results, strict=True):
+        for state, ok in zip(chosen, results, strict=True):
             was = state.healthy
             state.healthy = ok is True
             if was != state.healthy:
                 log.warning("backend %s is now %s", state.name, "healthy" if state.healthy else "unhealthy")
+            if state.healthy and not was and state.breaker.state != "closed":
+                log.warning("circuit for backend %s closed: its health check passes again", state.name)
+                state.breaker.record_success(time.monotonic())
             out[state.name] = state.healthy
         return out
+
+    def ailing(self) -> list[BackendState]:
+        """Backends whose last check failed or whose circuit is not closed: checked every ``recovery_interval_s``."""
+        return [s for s in self.states.values() if not s.healthy or s.breaker.state != "closed"]
+
+    async def watch_health(self, interval_s: float, recovery_s: float) -> None:
+        """Active health checks, with or without traffic, until cancelled: every backend every ``interval_s``,
+        and the :meth:`ailing` ones every ``recovery_s``, so a recovered backend is seen (and its circuit closed)
+        within about ``recovery_s``. A round that fails unexpectedly is logged; the next one still runs."""
+        tick = min(interval_s, recovery_s)
+        next_full = time.monotonic() + interval_s
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                if time.monotonic() >= next_full:
+                    next_full = time.monotonic() + interval_s
+                    await self.check_health()
+                elif ailing := self.ailing():
+                    await self.check_health(ailing)
+            except Exception:
+                log.exception("active health check failed")
 
     async def acquire(self, state: BackendState, max_wait_s: float | None = None) -> None:
         """Take one of the backend's concurrency slots; refuse at once when slots and queue are full.

@@ -26,6 +26,7 @@ from tiergate.types import (
     ChatRequest,
     EventStream,
     Message,
+    NativeEvent,
     StreamEnd,
     StreamEvent,
     TextDelta,
@@ -61,9 +62,12 @@ async def supervise(
     tools_started = isinstance(first, ToolCallStart | ToolArgsDelta)
     produced = 1 if isinstance(first, TextDelta | ToolArgsDelta) else 0
     state = lease.state
+    tried = served.tried
     try:
         if isinstance(first, StreamEnd):
             lease.success()
+            if tried is not None:
+                tried.close("ok")
             yield first
             return
         yield first
@@ -78,24 +82,34 @@ async def supervise(
                 raise UpstreamError("stream ended without a final event", backend=state.name) from None
             if isinstance(ev, StreamEnd):
                 lease.success()
+                if tried is not None:
+                    tried.output_tokens = ev.usage.output_tokens or produced
+                    tried.close("ok")
                 yield ev
                 break
             yield ev
             produced += 1
             if isinstance(ev, TextDelta):
                 text.append(ev.text)
-            else:
+            elif isinstance(ev, ToolCallStart | ToolArgsDelta):
                 tools_started = True
     except UpstreamError as exc:
         lease.failure(exc.message, d.policy.rest(exc.retry_after))
         served.attempts.failed.append(state.name)
         served.attempts.last = exc
+        if tried is not None:
+            tried.output_tokens = produced
+            tried.upstream_status = exc.upstream_status
+            tried.close("cut", exc.message)
         if tools_started or not text:
             raise
         log.warning("stream from %s broke after %d events; resuming elsewhere: %s", state.name, produced, exc)
         async for ev in resume(d, request, targets, served, "".join(text), produced, outbound, deadline):
             yield ev
     finally:  # a consumer gone mid-stream leaves no verdict: closing the lease frees the probe
+        if tried is not None and tried.ended is None:
+            tried.output_tokens = produced
+            tried.close("cancelled", "the caller went away")
         try:
             await events.aclose()
         finally:
@@ -120,9 +134,12 @@ async def resume(
         served.attempts.last = failed
         raise failed
     events, restarted = opened
+    resumed = served.tried
     splicer = Splicer(sent, restarted=restarted)
     try:
         async for ev in events:  # the resumed stream, its first event included
+            if isinstance(ev, NativeEvent):
+                continue  # a restarted Claude's own framing: the caller has the first one's
             if isinstance(ev, TextDelta):
                 rest = splicer.feed(ev.text)
                 if rest:
@@ -139,6 +156,8 @@ async def resume(
             yield ev
     except Diverged as exc:
         log.warning("stream resumed on %s cannot be spliced: %s", served.state.name, exc)
+        if resumed is not None:
+            resumed.close("diverged", str(exc))
         raise SpliceDiverged(failed, served.state.name, str(exc)) from None
     finally:
         await events.aclose()
@@ -159,21 +178,21 @@ async def _reopen(
     if continuing:
         continued = replace(request, messages=with_prefix(request.messages, sent.rstrip()))
         try:
-            _, events, again = await d.stream(continued, continuing, outbound, deadline, attempts)
+            _, events, again = await d.stream(continued, continuing, outbound, deadline, attempts, purpose="continue")
         except UpstreamError:
             pass  # none could continue (down, or a prefill refused and now learned): restart on the others
         else:
-            served.state = again.state
+            served.state, served.tried = again.state, again.tried
             return events, False
     others = [s for s in targets if s.name not in attempts.failed]
     if not others:
         return None
     log.info("restarting the answer without its prefix on %s", ", ".join(s.name for s in others))
     try:
-        _, events, again = await d.stream(request, others, outbound, deadline, attempts)
+        _, events, again = await d.stream(request, others, outbound, deadline, attempts, purpose="restart")
     except UpstreamError:
         return None
-    served.state = again.state
+    served.state, served.tried = again.state, again.tried
     return events, True
 
 

@@ -6,6 +6,9 @@
 True
 >>> policy.backoff(attempt=1, retry_after=30.0, rng=random.Random(0))
 5.0
+>>> rate_limited = UpstreamError("HTTP 429", backend="b", upstream_status=429)
+>>> 0.4 <= policy.pause(rate_limited, attempt=1, rng=random.Random(0)) <= 1.1  # a floor of its own
+True
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from tiergate.config import BackendConfig
 from tiergate.errors import RETRYABLE_STATUS, ContextLengthExceeded, PrefillRejected, Silent, UpstreamError
 
 
@@ -22,6 +26,17 @@ class RetryPolicy:
     base_s: float = 0.1
     cap_s: float = 2.0
     retry_after_cap_s: float = 5.0
+    #: A rate limit (429) without ``Retry-After`` is retried after a pause drawn from this range, not the backoff.
+    rate_limit_min_s: float = 0.4
+    rate_limit_max_s: float = 1.1
+
+    def pause(self, exc: UpstreamError, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before trying the backend that failed with ``exc`` again: its ``Retry-After`` (capped);
+        for a rate limit without one, a pause drawn from ``[rate_limit_min_s, rate_limit_max_s]`` (a provider that
+        says "too many requests" is not asked again within milliseconds); else the backoff."""
+        if exc.retry_after is None and rate_limited(exc):
+            return rng.uniform(self.rate_limit_min_s, self.rate_limit_max_s)
+        return self.backoff(attempt, exc.retry_after, rng)
 
     def backoff(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait before try ``attempt + 1``: the server's Retry-After (capped) or full jitter."""
@@ -30,13 +45,16 @@ class RetryPolicy:
             return rest
         return rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1)))
 
-    def rest(self, retry_after: float | None) -> float | None:
-        """How long a backend that answered with ``Retry-After`` is put last for other requests (capped).
+    def rest(self, retry_after: float | None, rate_limit: bool = False) -> float | None:
+        """How long a backend that answered with ``Retry-After`` is put last for other requests (capped); a rate
+        limit (``rate_limit``) without one, for ``rate_limit_min_s``.
 
-        >>> RetryPolicy(retry_after_cap_s=5.0).rest(30.0), RetryPolicy().rest(None)
-        (5.0, None)
+        >>> RetryPolicy(retry_after_cap_s=5.0).rest(30.0), RetryPolicy().rest(None), RetryPolicy().rest(None, True)
+        (5.0, None, 0.4)
         """
-        return None if retry_after is None else min(max(retry_after, 0.0), self.retry_after_cap_s)
+        if retry_after is None:
+            return self.rate_limit_min_s if rate_limit else None
+        return min(max(retry_after, 0.0), self.retry_after_cap_s)
 
 
 def retry_same(
@@ -59,6 +77,11 @@ def retry_same(
     return exc.upstream_status is None or exc.upstream_status in RETRYABLE_STATUS
 
 
+def rate_limited(exc: UpstreamError) -> bool:
+    """Did the backend say "too many requests" (HTTP 429, Anthropic's ``rate_limit_error``)?"""
+    return exc.upstream_status == 429
+
+
 def may_fail_over(exc: UpstreamError) -> bool:
     """Try another backend? Client errors would fail the same way anywhere, except a context overflow and a
     refused assistant prefill (another backend may continue it)."""
@@ -70,3 +93,15 @@ def fits_context(failed_window: int | None, candidate_window: int | None) -> boo
     if candidate_window is None:
         return False
     return failed_window is None or candidate_window > failed_window
+
+
+def first_token_budget(config: BackendConfig, input_tokens: int) -> float:
+    """Seconds a backend has to send a stream's first event: ``first_token_timeout_s`` plus
+    ``first_token_per_1k_input_s`` per 1,000 input tokens (a 200k-token prompt takes longer to start than a short
+    one). A backend silent for longer is left, and not asked again within the request (:class:`Silent`).
+
+    >>> b = BackendConfig(name="b", tier="open", kind="x", first_token_timeout_s=10, first_token_per_1k_input_s=0.25)
+    >>> first_token_budget(b, 20), first_token_budget(b, 200_000)
+    (10.005, 60.0)
+    """
+    return config.first_token_timeout_s + config.first_token_per_1k_input_s * max(input_tokens, 0) / 1000

@@ -1,7 +1,9 @@
 """Account: when a request ends, one ledger row, its metrics and its budget settled, on every path.
 
 Every ending (an answer, a stream cut short, a policy refusal, an error) goes through :func:`ledger_row`, the
-one place a row is built, and :meth:`Account._close`, the one place it is counted, settled and written.
+one place a row is built, and :meth:`Account._close`, the one place it is counted, settled and written, with
+the request's tries (:func:`attempt_rows`: the ledger's ``attempts``; a line in the log when the path was more
+than one clean answer).
 """
 
 from __future__ import annotations
@@ -11,21 +13,30 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from tiergate.accounting.budgets import Budgets, Reservation
 from tiergate.accounting.cost import Cost, CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
-from tiergate.accounting.schema import LedgerRow, Status, status_of
+from tiergate.accounting.schema import AttemptRow, LedgerRow, Status, status_of
 from tiergate.dispatch.pool import Pool
+from tiergate.dispatch.trace import Trace
 from tiergate.errors import RateLimited, TiergateError
 from tiergate.pipeline.gateway import Outcome, Plan
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
-from tiergate.tracing import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, OUTPUT_TOKENS, RequestTrace
+from tiergate.tracing import (
+    CACHE_READ_TOKENS,
+    CACHE_WRITE_TOKENS,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    AttemptSpan,
+    RequestTrace,
+)
 from tiergate.types import ChatRequest, Dialect, StreamEvent, TextDelta, ToolArgsDelta, Usage
 
-__all__ = ["COUNT_TIMEOUT_S", "Account", "Books", "Produced", "ledger_row"]
+__all__ = ["COUNT_TIMEOUT_S", "Account", "Books", "Produced", "attempt_rows", "ledger_row"]
 
 log = logging.getLogger("tiergate.requests")
 #: How long the accounting of a cut stream may wait for the backend's own prompt count.
@@ -80,8 +91,11 @@ def ledger_row(
     cost: Cost | None = None,
     ttft: float | None = None,
     failovers: int = 0,
+    batch: str | None = None,
 ) -> LedgerRow:
-    """The one ledger row of a request that ends now (``usage`` and ``cost`` absent: nothing was served)."""
+    """The one ledger row of a request that ends now (``usage`` and ``cost`` absent: nothing was served).
+
+    ``batch``: the ``tiergate batch`` run the request belongs to (``None``: live traffic)."""
     usage = usage or Usage()
     return LedgerRow(
         request_id=account.request_id,
@@ -105,7 +119,48 @@ def ledger_row(
         estimated=usage.estimated,
         marginal_usd=0.0 if cost is None else cost.marginal_usd,
         utilisation=None if cost is None else cost.utilisation,
+        batch=batch,
     )
+
+
+#: Longest reason kept in the ledger (the column's width).
+REASON_CHARS = 1000
+
+
+def attempt_rows(request_id: str, trace: Trace, costs: CostModel, pool: Pool) -> tuple[list[AttemptRow], float]:
+    """The ledger rows of a request's tries, and what they cost beyond the request's own row (hedges that lost,
+    charged for their prompt and any tokens they produced). Tries still open end as ``cancelled``."""
+    trace.settle("cancelled", "the request ended first")
+    now_wall, now = datetime.now(UTC), time.monotonic()
+    rows: list[AttemptRow] = []
+    extra = 0.0
+    for seq, t in enumerate(trace.tries):
+        cost = 0.0
+        state = pool.get(t.backend)
+        if t.outcome == "lost" and state is not None:
+            usage = Usage(input_tokens=t.input_tokens, output_tokens=t.output_tokens, estimated=True)
+            cost = costs.charge(state.config, usage).usd
+            extra += cost
+        ended = t.ended if t.ended is not None else now
+        rows.append(
+            AttemptRow(
+                request_id=request_id,
+                seq=seq,
+                backend=t.backend,
+                tier=t.tier,
+                purpose=t.purpose,
+                outcome=t.outcome,
+                reason=t.reason[:REASON_CHARS],
+                upstream_status=t.upstream_status,
+                started_ms=(t.started - trace.origin) * 1000,
+                latency_ms=(ended - t.started) * 1000,
+                input_tokens=t.input_tokens,
+                output_tokens=t.output_tokens,
+                cost_usd=cost,
+                ts=now_wall - timedelta(seconds=now - t.started),
+            )
+        )
+    return rows, extra
 
 
 @dataclass(slots=True)
@@ -121,15 +176,15 @@ class Account:
     model: str = ""
     reservation: Reservation | None = None
     plan: Plan | None = None
-    #: The request's spans (:mod:`tiergate.tracing`); ended here, with the ledger row.
-    trace: RequestTrace | None = None
+    #: The request's OpenTelemetry spans (:mod:`tiergate.tracing`); ended here, with the ledger row.
+    spans: RequestTrace | None = None
 
     def record(
         self, outcome: Outcome, usage: Usage, status: str, ttft: float | None = None, elapsed: float | None = None
     ) -> float:
         """A request a backend served (``status``: ok, cancelled or error); returns its cost in USD."""
         cfg = outcome.backend.config
-        cost = self.books.costs.charge(cfg, usage)  # open backends: amortised at measured utilisation
+        cost = self.books.costs.charge(cfg, usage, outcome.model)  # open backends: amortised at measured utilisation
         elapsed = time.perf_counter() - self.started if elapsed is None else elapsed
         tier, name, m = cfg.tier.value, cfg.name, self.books.metrics
         m.tokens.labels(tier, name, "input", status).inc(usage.input_tokens)
@@ -217,14 +272,17 @@ class Account:
         return (self.plan.tier.value if self.plan is not None else None), backend
 
     def _close(self, row: LedgerRow, status: str, elapsed: float, usd: float = 0.0, tokens: int = 0) -> None:
-        """Count the request under ``status`` (the metrics' label), settle its reservation, write its row."""
+        """Count the request under ``status`` (the metrics' label), settle its reservation, write its row and its
+        tries (what a losing hedge cost is settled and counted too)."""
         labels = (row.dialect, row.tier or "none", row.backend or "none", status)
-        if self.trace is None:
+        if self.spans is None:
             self._book(row, labels, elapsed, usd, tokens)
             return
-        with self.trace.stage("account", {"tiergate.cost_usd": row.cost_usd}):
+        with self.spans.stage("account", {"tiergate.cost_usd": row.cost_usd}):
             self._book(row, labels, elapsed, usd, tokens)
-        self.trace.end(
+        if self.plan is not None:
+            self._attempt_spans(self.spans, self.plan.trace)
+        self.spans.end(
             status=row.status,
             http_status=row.http_status,
             error=None if row.status != "error" else str(row.http_status),
@@ -241,8 +299,47 @@ class Account:
             },
         )
 
+    def _attempt_spans(self, spans: RequestTrace, trace: Trace) -> None:
+        """One CLIENT span per try of the request (its own start and end, monotonic times mapped to the wall)."""
+        if not spans.recording:
+            return
+        wall = time.time_ns() - time.monotonic_ns()
+        for number, t in enumerate(trace.tries, 1):
+            state = self.books.pool.get(t.backend)
+            ended = t.ended if t.ended is not None else time.monotonic()
+            spans.attempt(
+                AttemptSpan(
+                    backend=t.backend,
+                    kind=state.config.kind if state is not None else "",
+                    model=state.backend.model if state is not None else t.backend,
+                    tier=t.tier,
+                    start_ns=wall + int(t.started * 1e9),
+                    end_ns=wall + int(ended * 1e9),
+                    outcome=t.outcome,
+                    purpose=t.purpose,
+                    number=number,
+                    error=None if t.clean else t.outcome,
+                    reason=t.reason or None,
+                    status=t.upstream_status,
+                    input_tokens=t.input_tokens,
+                    output_tokens=t.output_tokens,
+                )
+            )
+
     def _book(self, row: LedgerRow, labels: tuple[str, str, str, str], elapsed: float, usd: float, tokens: int) -> None:
         self.books.metrics.requests.labels(*labels).inc()
         self.books.metrics.latency.labels(*labels).observe(elapsed)
-        self.books.budgets.settle(self.reservation, usd, tokens)
-        self.books.ledger.record(row)
+        tries: list[AttemptRow] = []
+        extra = 0.0
+        if self.plan is not None:
+            trace = self.plan.trace
+            tries, extra = attempt_rows(self.request_id, trace, self.books.costs, self.books.pool)
+            for t in tries:
+                if t.cost_usd:
+                    self.books.metrics.cost.labels(t.tier, t.backend).inc(t.cost_usd)
+            status = labels[3]
+            level = logging.INFO if status in ("ok", "cancelled", "refused") else logging.WARNING
+            if trace.eventful and log.isEnabledFor(level):
+                log.log(level, "request %s (%s): %s", self.request_id, status, trace.path())
+        self.books.budgets.settle(self.reservation, usd + extra, tokens)
+        self.books.ledger.record(row, tries)

@@ -9,6 +9,8 @@ tries the targets in order, failing over only on retryable upstream errors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -17,7 +19,9 @@ from opentelemetry.trace import Tracer
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
-from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
+from tiergate.dispatch.trace import Trace
+from tiergate.errors import InvalidRequest, NoBackendAvailable, UpstreamError
+from tiergate.pipeline.models import TIER_NAMES, ModelNames, Named
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
 from tiergate.routing.escalation import problem, wants_structure
@@ -28,11 +32,12 @@ from tiergate.tokens import estimate_prompt_tokens
 from tiergate.tracing import stage
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
+log = logging.getLogger("tiergate.requests")
+
 REFUSAL = (
     "I can't help with that request. It was flagged by this gateway's safety policy; "
     "contact your administrator if you believe this is a mistake."
 )
-TIER_NAMES = {"open": Tier.OPEN, "closed": Tier.CLOSED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,10 @@ class Plan:
     verdict: PolicyVerdict | None = None
     #: The caller named this backend: no escalation or tier change beyond what it asked for.
     pinned: bool = False
+    #: The Claude model the caller named (:mod:`tiergate.pipeline.models`), for backends serving any Claude model.
+    claude_model: str | None = None
+    #: Every try of the request, in order (dispatch fills it; accounting writes it to the ledger and the log).
+    trace: Trace = field(default_factory=Trace)
 
 
 @dataclass(slots=True)
@@ -67,6 +76,10 @@ class Outcome:
     backend: BackendState
     route: str
     failovers: list[str] = field(default_factory=list)
+    #: What the caller sent that the backend did without (:func:`dropped`), for ``x-tiergate-dropped``.
+    dropped: tuple[str, ...] = ()
+    #: The model served where it is not the backend's configured one (a Claude model the caller named).
+    model: str | None = None
 
     @property
     def tier(self) -> Tier:
@@ -90,6 +103,7 @@ class Gateway:
         self.router = router
         #: The app's tracer (:class:`tiergate.tracing.Tracing`); no-op unless tracing is on.
         self.tracer: Tracer = trace.NoOpTracer()
+        self.names = ModelNames(pool, config.models)
 
     def needs_encoder(self, *, always_score: bool = False) -> bool:
         """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
@@ -115,12 +129,16 @@ class Gateway:
         self, request: ChatRequest, caller: Caller, tier_header: str | None = None, sovereign_header: str | None = None
     ) -> Plan:
         """Hard policy first, then rules (explicit tier, header, key default, context window), then the router."""
+        name = self.names.resolve(request.model)  # before the guard: no encoder pass for a 404
         with stage(self.tracer, "inspect") as span:
             verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
             span.set_attribute("tiergate.sovereign", verdict.sovereign)
             span.set_attribute("tiergate.reasons", list(verdict.reasons))
         with stage(self.tracer, "decide") as span:
-            plan = await self._choose(request, caller, tier_header, verdict)
+            plan = await self._choose(request, name, caller, tier_header, verdict)
+            if name.claude_model is not None:
+                plan.claude_model = name.claude_model
+                plan.targets = self.names.serving_first(plan.targets, name.claude_model)
             span.set_attribute("tiergate.tier", plan.tier.value)
             span.set_attribute("tiergate.route", plan.route)
             if plan.score is not None:
@@ -129,6 +147,8 @@ class Gateway:
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])
         plan.targets = [t for t in plan.targets if verdict.allows(t)]
+        if request.logprobs is not None and plan.targets:
+            _only_logprobs(plan)
         plan.sovereign, plan.outbound, plan.verdict = verdict.sovereign, self.policy.outbound(verdict), verdict
         if verdict.flagged and not plan.targets:
             plan.refusal = REFUSAL
@@ -143,15 +163,9 @@ class Gateway:
         return plan
 
     async def _choose(
-        self, request: ChatRequest, caller: Caller, tier_header: str | None, verdict: PolicyVerdict
+        self, request: ChatRequest, name: Named, caller: Caller, tier_header: str | None, verdict: PolicyVerdict
     ) -> Plan:
-        model = request.model
-        named = self.pool.get(model) or (None if model in ("auto", *TIER_NAMES) else self.pool.by_model(model))
-        if named is None and model not in ("auto", *TIER_NAMES):  # before the guard: no encoder pass for a 404
-            raise NotFound(
-                f"model {model!r} does not exist here; use auto, open, closed or one of: {', '.join(self.pool.states)}",
-                param="model",
-            )
+        named = name.backend
         eligible = {t for t in (Tier.OPEN, Tier.CLOSED) if any(verdict.allows(s) for s in self.pool.tier(t))}
         signals: Signals | None = None
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
@@ -172,17 +186,21 @@ class Gateway:
                     f"backend {named.name!r} is outside the perimeter and this request is sovereign "
                     f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
                 )
-            return Plan([named], f"explicit:{named.name}", named.config.tier, pinned=True)
+            return Plan([named], name.route, named.config.tier, pinned=True)
         score: float | None = None
-        if model in TIER_NAMES:
-            tier, route = TIER_NAMES[model], f"explicit:{model}"
+        if name.tier is not None:
+            tier, route = name.tier, name.route
         elif tier_header in TIER_NAMES:
             tier, route = TIER_NAMES[tier_header], f"header:{tier_header}"
         elif caller.default_tier is not None:
             tier, route = caller.default_tier, f"key:{caller.name}:{caller.default_tier.value}"
         elif (too_long := self._over_open_context(request)) is not None and Tier.CLOSED in eligible:
             tier, route = Tier.CLOSED, f"rule:context>{too_long}"
-        elif model == "auto" and (task := routine_task(routing_text(request))) is not None and Tier.OPEN in eligible:
+        elif (
+            request.model == "auto"
+            and (task := routine_task(routing_text(request))) is not None
+            and Tier.OPEN in eligible
+        ):
             tier, route = Tier.OPEN, f"rule:routine:{task}"
         elif len(eligible) < 2:
             tier = Tier.OPEN if Tier.OPEN in eligible or not eligible else Tier.CLOSED
@@ -227,20 +245,23 @@ class Gateway:
         return Plan(targets, route, tier, score)
 
     async def complete(self, request: ChatRequest, plan: Plan) -> tuple[ChatResponse, Outcome]:
+        request = _for_dispatch(request, plan)
         try:
-            response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound)
+            response, served = await self.dispatcher.complete(request, plan.targets, plan.outbound, plan.trace)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
-        outcome = _outcome(plan, served)
+        outcome = _outcome(plan, served, request)
         if outcome.tier is Tier.OPEN and self.config.router.escalate and not plan.pinned and wants_structure(request):
             why = problem(request, response)
             closed = [s for s in self.pool.tier(Tier.CLOSED) if plan.verdict is None or plan.verdict.allows(s)]
             if why is not None and closed:
                 try:
-                    response, served = await self.dispatcher.complete(request, closed, plan.outbound)
+                    response, served = await self.dispatcher.complete(
+                        request, closed, plan.outbound, plan.trace, purpose="escalate"
+                    )
                 except UpstreamError:
                     return response, outcome  # the open answer stands; the caller still gets an answer
-                escalated = _outcome(plan, served)
+                escalated = _outcome(plan, served, request)
                 escalated.route = f"{outcome.route};escalated:{why}"
                 escalated.failovers = outcome.failovers + escalated.failovers
                 return response, escalated
@@ -251,12 +272,42 @@ class Gateway:
 
         ``events`` yields the whole stream, ``first`` included (returned apart for callers that peek).
         """
+        request = _for_dispatch(request, plan)
         try:
-            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound)
+            first, events, served = await self.dispatcher.stream(request, plan.targets, plan.outbound, trace=plan.trace)
         except UpstreamError as exc:
             raise _in_perimeter(plan, exc) from exc
-        outcome = _outcome(plan, served)
+        outcome = _outcome(plan, served, request)
         return first, _follow(events, served, outcome), outcome
+
+
+#: Routes by which the caller chose the tier (a model or backend name, a header, its key, a model rule).
+_CALLERS_CHOICE = ("explicit:", "header:", "key:", "model:", "model-rule:")
+
+
+def _only_logprobs(plan: Plan) -> None:
+    """Keep the targets that return log probabilities. Where the tier the caller chose has none, or no target
+    has any, a 400 that says so, never an answer without them; where the gateway chose the tier, the other one."""
+    able = [t for t in plan.targets if t.backend.capabilities.logprobs]
+    chosen = [t.name for t in plan.targets if t.config.tier is plan.tier]
+    forced = plan.pinned or any(part.startswith(_CALLERS_CHOICE) for part in plan.route.split(";"))
+    if not able or (forced and able[0].config.tier is not plan.tier):
+        names = ", ".join(chosen if able else [t.name for t in plan.targets])
+        raise InvalidRequest(
+            f"logprobs: {names} cannot return log probabilities; OpenAI-compatible backends (kind: openai, "
+            "e.g. vLLM) can: ask for one of those, or leave logprobs out",
+            param="logprobs",
+        )
+    if able[0] is not plan.targets[0]:
+        plan.route += ";needs:logprobs"
+    plan.targets = able
+
+
+def _for_dispatch(request: ChatRequest, plan: Plan) -> ChatRequest:
+    """The request as backends get it: with the Claude model the caller named, where it named one."""
+    if plan.claude_model is None or request.claude_model == plan.claude_model:
+        return request
+    return dataclasses.replace(request, claude_model=plan.claude_model)
 
 
 def _in_perimeter(plan: Plan, exc: UpstreamError) -> UpstreamError:
@@ -280,11 +331,27 @@ async def _follow(events: EventStream, served: Served, outcome: Outcome) -> Even
         await events.aclose()
 
 
-def _outcome(plan: Plan, served: Served) -> Outcome:
+def dropped(request: ChatRequest, state: BackendState) -> tuple[str, ...]:
+    """What ``request`` carries that the backend of ``state`` does without: nothing for a backend that takes the
+    caller's own body; else what the canonical model does not carry (``thinking``, ``cache_control``, ...), and
+    the canonical fields the backend ignores (Claude has no ``seed``).
+
+    Nothing here is an error: a backend answers without what it has no translation for, and the response says so.
+    """
+    caps = state.backend.capabilities
+    native = request.native is not None and caps.native is request.native.dialect and request.native.matches(request)
+    ignored = {name for name in caps.ignores if getattr(request, name, None) not in (None, (), {})}
+    return tuple(sorted(ignored.union(() if native else request.unmodelled)))
+
+
+def _outcome(plan: Plan, served: Served, request: ChatRequest) -> Outcome:
     failed = served.attempts.failed
     route = plan.route
     if failed:
         state = served.state
         what = f"{plan.tier.value}-down" if state.config.tier is not plan.tier else f"{failed[-1]}-down"
         route = f"{route};failover:{what}"
-    return Outcome(served.state, route, failed)
+    if served.tried is not None and served.tried.purpose == "hedge":  # a hedge answered first
+        route = f"{route};hedge:{served.state.name}"
+    named = plan.claude_model is not None and served.state.backend.capabilities.serves_named_models
+    return Outcome(served.state, route, failed, dropped(request, served.state), plan.claude_model if named else None)

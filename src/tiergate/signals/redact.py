@@ -16,6 +16,10 @@ the values back into the answer, streamed or not::
     >>> stream.feed("Sent to <EMAIL_AD") + stream.feed("DRESS_1>.") + stream.flush()
     'Sent to ann@example.com.'
 
+A request with the caller's own body for Claude (:class:`~tiergate.types.Native`) has the same texts redacted in
+that body, in place (:func:`tiergate.wire.anthropic.map_texts`: what Claude wrote and signed, its thinking, is
+left as it is), and a native answer gets its texts restored the same way.
+
 Tool-call arguments are JSON: each string in them is redacted as text and written back as a JSON string,
 and a number found to be personal data (a card number, say) becomes a placeholder string. Numbers are
 placeholders ``<KIND_N>`` counted per kind from 1; a number already written in the request (the caller's
@@ -33,8 +37,10 @@ from dataclasses import dataclass
 from tiergate.types import (
     ChatRequest,
     ChatResponse,
+    Dialect,
     EventStream,
     Message,
+    NativeEvent,
     Part,
     StreamEnd,
     TextDelta,
@@ -44,6 +50,7 @@ from tiergate.types import (
     ToolCallStart,
     ToolResult,
 )
+from tiergate.wire.anthropic import map_texts
 
 PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_[0-9]+>")
 # One token of a JSON document at a time: a string literal, a number, or a run of anything else.
@@ -154,7 +161,14 @@ def redact_request(request: ChatRequest, find: Finder) -> tuple[ChatRequest, Res
 
     messages = [Message(m.role, tuple(part(p) for p in m.parts)) for m in request.messages]
     system = text(request.system) if request.system else request.system
-    return dataclasses.replace(request, system=system, messages=messages), Restorer(vault.values)
+    native = request.native
+    if native is not None and native.dialect is Dialect.ANTHROPIC:
+        body = map_texts(native.body, lambda value, is_json: arguments(value) if is_json else text(value))
+        native = dataclasses.replace(native, body=body, system=system, messages=tuple(messages))
+    elif native is not None:
+        native = None  # a body this module cannot read is never sent unredacted
+    redacted = dataclasses.replace(request, system=system, messages=messages, native=native)
+    return redacted, Restorer(vault.values)
 
 
 class Restorer:
@@ -189,7 +203,10 @@ class Restorer:
             else dataclasses.replace(p, arguments=self.restore(p.arguments, json=True))
             for p in response.parts
         ]
-        return dataclasses.replace(response, parts=parts)
+        native = response.native
+        if native is not None:
+            native = map_texts(native, lambda value, is_json: self.restore(value, json=is_json))
+        return dataclasses.replace(response, parts=parts, native=native)
 
     async def restore_events(self, events: EventStream) -> EventStream:
         """``events`` with placeholders restored in text and tool-argument deltas, however they are split."""
@@ -198,13 +215,13 @@ class Restorer:
         async for event in events:
             if isinstance(event, TextDelta):
                 if out := text.feed(event.text):
-                    yield TextDelta(out)
+                    yield dataclasses.replace(event, text=out)
                 continue
             if isinstance(event, ToolArgsDelta):
                 if out := args.setdefault(event.index, self.stream(json=True)).feed(event.partial_json):
                     yield ToolArgsDelta(event.index, out)
                 continue
-            if isinstance(event, ToolCallStart | StreamEnd):  # the open blocks end here: flush them first
+            if isinstance(event, ToolCallStart | StreamEnd | NativeEvent):  # blocks may end here: flush them first
                 if rest := text.flush():
                     yield TextDelta(rest)
                 for index, restorer in args.items():

@@ -7,7 +7,7 @@ kernel, the OOM killer) ends this process only; the gateway's supervisor sees th
 Requests (``id`` chosen by the gateway)::
 
     {"op": "generate", "id": 1, "messages": [...], "max_tokens": 256 | null, "stop": [...], "temperature": ...,
-     "top_p": ..., "seed": ..., "json_schema": {...} | null, "grammar_schema": {...} | null}
+     "top_p": ..., "top_k": ..., "seed": ..., "json_schema": {...} | null, "grammar_schema": {...} | null}
     {"op": "count", "id": 2, "messages": [...]}        prompt tokens, chat template included
     {"op": "cancel", "id": 1}                          stop that generation at its next token
 
@@ -16,7 +16,8 @@ Events::
     {"event": "ready", "info": {...}}                  once, after the model loaded and the self-test passed
     {"id": 1, "event": "start", "prompt_tokens": 31, "max_tokens": 256}
     {"id": 1, "event": "delta", "text": "..."}
-    {"id": 1, "event": "end", "finish": "stop" | "length", "prompt_tokens": 31, "completion_tokens": 12}
+    {"id": 1, "event": "end", "finish": "stop" | "length" | "stop_sequence", "stop_sequence": "..." | null,
+     "prompt_tokens": 31, "completion_tokens": 12}
     {"id": 2, "event": "count", "tokens": 31}
     {"id": 1, "event": "error", "kind": "context" | "invalid" | "engine", "message": "..."}
 """
@@ -117,10 +118,10 @@ class Engine:
             "prompt": tokens,
             "max_tokens": max_tokens,
             "stream": True,
-            "stop": [*(job.get("stop") or []), *template.stop],
+            "stop": list(template.stop),  # the caller's own are matched here, to say which one ended the answer
             "stopping_criteria": template.stopping_criteria,
         }
-        for key in ("temperature", "top_p", "seed"):
+        for key in ("temperature", "top_p", "top_k", "seed"):
             if job.get(key) is not None:
                 kwargs[key] = job[key]
         if job.get("grammar_schema") is not None:  # a forced tool call: its arguments, or nothing
@@ -138,24 +139,66 @@ class Engine:
                 kwargs["grammar"] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         text: list[str] = []
         finish = "stop"
+        stops = StopMatcher(job.get("stop") or [])
         chunks: Any = self.llm.create_completion(**kwargs)
         try:
             for chunk in chunks:
                 choice = chunk["choices"][0]
-                if choice["text"]:
-                    text.append(choice["text"])
-                    yield {"event": "delta", "text": choice["text"]}
+                if out := stops.feed(choice["text"]):
+                    text.append(out)
+                    yield {"event": "delta", "text": out}
                 if choice.get("finish_reason") == "length":
                     finish = "length"
-                if cancelled.is_set():
+                if cancelled.is_set() or stops.matched is not None:
                     break
         finally:
             chunks.close()  # a generator: stops llama.cpp where it is
+        if rest := stops.flush():
+            text.append(rest)
+            yield {"event": "delta", "text": rest}
         produced = "".join(text)
         completion = len(self.llm.tokenize(produced.encode("utf-8"), add_bos=False, special=False)) if produced else 0
-        if completion >= max_tokens:
+        if stops.matched is not None:
+            finish = "stop_sequence"
+        elif completion >= max_tokens:
             finish = "length"
-        yield {"event": "end", "finish": finish, "prompt_tokens": len(tokens), "completion_tokens": completion}
+        end = {"event": "end", "finish": finish, "prompt_tokens": len(tokens), "completion_tokens": completion}
+        yield end | {"stop_sequence": stops.matched}
+
+
+class StopMatcher:
+    """The caller's stop sequences over a text that arrives in pieces: the text before the first one, holding back
+    only what may be a stop sequence's beginning, and which one matched.
+
+    >>> m = StopMatcher(["END", "\\n\\n"])
+    >>> m.feed("one E"), m.feed("N"), m.feed("D two"), m.matched
+    ('one ', '', '', 'END')
+    >>> m = StopMatcher(["END"])
+    >>> m.feed("A BE"), m.flush(), m.matched
+    ('A B', 'E', None)
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.matched: str | None = None
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        if self.matched is not None:
+            return ""
+        buffer = self._held + text
+        found = [(buffer.find(s), s) for s in self.stops if s in buffer]
+        if found:
+            at, self.matched = min(found)
+            self._held = ""
+            return buffer[:at]
+        keep = max((n for s in self.stops for n in range(1, len(s)) if buffer.endswith(s[:n])), default=0)
+        self._held = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep]
+
+    def flush(self) -> str:
+        rest, self._held = self._held, ""
+        return rest
 
 
 class PromptTooLong(ValueError):
