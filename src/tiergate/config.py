@@ -288,6 +288,18 @@ class LedgerConfig(_Model):
     url: str = "sqlite:///tiergate.db"
 
 
+class TracingConfig(_Model):
+    """OpenTelemetry traces (the ``[otel]`` extra), off by default; ``TIERGATE_TRACING=1`` also turns them on."""
+
+    enabled: bool = False
+    endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces; default: OTEL_EXPORTER_OTLP_*"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="extra OTLP headers (e.g. an API key)")
+    service_name: str = "tiergate"
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="share of requests traced (parent-based)")
+
+
 class ModelRule(_Model):
     """``models:`` entries: requests for a model name matching ``match`` (a glob: ``claude-haiku-*``) go to
     ``tier``, as if the caller had named the tier (hard policy still applies). First match wins."""
@@ -304,6 +316,7 @@ class Config(_Model):
     policy: PolicyConfig = PolicyConfig()
     keys: list[KeyConfig] = Field(default_factory=list)
     ledger: LedgerConfig = LedgerConfig()
+    tracing: TracingConfig = TracingConfig()
     prices: dict[str, TokenPrice] = Field(
         default_factory=dict, description="price-table entries by model name, replacing the shipped ones"
     )

@@ -28,23 +28,31 @@ from tiergate.config import Config
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.build import build_gateway
+from tiergate.tracing import Tracing
 
 log = logging.getLogger("tiergate")
 
 
-def build_state(config: Config, registry: dict[str, BackendFactory] | None = None) -> AppState:
+def build_state(
+    config: Config, registry: dict[str, BackendFactory] | None = None, tracing: Tracing | None = None
+) -> AppState:
     """Everything but I/O: validates the whole configuration before anything starts."""
+    tracing = tracing or Tracing.from_config(config.tracing)
     gateway = build_gateway(config, registry)
+    gateway.tracer = tracing.tracer
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
     ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
     keys, admission = KeyRing(config.keys), Admission(budgets, costs)
-    return AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission)
+    return AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission, tracing=tracing)
 
 
-def create_app(config: Config | None = None, registry: dict[str, BackendFactory] | None = None) -> Starlette:
+def create_app(
+    config: Config | None = None, registry: dict[str, BackendFactory] | None = None, tracing: Tracing | None = None
+) -> Starlette:
+    """The gateway's app; ``tracing`` replaces the configured tracer (tests: an in-memory exporter)."""
     config = config or Config()
-    state = build_state(config, registry)
+    state = build_state(config, registry, tracing)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -66,6 +74,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
             await state.pool.close()
             state.gateway.close_encoder()
             await state.ledger.close()
+            state.tracing.shutdown()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

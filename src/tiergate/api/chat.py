@@ -22,6 +22,7 @@ from tiergate.pipeline.account import Account, Produced
 from tiergate.pipeline.gateway import Outcome
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
+from tiergate.tracing import REQUEST_MAX_TOKENS, REQUEST_MODEL, REQUEST_STREAM, REQUEST_TEMPERATURE, REQUEST_TOP_P
 from tiergate.types import ChatRequest, EventStream, StreamEnd, Usage
 
 log = logging.getLogger("tiergate.requests")
@@ -84,13 +85,22 @@ def route_headers(edge: Edge, outcome: Outcome, request_id: str, cost_usd: float
 async def handle(request: Request, edge: Edge) -> Response:
     state: AppState = request.app.state.tiergate
     call = Account(state, edge.dialect, new_request_id(), time.perf_counter())
+    call.spans = state.tracing.start(edge.dialect.value, call.request_id, request.url.path)
+    with call.spans.active():
+        return await _handle(request, edge, state, call)
+
+
+async def _handle(request: Request, edge: Edge, state: AppState, call: Account) -> Response:
     limits = state.config.server
+    assert call.spans is not None
     try:
         caller = state.keys.caller(request.headers)
         call.caller = caller.name
         body = await read_body(request, limits.max_body_bytes)
         chat = edge.parse(body, request.headers, limits.max_tokens_limit)
         call.model = chat.model
+        call.spans.span.update_name(f"chat {chat.model}")
+        call.spans.set(request_attributes(chat))
         headers = request.headers
         plan = await state.gateway.plan(chat, caller, headers.get("x-tiergate-tier"), headers.get(SOVEREIGN_HEADER))
         call.plan = plan  # until admitted: a 429 is attributed to the plan it refused
@@ -113,6 +123,17 @@ async def handle(request: Request, edge: Edge) -> Response:
     cost = call.record(outcome, response.usage, "ok")
     payload = json.dumps(edge.render(response, call.request_id), separators=(",", ":")).encode()
     return Response(payload, media_type="application/json", headers=route_headers(edge, outcome, call.request_id, cost))
+
+
+def request_attributes(chat: ChatRequest) -> dict[str, object]:
+    """The GenAI semconv's request attributes of the request span (never the prompt itself)."""
+    return {
+        REQUEST_MODEL: chat.model,
+        REQUEST_MAX_TOKENS: chat.max_tokens,
+        REQUEST_TEMPERATURE: chat.temperature,
+        REQUEST_TOP_P: chat.top_p,
+        REQUEST_STREAM: chat.stream,
+    }
 
 
 def _stream(call: Account, edge: Edge, chat: ChatRequest, events: EventStream, outcome: Outcome) -> Response:

@@ -16,6 +16,7 @@ from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.gateway import Gateway
+from tiergate.tracing import Tracing
 
 
 @dataclass(slots=True)
@@ -30,6 +31,7 @@ class AppState:
     budgets: Budgets
     admission: Admission
     ready: bool = False
+    tracing: Tracing = field(default_factory=Tracing.disabled)
     #: Work a request left behind (the accounting of a cut stream): awaited at shutdown, before the ledger closes.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 

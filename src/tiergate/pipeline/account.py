@@ -26,6 +26,14 @@ from tiergate.dispatch.trace import Trace
 from tiergate.errors import RateLimited, TiergateError
 from tiergate.pipeline.gateway import Outcome, Plan
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
+from tiergate.tracing import (
+    CACHE_READ_TOKENS,
+    CACHE_WRITE_TOKENS,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    AttemptSpan,
+    RequestTrace,
+)
 from tiergate.types import ChatRequest, Dialect, StreamEvent, TextDelta, ToolArgsDelta, Usage
 
 __all__ = ["COUNT_TIMEOUT_S", "Account", "Books", "Produced", "attempt_rows", "ledger_row"]
@@ -168,6 +176,8 @@ class Account:
     model: str = ""
     reservation: Reservation | None = None
     plan: Plan | None = None
+    #: The request's OpenTelemetry spans (:mod:`tiergate.tracing`); ended here, with the ledger row.
+    spans: RequestTrace | None = None
 
     def record(
         self, outcome: Outcome, usage: Usage, status: str, ttft: float | None = None, elapsed: float | None = None
@@ -265,6 +275,58 @@ class Account:
         """Count the request under ``status`` (the metrics' label), settle its reservation, write its row and its
         tries (what a losing hedge cost is settled and counted too)."""
         labels = (row.dialect, row.tier or "none", row.backend or "none", status)
+        if self.spans is None:
+            self._book(row, labels, elapsed, usd, tokens)
+            return
+        with self.spans.stage("account", {"tiergate.cost_usd": row.cost_usd}):
+            self._book(row, labels, elapsed, usd, tokens)
+        if self.plan is not None:
+            self._attempt_spans(self.spans, self.plan.trace)
+        self.spans.end(
+            status=row.status,
+            http_status=row.http_status,
+            error=None if row.status != "error" else str(row.http_status),
+            attributes={
+                "tiergate.tier": row.tier,
+                "tiergate.backend": row.backend,
+                "tiergate.route": row.route,
+                "tiergate.cost_usd": row.cost_usd,
+                "tiergate.failovers": row.failovers,
+                INPUT_TOKENS: row.input_tokens,
+                OUTPUT_TOKENS: row.output_tokens,
+                CACHE_READ_TOKENS: row.cache_read_tokens or None,
+                CACHE_WRITE_TOKENS: row.cache_write_tokens or None,
+            },
+        )
+
+    def _attempt_spans(self, spans: RequestTrace, trace: Trace) -> None:
+        """One CLIENT span per try of the request (its own start and end, monotonic times mapped to the wall)."""
+        if not spans.recording:
+            return
+        wall = time.time_ns() - time.monotonic_ns()
+        for number, t in enumerate(trace.tries, 1):
+            state = self.books.pool.get(t.backend)
+            ended = t.ended if t.ended is not None else time.monotonic()
+            spans.attempt(
+                AttemptSpan(
+                    backend=t.backend,
+                    kind=state.config.kind if state is not None else "",
+                    model=state.backend.model if state is not None else t.backend,
+                    tier=t.tier,
+                    start_ns=wall + int(t.started * 1e9),
+                    end_ns=wall + int(ended * 1e9),
+                    outcome=t.outcome,
+                    purpose=t.purpose,
+                    number=number,
+                    error=None if t.clean else t.outcome,
+                    reason=t.reason or None,
+                    status=t.upstream_status,
+                    input_tokens=t.input_tokens,
+                    output_tokens=t.output_tokens,
+                )
+            )
+
+    def _book(self, row: LedgerRow, labels: tuple[str, str, str, str], elapsed: float, usd: float, tokens: int) -> None:
         self.books.metrics.requests.labels(*labels).inc()
         self.books.metrics.latency.labels(*labels).observe(elapsed)
         tries: list[AttemptRow] = []
@@ -275,6 +337,7 @@ class Account:
             for t in tries:
                 if t.cost_usd:
                     self.books.metrics.cost.labels(t.tier, t.backend).inc(t.cost_usd)
+            status = labels[3]
             level = logging.INFO if status in ("ok", "cancelled", "refused") else logging.WARNING
             if trace.eventful and log.isEnabledFor(level):
                 log.log(level, "request %s (%s): %s", self.request_id, status, trace.path())

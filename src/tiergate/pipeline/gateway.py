@@ -13,6 +13,9 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
@@ -26,6 +29,7 @@ from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
 from tiergate.tokens import estimate_prompt_tokens
+from tiergate.tracing import stage
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
 log = logging.getLogger("tiergate.requests")
@@ -97,6 +101,8 @@ class Gateway:
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
+        #: The app's tracer (:class:`tiergate.tracing.Tracing`); no-op unless tracing is on.
+        self.tracer: Tracer = trace.NoOpTracer()
         self.names = ModelNames(pool, config.models)
 
     def needs_encoder(self, *, always_score: bool = False) -> bool:
@@ -124,11 +130,20 @@ class Gateway:
     ) -> Plan:
         """Hard policy first, then rules (explicit tier, header, key default, context window), then the router."""
         name = self.names.resolve(request.model)  # before the guard: no encoder pass for a 404
-        verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
-        plan = await self._choose(request, name, caller, tier_header, verdict)
-        if name.claude_model is not None:
-            plan.claude_model = name.claude_model
-            plan.targets = self.names.serving_first(plan.targets, name.claude_model)
+        with stage(self.tracer, "inspect") as span:
+            verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
+            span.set_attribute("tiergate.sovereign", verdict.sovereign)
+            span.set_attribute("tiergate.reasons", list(verdict.reasons))
+        with stage(self.tracer, "decide") as span:
+            plan = await self._choose(request, name, caller, tier_header, verdict)
+            if name.claude_model is not None:
+                plan.claude_model = name.claude_model
+                plan.targets = self.names.serving_first(plan.targets, name.claude_model)
+            span.set_attribute("tiergate.tier", plan.tier.value)
+            span.set_attribute("tiergate.route", plan.route)
+            if plan.score is not None:
+                span.set_attribute("tiergate.router.score", plan.score)
+            span.set_attribute("tiergate.guard.flagged", verdict.flagged)
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])
         plan.targets = [t for t in plan.targets if verdict.allows(t)]
@@ -154,10 +169,11 @@ class Gateway:
         eligible = {t for t in (Tier.OPEN, Tier.CLOSED) if any(verdict.allows(s) for s in self.pool.tier(t))}
         signals: Signals | None = None
         if self.policy.guard_enabled and Tier.OPEN in eligible:  # the guard sees every request the open tier may
-            signals = await self.signals(request, guard=True)
-            assert signals.states is not None
-            known = {routing_text(request).strip(): signals.states}
-            await self.policy.judge(verdict, request, self.encoder, known)
+            with stage(self.tracer, "guard"):
+                signals = await self.signals(request, guard=True)
+                assert signals.states is not None
+                known = {routing_text(request).strip(): signals.states}
+                await self.policy.judge(verdict, request, self.encoder, known)
             if verdict.flagged:
                 if self.config.policy.guard.on_flag == "closed" and any(
                     verdict.allows(s) for s in self.pool.tier(Tier.CLOSED)
