@@ -12,6 +12,7 @@ Files are JSONL as ``data/routing/SOURCES.md`` describes; ``score`` needs only `
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -48,9 +49,22 @@ ArtifactOpt = Annotated[
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="onnxruntime threads for the encoder.")]
 
 
-def _embed(prompts: Sequence[str], threads: int) -> npt.NDArray[np.float32]:
-    from tiergate.signals.encoder import Encoder
+def _embed(
+    prompts: Sequence[str], threads: int, cache: Path | None = None, key: Sequence[str] = ()
+) -> npt.NDArray[np.float32]:
+    """The prompts' vectors; with ``cache``, kept in (and read back from) ``cache/embeddings-<key>.npy``, the key
+    naming the encoder and the data (``key``: the files' sha256, as ``benchmarks/routing_quality.py`` names its
+    cache; else the prompts themselves)."""
+    from tiergate.signals.encoder import MAX_TOKENS, MODEL_ID, Encoder
 
+    path = None
+    if cache is not None:
+        digest = hashlib.sha256("\n".join([MODEL_ID, str(MAX_TOKENS), *(key or prompts)]).encode()).hexdigest()[:16]
+        path = cache / f"embeddings-{digest}.npy"
+        if path.is_file():
+            vectors = np.asarray(np.load(path), dtype=np.float32)
+            if vectors.shape[0] == len(prompts):
+                return vectors
     err = Console(stderr=True)
     encoder = Encoder.load(intra_op_num_threads=threads)
     parts = []
@@ -63,7 +77,11 @@ def _embed(prompts: Sequence[str], threads: int) -> npt.NDArray[np.float32]:
                 progress.advance(task, len(parts[-1]))
     finally:
         encoder.close()
-    return np.concatenate(parts)
+    vectors = np.concatenate(parts)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+    return vectors
 
 
 def _model(artifact: Path | None) -> LearnedModel:
@@ -80,14 +98,25 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Folder for learned.json and learned.npz.", show_default=False)],
     seed: Annotated[int, typer.Option(help="Seed of the held-out group split.")] = 0,
     quality: Annotated[float, typer.Option(min=0.01, max=1.0, help="Calibrate to this x strong-only quality.")] = 0.95,
+    exclude_task: Annotated[
+        list[str] | None, typer.Option("--exclude-task", help="Leave a task's rows out (repeatable).")
+    ] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Keep the prompts' vectors in this folder.")] = None,
     threads: ThreadsOpt = 1,
 ) -> None:
     """Train the learned router, calibrate it on held-out task groups and write the artifact."""
     with training(), one_line_errors():
-        from tiergate.train.router.train import load_outcomes, train_router
+        from tiergate.train.router.train import DataError, load_outcomes, train_router
 
         outcomes = load_outcomes(data)
-        model = train_router(outcomes, _embed(outcomes.prompts, threads), seed=seed, quality=quality)
+        vectors = _embed(outcomes.prompts, threads, cache, [f["sha256"] for f in outcomes.files])
+        excluded = sorted(set(exclude_task or ()))
+        keep = np.flatnonzero(~np.isin(np.array(outcomes.tasks), excluded))
+        if keep.size == 0:
+            raise DataError("every row is excluded")
+        outcomes, vectors = outcomes.subset(keep), vectors[keep]
+        provenance = {"excluded_tasks": excluded} if excluded else None
+        model = train_router(outcomes, vectors, seed=seed, quality=quality, provenance=provenance)
         model.save(out)
     cal, held = model.meta["calibration"], model.meta["data"]
     typer.echo(
