@@ -276,6 +276,7 @@ class KeyConfig(_Model):
     over_budget: Literal["reject", "downgrade"] = "reject"
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
+    admin: bool = Field(False, description="may manage the router (/admin/router: reload, rollback)")
 
     @model_validator(mode="after")
     def _one_source(self) -> KeyConfig:

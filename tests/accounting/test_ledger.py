@@ -60,7 +60,7 @@ async def test_start_creates_the_schema_and_is_idempotent(ledger_url: str) -> No
             version = (await conn.execute(text("select version_num from alembic_version"))).scalar_one()
         await ledger.close()
         assert {"requests", "alembic_version"} <= tables
-        assert version == "0002"
+        assert version == "0003"
 
 
 async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) -> None:
@@ -71,7 +71,7 @@ async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) ->
         indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("requests")})
     await ledger.close()
     assert columns == [c.name for c in metadata.tables["requests"].columns]
-    assert indexes == {"ix_requests_ts"}
+    assert indexes == {"ix_requests_ts", "ix_requests_request_id"}
 
 
 async def test_every_field_round_trips(ledger: Ledger) -> None:

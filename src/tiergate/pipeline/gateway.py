@@ -16,7 +16,8 @@ from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
-from tiergate.routing import Router, Signals, decide
+from tiergate.routing import RouteDecision, Router, Signals, decide
+from tiergate.routing.capacity import Capacity
 from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
@@ -54,6 +55,9 @@ class Plan:
     verdict: PolicyVerdict | None = None
     #: The caller named this backend: no escalation or tier change beyond what it asked for.
     pinned: bool = False
+    #: The router's decision and what it read, when the router decided (shadow pairs learn from them).
+    decision: RouteDecision | None = None
+    signals: Signals | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +88,7 @@ class Gateway:
         self.pool = pool
         self.dispatcher = Dispatcher(pool, config.dispatch)
         self.router = router
+        self.capacity = Capacity(config.router.capacity)
 
     def needs_encoder(self, *, always_score: bool = False) -> bool:
         """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
@@ -173,8 +178,12 @@ class Gateway:
             route = f"single-tier:{tier.value}"
         else:
             signals = signals or await self.signals(request)
-            decision = decide(self.router, request, signals)
-            tier, route, score = decision.tier, decision.reason, decision.score
+            threshold, moved = self.capacity.threshold(self.router, self.pool)
+            decision = decide(self.router, request, signals, threshold)
+            route = decision.reason if moved is None or decision.fallback else f"{decision.reason};{moved}"
+            plan = self._targets(decision.tier, route, decision.score)
+            plan.decision, plan.signals = decision, signals
+            return plan
         return self._targets(tier, route, score)
 
     async def signals(self, request: ChatRequest, *, guard: bool = False) -> Signals:

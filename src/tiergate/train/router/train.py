@@ -375,16 +375,24 @@ def select_alpha(
 
 
 def ood_reference(
-    embeddings: npt.NDArray[Any], row_groups: Sequence[str], seed: int, rows: int = OOD_REFERENCE_ROWS
+    embeddings: npt.NDArray[Any],
+    row_groups: Sequence[str],
+    seed: int,
+    rows: int = OOD_REFERENCE_ROWS,
+    extra: npt.NDArray[Any] | None = None,
 ) -> tuple[npt.NDArray[np.intp], float]:
     """A seeded sample of the training rows and the distance threshold measured against it: the
     :data:`OOD_QUANTILE` quantile of each training row's :data:`OOD_K`-nearest distance to the sample's rows of
-    other groups ("farther than a new group of the same traffic")."""
+    other groups ("farther than a new group of the same traffic"). ``extra``: reference vectors kept besides the
+    sample (a prior's: a group of their own), the threshold measured against both."""
     n = len(embeddings)
     sample = np.sort(np.random.default_rng(seed + 2).permutation(n)[: min(rows, n)])
     reference = np.asarray(embeddings[sample], dtype=np.float16).astype(np.float32)  # as the artifact stores it
-    ref_groups = np.asarray(row_groups)[sample]
-    grp = np.asarray(row_groups)
+    ref_groups = np.asarray(row_groups, dtype=object)[sample]
+    if extra is not None:
+        reference = np.concatenate([np.asarray(extra, dtype=np.float32), reference])
+        ref_groups = np.concatenate([np.full(len(extra), "\x00prior", dtype=object), ref_groups])
+    grp = np.asarray(row_groups, dtype=object)
     distances = np.empty(n)
     for start in range(0, n, 1024):
         block = slice(start, min(n, start + 1024))
@@ -480,16 +488,24 @@ def train_router(
         "scores": [round(float(cal_scores[i]), 6) for i in check],
         "metrics": _metrics_by_family(cal.subset(check), cal_scores[check]).get("all"),
     }
-    sample, distance = ood_reference(embeddings[train], groups(fit_data), seed)
+    extra = None if prior is None else prior.arrays.get("ood_reference")
+    room = 2 * OOD_REFERENCE_ROWS - min(OOD_REFERENCE_ROWS, int(train.sum()))
+    if extra is not None and len(extra) > room:  # retrained again and again: the reference stays bounded
+        extra = extra[np.sort(np.random.default_rng(seed + 3).permutation(len(extra))[:room])]
+    sample, distance = ood_reference(embeddings[train], groups(fit_data), seed, extra=extra)
+    reference = np.asarray(embeddings[train][sample], dtype=np.float16)
+    if prior is not None and extra is not None:  # what the prior knew stays known; its threshold is a floor
+        reference = np.concatenate([np.asarray(extra, dtype=np.float16), reference])
+        distance = max(distance, float(prior.meta["ood"]["threshold"]))
     meta["ood"] = {
         "k": OOD_K,
         "threshold": round(distance, 6),
         "quantile": OOD_QUANTILE,
-        "reference_rows": int(sample.size),
+        "reference_rows": len(reference),
         "measure": "1 - mean cosine similarity to the k nearest reference vectors; threshold: the quantile of the "
-        "training rows' distance to reference rows of other groups",
+        "training rows' distance to reference rows of other groups" + (", or the prior's if higher" if prior else ""),
     }
-    arrays["ood_reference"] = np.asarray(embeddings[train][sample], dtype=np.float16)
+    arrays["ood_reference"] = reference
     arrays["calibration_quantiles"] = np.quantile(cal_scores, np.linspace(0, 1, 1001)).astype(np.float32)
     arrays["rules_quantiles"] = np.quantile(cal.rules_scores(), np.linspace(0, 1, 1001)).astype(np.float32)
     if cal.strong.mean() > 0:
