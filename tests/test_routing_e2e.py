@@ -45,6 +45,22 @@ def test_auto_is_routed_by_the_learned_score(learned_gateway: str) -> None:
     assert resp.headers["x-tiergate-tier"] == expected
 
 
+def test_a_prompt_far_from_the_training_data_gets_the_stated_fallback(learned_gateway: str) -> None:
+    """Out of distribution: the rules router decides at the target strong share, and the route says why."""
+    far = ask(learned_gateway, "In Rust, how do I share a HashMap between threads safely? Show Arc and Mutex.")
+    assert far.status_code == 200
+    match = re.fullmatch(
+        r"ood:(\d\.\d\d)>(\d\.\d\d)->rules:(\d\.\d\d)(>|<=)(\d\.\d\d)", far.headers["x-tiergate-route"]
+    )
+    assert match, far.headers["x-tiergate-route"]
+    assert float(match.group(1)) > float(match.group(2))
+    assert far.headers["x-tiergate-tier"] == ("closed" if match.group(4) == ">" else "open")
+    script = ask(learned_gateway, "日本の四季について短い文章を書いてください。")
+    assert script.headers["x-tiergate-route"].startswith("ood:script->rules:")
+    near = ask(learned_gateway, "Which of the following is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:")
+    assert near.headers["x-tiergate-route"].startswith("router:")
+
+
 def test_prompt_longer_than_the_open_window_goes_closed(learned_gateway: str) -> None:
     resp = ask(learned_gateway, "word " * 3000)
     assert resp.headers["x-tiergate-route"] == "rule:context>2048"
@@ -75,7 +91,7 @@ def test_serving_process_imports_no_torch_and_no_training_code(fake_openai: tupl
         "    r = httpx.post(url + '/v1/chat/completions', json={'model': 'auto', 'messages': [{'role': 'user',"
         " 'content': 'hi'}]})\n"
         "    assert r.status_code == 200, r.text\n"
-        "    assert 'router:' in r.headers['x-tiergate-route']\n"
+        "    assert r.headers['x-tiergate-route'].startswith(('router:', 'ood:'))\n"
         "    assert 'tiergate.guard.model' in sys.modules\n"
         "heavy = ('torch', 'sklearn', 'matplotlib', 'tiergate.train')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('tiergate.train')))\n"

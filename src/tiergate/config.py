@@ -224,6 +224,42 @@ class DispatchConfig(_Model):
         return self
 
 
+class OodConfig(_Model):
+    """The learned router's answer to prompts far from its training data (``tiergate.routing.learned``)."""
+
+    enabled: bool = True
+    threshold: float | None = Field(None, ge=0, le=2, description="distance over which to fall back")
+    fallback: Literal["rules", "open", "closed"] = "rules"
+    non_ascii_ratio: float = Field(0.3, ge=0, le=1, description="above it the (English) encoder cannot place a prompt")
+
+
+class CapacityConfig(_Model):
+    """Capacity-aware threshold (``tiergate.routing.capacity``): idle open-tier capacity moves the threshold toward
+    the open tier, never below ``quality_floor`` x strong-only quality on the calibration set."""
+
+    enabled: bool = False
+    quality_floor: float = Field(0.9, gt=0, le=1)
+    idle_below: float = Field(0.25, ge=0, le=1, description="open-tier occupancy at or under which the move is whole")
+    busy_above: float = Field(0.75, ge=0, le=1, description="occupancy at or over which the threshold is the base one")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CapacityConfig:
+        if self.busy_above <= self.idle_below:
+            raise ValueError("busy_above must be greater than idle_below")
+        return self
+
+
+class ShadowConfig(_Model):
+    """Shadow pairs (``tiergate.learning``): a share of routed requests also answered by the other tier after the
+    caller's answer is sent, judged, and written to the ledger's ``route_outcomes``."""
+
+    share: float = Field(0.0, ge=0, le=1, description="share of routed requests shadowed; 0 (off) by default")
+    ood_share: float | None = Field(None, ge=0, le=1, description="share for out-of-distribution decisions")
+    judge: str = Field("closed", description="'closed', 'open' or a backend name")
+    max_usd_per_day: float | None = Field(None, ge=0, description="shadow and judge spend per UTC day")
+    max_in_flight: int = Field(4, ge=1, description="shadow pairs being answered or judged at once; more are skipped")
+
+
 class RouterConfig(_Model):
     kind: str = "learned"
     escalate: bool = Field(
@@ -233,6 +269,10 @@ class RouterConfig(_Model):
     strong_share: float | None = Field(None, ge=0, le=1)
     artifact: str | None = None
     seed: int = 0
+    ood: OodConfig = OodConfig()
+    capacity: CapacityConfig = CapacityConfig()
+    shadow: ShadowConfig = ShadowConfig()
+    reload_interval_s: float = Field(5.0, ge=0, description="how often to look for a new artifact; 0: never")
 
 
 class SovereigntyConfig(_Model):
@@ -270,6 +310,7 @@ class KeyConfig(_Model):
     over_budget: Literal["reject", "downgrade"] = "reject"
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
+    admin: bool = Field(False, description="may manage the router (/admin/router: reload, rollback)")
 
     @model_validator(mode="after")
     def _one_source(self) -> KeyConfig:

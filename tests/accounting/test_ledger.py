@@ -59,8 +59,8 @@ async def test_start_creates_the_schema_and_is_idempotent(ledger_url: str) -> No
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
             version = (await conn.execute(text("select version_num from alembic_version"))).scalar_one()
         await ledger.close()
-        assert {"requests", "attempts", "alembic_version"} <= tables
-        assert version == "0004"
+        assert {"requests", "attempts", "route_samples", "route_outcomes", "alembic_version"} <= tables
+        assert version == "0005"
 
 
 async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) -> None:
@@ -71,7 +71,7 @@ async def test_the_migration_matches_the_table_the_code_uses(ledger_url: str) ->
         indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("requests")})
     await ledger.close()
     assert columns == [c.name for c in metadata.tables["requests"].columns]
-    assert indexes == {"ix_requests_ts"}
+    assert indexes == {"ix_requests_ts", "ix_requests_request_id"}
     ledger = Ledger(ledger_url)
     await ledger.start()
     async with ledger.engine.connect() as conn:

@@ -8,7 +8,8 @@ A fake answers each request with one *step*. Where the step comes from, first ma
    gateway that drops unknown headers or translates between dialects;
 3. the FIFO queue filled by ``fake.script(step, ...)``, one step consumed per request;
 4. the flapping pattern set by ``fake.flap(["ok", "fail", ...])``, cycled forever;
-5. otherwise the default reply (same as ``Reply()``).
+5. ``fake.responder(body)``, when set: a step computed from the request itself;
+6. otherwise the default reply (same as ``Reply()``).
 
 Steps are frozen dataclasses; the JSON form is ``{"kind": "<snake_case class name>", **fields}``,
 e.g. ``{"kind": "fault", "status": 529}`` or ``{"kind": "delay", "seconds": 0.5, "then": {"kind":
@@ -32,7 +33,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -417,6 +418,8 @@ class FakeUpstream:
                     elif self._flap:
                         step = self._flap[self._flap_index % len(self._flap)]
                         self._flap_index += 1
+                    elif self.responder is not None:
+                        step = self.responder(rec.body)
         rec.step = step
         return step
 
@@ -431,6 +434,10 @@ class FakeUpstream:
     #: slow-first-token mode: every successful answer (the default reply, a :class:`Reply`, a :class:`Refusal`)
     #: is played as :class:`SlowFirstToken` of this many seconds (0: off). Scripted faults play as they are.
     first_token_s: float = 0.0
+    #: when neither header, marker, queue nor flap pattern gives a step: a function of the request's JSON body
+    #: that returns one (``None``: the default reply), for fakes whose answers depend on the prompt
+    #: (``tests/fakes/judge.py``)
+    responder: Callable[[Any], Step | None] | None = None
     #: what a final assistant turn gets (:data:`PREFILL_MODES`)
     prefill: str = "continue"
     #: opening events of a stream that carry no text (sent before a :class:`SlowFirstToken` waits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from tiergate.config import RouterConfig
 from tiergate.errors import ConfigError
-from tiergate.routing.base import Signals, decide
+from tiergate.routing.base import RouteDecision, Signals, decide
 from tiergate.routing.features import (
     FEATURE_NAMES,
     WORD_PROBLEM_FEATURES,
@@ -25,13 +26,16 @@ from tiergate.signals.encoder import Encoder
 from tiergate.train.router.calibrate import calibrate, quality_at_threshold, realised_share, threshold_for_share
 from tiergate.train.router.metrics import evaluate
 from tiergate.train.router.train import (
+    HEAD_FEATURES,
     DataError,
     Outcomes,
-    benchmark_weights,
-    fit_head,
+    fit_gain_head,
     fit_ridge,
     groups,
+    head_model,
+    inner_splits,
     load_outcomes,
+    select_alpha,
     train_router,
 )
 from tiergate.types import ChatRequest, Message, Tier, ToolSpec
@@ -78,13 +82,17 @@ def test_the_router_protocol_and_the_shipped_threshold() -> None:
 
 def test_scores_and_decisions(encoder: Encoder) -> None:
     router = LearnedRouter.default()
-    for text in ["hi", "Prove that there are infinitely many primes, then compute 17 * 23 step by step."]:
+    cases = [("hi", True), ("Prove that there are infinitely many primes, then compute 17 * 23 step by step.", False)]
+    for text, far in cases:
         request = ChatRequest(model="auto", messages=[Message.text("user", text)])
         signals = Signals(embedding=encoder.encode([routing_text(request)])[0])
         score = router.score(request, signals)
         assert 0.0 <= score <= 1.0
         decision = decide(router, request, signals)
-        assert decision.tier is (Tier.CLOSED if score >= router.threshold else Tier.OPEN)
+        assert decision.fallback is far, decision  # "hi" is nothing like the benchmarks' prompts
+        assert decision.score == pytest.approx(score)
+        if not far:
+            assert decision.tier is (Tier.CLOSED if score >= router.threshold else Tier.OPEN)
     with pytest.raises(ValueError, match="embedding"):
         router.score(ChatRequest(model="auto", messages=[Message.text("user", "x")]), Signals())
 
@@ -121,43 +129,54 @@ def test_word_problem_features_are_zero_unless_a_quantity_and_no_options() -> No
         assert [other[n] for n in ("word_problem", *WORD_PROBLEM_FEATURES)] == [0.0] * 7, text
 
 
-def test_benchmark_weights_lift_the_small_benchmark() -> None:
-    weights = benchmark_weights(["mmlu"] * 16 + ["gsm8k"] * 4)
-    assert weights[:16].tolist() == [1.0] * 16
-    assert weights[16:].tolist() == [2.0] * 4
-
-
-def test_the_word_problem_stage_moves_word_problems_only(small: tuple[Outcomes, np.ndarray]) -> None:
+def test_the_head_reads_generic_statistics_only(small: tuple[Outcomes, np.ndarray]) -> None:
+    """Answer options and word-problem cues describe one benchmark's format: the head gives them weight 0."""
     data, embeddings = small
     feats = batch_features(data.prompts)
-    gain = data.strong - data.weak
-    problem = feats[:, FEATURE_NAMES.index("word_problem")] > 0.5
-    assert problem.sum() == 48
-    assert not problem[np.array(data.families) == "mmlu"].any()
-    arrays = fit_head(embeddings, feats, gain, data.families)
-    # Stage 1 alone: the same head with the word-problem weights (indicator and cues) set to 0.
-    stage1 = dict(arrays)
-    w0 = arrays["w0"].copy()
-    w0[embeddings.shape[1] + FEATURE_NAMES.index("word_problem") :] = 0.0
-    stage1["w0"] = w0
-    meta = {**LearnedModel.default().meta, "calibration": {"threshold": 0.5}}
-    both = LearnedModel.from_parts(meta, {**arrays, "calibration_quantiles": np.zeros(2)})
-    first = LearnedModel.from_parts(meta, {**stage1, "calibration_quantiles": np.zeros(2)})
-    # The folded feature means and stds leave other prompts' scores exactly as stage 1 made them...
-    np.testing.assert_array_equal(both.predict(embeddings, feats)[~problem], first.predict(embeddings, feats)[~problem])
-    assert not np.array_equal(both.predict(embeddings, feats)[problem], first.predict(embeddings, feats)[problem])
-
-    # ...and on word problems the head equals stage 1 plus a ridge fit of its residuals on the cues.
-    def gain_of(model: LearnedModel) -> np.ndarray:
-        p = model.predict(embeddings, feats)
-        return np.log(p / (1 - p)) / 4.0
-
-    cues = feats[problem][:, [FEATURE_NAMES.index(n) for n in WORD_PROBLEM_FEATURES]].astype(np.float64)
-    std = cues.std(axis=0)
+    arrays = fit_gain_head(embeddings, feats, data.gain, 10.0)
+    weights = dict(zip(FEATURE_NAMES, arrays["w0"][embeddings.shape[1] :, 0].tolist(), strict=True))
+    for name in ("choices", "word_problem", *WORD_PROBLEM_FEATURES):
+        assert weights[name] == 0.0, name
+    assert {n for n, w in weights.items() if w != 0.0} <= set(HEAD_FEATURES)
+    assert weights["log_chars"] != 0.0
+    # The head is the ridge of the gain on the vector and the standardised statistics: reproduce its scores.
+    use = [FEATURE_NAMES.index(n) for n in HEAD_FEATURES]
+    f = feats[:, use].astype(np.float64)
+    std = f.std(axis=0)
     std[std < 1e-6] = 1.0
-    z = (cues - cues.mean(axis=0)) / std
-    coef, intercept = fit_ridge(z, gain[problem] - gain_of(first)[problem], 100.0)
-    np.testing.assert_allclose(gain_of(both)[problem] - gain_of(first)[problem], z @ coef + intercept, atol=1e-4)
+    x = np.c_[embeddings, (f - f.mean(axis=0)) / std]
+    coef, intercept = fit_ridge(x, data.gain, 10.0)
+    model = head_model(arrays)
+    np.testing.assert_allclose(model.logits(embeddings, feats) / 4.0, x @ coef + intercept, atol=1e-4)
+
+
+def test_the_penalty_is_chosen_by_the_worst_inner_fold(small: tuple[Outcomes, np.ndarray]) -> None:
+    data, embeddings = small
+    feats = batch_features(data.prompts)
+    alpha, table = select_alpha(embeddings, feats, data, alphas=(1.0, 100.0, 10000.0), min_rows=10)
+    assert set(table) == {"1", "100", "10000"}
+    assert table[f"{alpha:g}"] == max(table.values())
+    splits = inner_splits(data.families, groups(data), seed=0)
+    fams = np.array(data.families)
+    # Leave-one-benchmark-out first (both benchmarks are here), then 3 folds of whole groups.
+    assert [set(fams[te]) for _, te in splits[:2]] == [{"gsm8k"}, {"mmlu"}]
+    row_groups = np.array(groups(data))
+    for tr, te in splits[2:]:
+        assert not set(row_groups[tr]) & set(row_groups[te])
+
+
+def test_a_prior_pulls_the_head_toward_its_weights(small: tuple[Outcomes, np.ndarray]) -> None:
+    """``--from-ledger``: with a huge penalty the head is the prior (up to its unpenalised intercept, which only
+    shifts every score alike); with a small one it fits the new rows."""
+    data, embeddings = small
+    feats = batch_features(data.prompts)
+    prior = LearnedModel.default()
+    flipped = -data.gain  # rows that say the opposite of what the prior learned
+    kept = head_model(fit_gain_head(embeddings, feats, flipped, 1e9, prior=prior))
+    shift = kept.logits(embeddings, feats) - prior.logits(embeddings, feats)
+    np.testing.assert_allclose(shift, np.full_like(shift, shift.mean()), atol=1e-3)
+    moved = head_model(fit_gain_head(embeddings, feats, flipped, 1.0, prior=prior)).logits(embeddings, feats)
+    assert np.corrcoef(moved, flipped)[0, 1] > np.corrcoef(prior.logits(embeddings, feats), flipped)[0, 1] + 0.3
 
 
 def test_shipped_artifact_reproduces_its_recorded_held_out_check(outcomes: Outcomes, encoder: Encoder) -> None:
@@ -249,3 +268,71 @@ def test_a_broken_artifact_is_a_config_error(tmp_path: Path) -> None:
         LearnedModel.from_parts(model.meta, arrays)
     with pytest.raises(ConfigError, match="not a tiergate-learned-router"):
         LearnedModel.from_parts({**model.meta, "format_version": 99}, model.arrays)
+
+
+def _decide(router: LearnedRouter, encoder: Encoder, text: str) -> RouteDecision:
+    request = ChatRequest(model="auto", messages=[Message.text("user", text)])
+    return router.decide(request, Signals(embedding=encoder.encode([routing_text(request)])[0]))
+
+
+FAR = "Refactor this JavaScript to use async/await:\nfetch(url).then(r => r.json()).then(d => console.log(d));"
+NEAR = "Which of the following is the primary function of the mitochondria?\nA. Protein synthesis\nB. Energy\nAnswer:"
+
+
+def test_a_prompt_far_from_the_training_data_falls_back_to_the_rules(encoder: Encoder) -> None:
+    router = LearnedRouter.from_config(RouterConfig(kind="learned", strong_share=0.4))
+    ood = router.model.meta["ood"]
+    assert router.ood_threshold == ood["threshold"]
+    assert router.model.arrays["ood_reference"].shape == (ood["reference_rows"], 384)
+    far = _decide(router, encoder, FAR)
+    assert far.ood is not None
+    assert far.ood > ood["threshold"]
+    assert far.fallback
+    assert re.fullmatch(r"ood:(\d\.\d\d)>(\d\.\d\d)->rules:(\d\.\d\d)(>|<=)0\.60", far.reason), far.reason
+    near = _decide(router, encoder, NEAR)
+    assert near.ood is not None
+    assert near.ood < ood["threshold"]
+    assert not near.fallback
+    assert near.reason.startswith("router:")
+    # A long technical prompt far from the data is among the rules' top 40%: it goes closed.
+    hard = _decide(router, encoder, FAR + "\nExplain why, step by step, and debug the error handling. " * 12)
+    assert hard.fallback
+    assert hard.tier is Tier.CLOSED
+    assert ">0.60" in hard.reason
+    # Mostly non-Latin script: the English encoder cannot place it, whatever its distance.
+    script = _decide(router, encoder, "请用简单的语言解释什么是区块链。")
+    assert script.reason.startswith("ood:script->rules:")
+    assert script.fallback
+
+
+def test_the_fallback_is_configurable(encoder: Encoder) -> None:
+    closed = LearnedRouter.from_config(RouterConfig(kind="learned", ood={"fallback": "closed"}))
+    decision = _decide(closed, encoder, FAR)
+    assert (decision.tier, decision.reason.split("->")[1]) == (Tier.CLOSED, "closed")
+    off = LearnedRouter.from_config(RouterConfig(kind="learned", ood={"enabled": False}))
+    plain = _decide(off, encoder, FAR)
+    assert plain.reason.startswith("router:")
+    assert plain.ood is None
+    strict = LearnedRouter.from_config(RouterConfig(kind="learned", ood={"threshold": 0.2}))
+    assert _decide(strict, encoder, NEAR).fallback
+
+
+def test_the_quality_curve_gives_the_capacity_floor() -> None:
+    router = LearnedRouter.default()
+    base = router.threshold
+    floor = router.threshold_for_quality(0.9)
+    assert floor is not None
+    assert floor > base
+    share_at_floor = router.model.share_for_quality(0.9)
+    assert share_at_floor is not None
+    assert share_at_floor < router.model.meta["calibration"]["strong_share"]
+    assert router.threshold_for_quality(0.999) is not None
+
+
+def test_a_weights_file_of_another_training_is_refused(small: tuple[Outcomes, np.ndarray], tmp_path: Path) -> None:
+    data, embeddings = small
+    train_router(data, embeddings, seed=0).save(tmp_path / "a")
+    train_router(data, embeddings, seed=1).save(tmp_path / "b")
+    (tmp_path / "a" / "learned.npz").write_bytes((tmp_path / "b" / "learned.npz").read_bytes())
+    with pytest.raises(ConfigError, match="another training"):
+        LearnedModel.load(tmp_path / "a")

@@ -157,6 +157,20 @@ class Budgets:
         account.spent += usd
         reservation.window_entry[1] = float(tokens)
 
+    def affordable(self, key: str, usd: float, now: float) -> bool:
+        """Would ``usd`` more fit in ``key``'s monthly budget (spent and reserved counted)? Touches nothing."""
+        lim = self._limits.get(key)
+        if lim is None or lim.budget_usd_per_month is None:
+            return True
+        account = self._account(key, now)
+        return account.spent + account.reserved + usd <= lim.budget_usd_per_month
+
+    def charge(self, key: str, usd: float, now: float) -> None:
+        """Spend ``usd`` on ``key`` outside any request (the router's shadow answers and judging): the budget
+        counts it, the rate limits do not."""
+        if key in self._limits:
+            self._account(key, now).spent += usd
+
     def _account(self, key: str, now: float) -> _Account:
         month = month_of(now)
         account = self._accounts.get(key)

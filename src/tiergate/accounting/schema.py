@@ -35,7 +35,7 @@ requests = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("ts", DateTime(timezone=True), nullable=False, index=True),
-    Column("request_id", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False, index=True),  # revision 0003: feedback finds it
     Column("key_name", String(200), nullable=False),
     Column("dialect", String(16), nullable=False),
     Column("model", String(200), nullable=False),

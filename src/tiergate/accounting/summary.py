@@ -171,12 +171,14 @@ def reason_label(route: str) -> str:
 
     >>> reason_label("router:0.27<0.41;failover:closed-down"), reason_label("key:hr-app:open")
     ('router', 'key:hr-app')
+    >>> reason_label("ood:0.81>0.77->rules:0.93>0.56")
+    'ood'
     """
     first = route.split(";", 1)[0]
     if not first:
         return "none"
     head = first.split(":")
-    return head[0] if head[0] == "router" else ":".join(head[:2])
+    return head[0] if head[0] in ("router", "ood") else ":".join(head[:2])
 
 
 def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: datetime | None = None) -> Summary:

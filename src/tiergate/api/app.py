@@ -19,15 +19,17 @@ from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
 from tiergate.accounting.prices import load_price_table
-from tiergate.api import admin, chat, dashboard
+from tiergate.api import admin, chat, dashboard, learning
 from tiergate.api.auth import KeyRing
 from tiergate.api.edges import edge_for_path
 from tiergate.api.state import AppState
 from tiergate.backends import BackendFactory
 from tiergate.config import Config
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
+from tiergate.learning.shadow import Learning
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.build import build_gateway
+from tiergate.routing.reload import Reloader
 from tiergate.tracing import Tracing
 
 log = logging.getLogger("tiergate")
@@ -44,7 +46,10 @@ def build_state(
     costs = CostModel(config, load_price_table(overrides))
     ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
     keys, admission = KeyRing(config.keys), Admission(budgets, costs)
-    return AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission, tracing=tracing)
+    state = AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission, tracing=tracing)
+    state.learning = Learning(config.router.shadow, gateway, costs, budgets, config.router.seed)
+    state.reloader = Reloader(config.router, gateway)
+    return state
 
 
 def create_app(
@@ -57,20 +62,29 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.ledger.start()
-        state.budgets.load(await state.ledger.spend_by_key(month_start(now := time.time())), now)
+        assert state.learning is not None
+        assert state.reloader is not None
+        await state.learning.start(state.ledger.engine)
+        spent = await state.ledger.spend_by_key(month_start(now := time.time()))
+        for key, usd in (await state.learning.store_spend(month_start(now))).items():  # shadow pairs' cost
+            spent[key] = spent.get(key, 0.0) + usd
+        state.budgets.load(spent, now)
         await state.pool.start()
         await state.gateway.load_encoder()
         await state.pool.check_health()
         state.ready = True
         dispatch = config.dispatch  # active health checks (Pool.watch_health)
         watcher = asyncio.create_task(state.pool.watch_health(dispatch.health_interval_s, dispatch.recovery_interval_s))
+        reloads = asyncio.create_task(state.reloader.watch(), name="tiergate-router-reload")
         log.info("tiergate ready: %s", ", ".join(f"{n} ({s.config.tier.value})" for n, s in state.pool.states.items()))
         try:
             yield
         finally:
             state.ready = False
             watcher.cancel()
+            reloads.cancel()
             await state.drain()  # cut streams still being accounted need their backends and the ledger
+            await state.learning.close()  # shadow pairs need their backends and the ledger too
             await state.pool.close()
             state.gateway.close_encoder()
             await state.ledger.close()
@@ -98,6 +112,7 @@ def create_app(
         Route("/readyz", admin.readyz, methods=["GET"]),
         Route("/metrics", admin.metrics, methods=["GET"]),
         *dashboard.routes(),
+        *learning.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.tiergate = state

@@ -18,12 +18,13 @@ from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
 from tiergate.api.refusal import refusal_response
 from tiergate.api.state import AppState
 from tiergate.errors import PayloadTooLarge, RateLimited, TiergateError, UpstreamError
+from tiergate.learning.shadow import Learning
 from tiergate.pipeline.account import Account, Produced
 from tiergate.pipeline.gateway import Outcome
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
 from tiergate.tracing import REQUEST_MAX_TOKENS, REQUEST_MODEL, REQUEST_STREAM, REQUEST_TEMPERATURE, REQUEST_TOP_P
-from tiergate.types import ChatRequest, EventStream, StreamEnd, Usage
+from tiergate.types import ChatRequest, EventStream, StreamEnd, TextDelta, Usage
 
 log = logging.getLogger("tiergate.requests")
 NO_COST = f"{0.0:.8f}"
@@ -112,7 +113,7 @@ async def _handle(request: Request, edge: Edge, state: AppState, call: Account) 
             return refusal_response(edge, chat, plan, call.request_id)
         if chat.stream:
             _, events, outcome = await state.gateway.stream(chat, plan)
-            return _stream(call, edge, chat, events, outcome)
+            return _stream(call, edge, chat, events, outcome, state.learning)
         response, outcome = await state.gateway.complete(chat, plan)
     except TiergateError as exc:
         return error_response(edge, exc, call.request_id, error_headers(call.record_error(exc)))
@@ -122,7 +123,11 @@ async def _handle(request: Request, edge: Edge, state: AppState, call: Account) 
         return error_response(edge, internal, call.request_id, error_headers(call.record_error(internal)))
     cost = call.record(outcome, response.usage, "ok")
     payload = json.dumps(edge.render(response, call.request_id), separators=(",", ":")).encode()
-    return Response(payload, media_type="application/json", headers=route_headers(edge, outcome, call.request_id, cost))
+    # A shadow pair, when drawn, starts once this answer is sent (it never delays or changes it).
+    learning = state.learning
+    shadow = learning.after(call.request_id, call.caller, chat, plan, outcome, response) if learning else None
+    answered = route_headers(edge, outcome, call.request_id, cost)
+    return Response(payload, media_type="application/json", headers=answered, background=shadow)
 
 
 def request_attributes(chat: ChatRequest) -> dict[str, object]:
@@ -136,8 +141,12 @@ def request_attributes(chat: ChatRequest) -> dict[str, object]:
     }
 
 
-def _stream(call: Account, edge: Edge, chat: ChatRequest, events: EventStream, outcome: Outcome) -> Response:
+def _stream(
+    call: Account, edge: Edge, chat: ChatRequest, events: EventStream, outcome: Outcome, learning: Learning | None
+) -> Response:
     prompt_tokens = estimate_prompt_tokens(chat)  # a header-time estimate; the ledger has the truth
+    plan = call.plan
+    ticket = learning.select(call.request_id, call.caller, chat, plan, outcome) if learning and plan else None
     renderer = edge.renderer(call.request_id, outcome.backend.backend.model, chat, prompt_tokens)
     estimate = call.books.costs.cost(
         outcome.backend.config, Usage(input_tokens=prompt_tokens, estimated=True), outcome.model
@@ -156,6 +165,8 @@ def _stream(call: Account, edge: Edge, chat: ChatRequest, events: EventStream, o
                     yield renderer.event(ev)
                     break
                 produced.add(ev)
+                if ticket is not None and isinstance(ev, TextDelta):
+                    ticket.answer.append(ev.text)
                 yield renderer.event(ev)
             else:
                 yield renderer.error(UpstreamError("stream ended without a final event", backend=outcome.backend.name))
@@ -173,6 +184,8 @@ def _stream(call: Account, edge: Edge, chat: ChatRequest, events: EventStream, o
                     call.record(outcome, final, status, ttft)
                 else:
                     call.record_cut(outcome, chat, produced, status, ttft)
+                if ticket is not None and learning is not None and status == "ok":
+                    learning.launch(ticket)  # the stream is complete: the caller has every byte
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
 

@@ -2,7 +2,9 @@
 
 The figures are :func:`tiergate.accounting.summary.summarise` over the window in ``?since=`` (``24h`` by
 default; the same syntax as ``tiergate report --since``). When the gateway has API keys, the JSON needs one
-(the page asks for it and keeps it in the tab's ``sessionStorage``); the page itself holds no data.
+(the page asks for it and keeps it in the tab's ``sessionStorage``); the page itself holds no data. Beside the
+ledger's figures, ``router``: the router in service, its capacity-aware threshold and the shadow pairs (as
+``GET /admin/router`` shows them).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tiergate.accounting.summary import parse_since, summarise
+from tiergate.api.learning import router_view
 from tiergate.api.state import AppState
 from tiergate.errors import TiergateError
 
@@ -50,7 +53,7 @@ async def data(request: Request) -> Response:
     except Exception:
         log.exception("dashboard: ledger flush failed; showing what is written")
     summary = summarise(await state.ledger.rows(since), since)
-    return JSONResponse(summary.to_json(), headers=_NO_STORE)
+    return JSONResponse({**summary.to_json(), "router": router_view(state)}, headers=_NO_STORE)
 
 
 def routes() -> list[Route]:

@@ -14,8 +14,10 @@ from tiergate.accounting.metrics import Metrics
 from tiergate.api.auth import KeyRing
 from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
+from tiergate.learning.shadow import Learning
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.gateway import Gateway
+from tiergate.routing.reload import Reloader
 from tiergate.tracing import Tracing
 
 
@@ -34,6 +36,9 @@ class AppState:
     tracing: Tracing = field(default_factory=Tracing.disabled)
     #: Work a request left behind (the accounting of a cut stream): awaited at shutdown, before the ledger closes.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    #: The router's learning loop (shadow pairs) and its artifact reloads (issue 14).
+    learning: Learning | None = None
+    reloader: Reloader | None = None
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -23,7 +23,8 @@ from tiergate.dispatch.trace import Trace
 from tiergate.errors import InvalidRequest, NoBackendAvailable, UpstreamError
 from tiergate.pipeline.models import TIER_NAMES, ModelNames, Named
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
-from tiergate.routing import Router, Signals, decide
+from tiergate.routing import RouteDecision, Router, Signals, decide
+from tiergate.routing.capacity import Capacity
 from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
@@ -67,6 +68,9 @@ class Plan:
     claude_model: str | None = None
     #: Every try of the request, in order (dispatch fills it; accounting writes it to the ledger and the log).
     trace: Trace = field(default_factory=Trace)
+    #: The router's decision and what it read, when the router decided (shadow pairs learn from them).
+    decision: RouteDecision | None = None
+    signals: Signals | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +108,7 @@ class Gateway:
         #: The app's tracer (:class:`tiergate.tracing.Tracing`); no-op unless tracing is on.
         self.tracer: Tracer = trace.NoOpTracer()
         self.names = ModelNames(pool, config.models)
+        self.capacity = Capacity(config.router.capacity)
 
     def needs_encoder(self, *, always_score: bool = False) -> bool:
         """Does a stage need the encoder? The router when it scores (both tiers present, or ``always_score``, as
@@ -207,8 +212,12 @@ class Gateway:
             route = f"single-tier:{tier.value}"
         else:
             signals = signals or await self.signals(request)
-            decision = decide(self.router, request, signals)
-            tier, route, score = decision.tier, decision.reason, decision.score
+            threshold, moved = self.capacity.threshold(self.router, self.pool)
+            decision = decide(self.router, request, signals, threshold)
+            route = decision.reason if moved is None or decision.fallback else f"{decision.reason};{moved}"
+            plan = self._targets(decision.tier, route, decision.score)
+            plan.decision, plan.signals = decision, signals
+            return plan
         return self._targets(tier, route, score)
 
     async def signals(self, request: ChatRequest, *, guard: bool = False) -> Signals:

@@ -15,7 +15,7 @@ Routers are built from :class:`~tiergate.config.RouterConfig` through the regist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tiergate.types import ChatRequest, Tier
 
@@ -50,14 +50,30 @@ class Router(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
+    """A router's decision. ``ood``: the prompt's distance to the router's training data, where it measures one;
+    ``fallback``: the prompt was too far from it, and the tier is the fallback's (the reason says which)."""
+
     tier: Tier
     score: float
     threshold: float
     reason: str
+    ood: float | None = None
+    fallback: bool = False
 
 
-def decide(router: Router, request: ChatRequest, signals: Signals) -> RouteDecision:
+@runtime_checkable
+class Decides(Protocol):
+    """A router that makes its own decision (the learned router: its out-of-distribution fallback)."""
+
+    def decide(self, request: ChatRequest, signals: Signals, threshold: float | None = None) -> RouteDecision: ...
+
+
+def decide(router: Router, request: ChatRequest, signals: Signals, threshold: float | None = None) -> RouteDecision:
+    """``router``'s decision; ``threshold`` replaces its own (the capacity-aware threshold)."""
+    if isinstance(router, Decides):
+        return router.decide(request, signals, threshold)
+    threshold = router.threshold if threshold is None else threshold
     score = min(1.0, max(0.0, router.score(request, signals)))
-    if score >= router.threshold:
-        return RouteDecision(Tier.CLOSED, score, router.threshold, f"router:{score:.2f}>={router.threshold:.2f}")
-    return RouteDecision(Tier.OPEN, score, router.threshold, f"router:{score:.2f}<{router.threshold:.2f}")
+    if score >= threshold:
+        return RouteDecision(Tier.CLOSED, score, threshold, f"router:{score:.2f}>={threshold:.2f}")
+    return RouteDecision(Tier.OPEN, score, threshold, f"router:{score:.2f}<{threshold:.2f}")

@@ -15,6 +15,19 @@ _HARD = re.compile(
 )
 
 
+def rules_score(request: ChatRequest) -> float:
+    """The rules router's score: long or technical prompts, tools and long conversations lean strong."""
+    text = "\n".join(request.texts())
+    score = min(len(text) / 8000, 0.45)
+    if _HARD.search(text):
+        score += 0.4
+    if request.tools:
+        score += 0.15
+    if len(request.messages) > 6:
+        score += 0.1
+    return min(score, 1.0)
+
+
 class FixedRouter:
     """Always the same score: ``open`` (0.0) or ``closed`` (1.0)."""
 
@@ -54,12 +67,4 @@ class RulesRouter:
         self.threshold = config.threshold if config.threshold is not None else 0.5
 
     def score(self, request: ChatRequest, signals: Signals) -> float:
-        text = "\n".join(request.texts())
-        score = min(len(text) / 8000, 0.45)
-        if _HARD.search(text):
-            score += 0.4
-        if request.tools:
-            score += 0.15
-        if len(request.messages) > 6:
-            score += 0.1
-        return min(score, 1.0)
+        return rules_score(request)

@@ -91,6 +91,7 @@ function render(s) {
     ]),
   );
   fillTable("keys", s.keys.map((k) => [k.key, [k.key, String(k.requests), money(k.cost_usd)]]));
+  if (s.router) renderRouter(s.router);
   drawBars("mix-chart", s.tiers.map((t) => ({ label: t.tier, value: t.requests, colour: COLOURS[t.tier] || "#888" })));
   drawBars("cost-chart", [
     { label: "tiergate", value: s.cost_usd, colour: "#5b8c3a" },
@@ -99,6 +100,27 @@ function render(s) {
   ]);
   document.getElementById("updated").textContent = new Date().toLocaleTimeString();
   document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+}
+
+function renderRouter(r) {
+  // The router in service, the capacity-aware threshold and the shadow pairs (GET /admin/router has the same).
+  const c = r.capacity;
+  const num = (v, d) => (v === null || v === undefined ? "-" : Number(v).toFixed(d));
+  const rows = [
+    ["router", (r.current ? r.current.kind : r.kind) + (r.current && r.current.created ? " (" + r.current.created + ")" : "")],
+    ["capacity-aware threshold", c.enabled ? "on" : "off"],
+    ["open-tier occupancy", c.open_occupancy === null ? "-" : pct(100 * c.open_occupancy)],
+    ["threshold: base -> in force", num(c.base_threshold, 3) + " -> " + num(c.threshold, 3)],
+    ["threshold at the quality floor (" + num(c.quality_floor, 2) + ")", num(c.floor_threshold, 3)],
+  ];
+  if (r.shadow) {
+    const counts = r.shadow.counts || {};
+    rows.push(["shadow share (out of distribution)", num(r.shadow.share, 2) + " (" + num(r.shadow.ood_share, 2) + ")"]);
+    rows.push(["shadow pairs judged / in flight", String(counts.judged || 0) + " / " + String(r.shadow.in_flight)]);
+    rows.push(["learning spend today", money(r.shadow.spent_today_usd)]);
+  }
+  if (r.last_error) rows.push(["last reload error", r.last_error]);
+  fillTable("router-state", rows.map(([k, v]) => [k, [k, v]]));
 }
 
 async function poll() {
