@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -14,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tiergate.accounting.budgets import Budgets, month_start
 from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
@@ -27,6 +25,7 @@ from tiergate.backends import BackendFactory
 from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
+from tiergate.limits import build_limiter
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.build import build_gateway
 
@@ -38,9 +37,10 @@ def build_state(config: Config, registry: dict[str, BackendFactory] | None = Non
     gateway = build_gateway(config, registry)
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
-    ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
-    keys, admission = KeyRing(config.keys), Admission(budgets, costs)
-    return AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission)
+    metrics, ledger = Metrics(), Ledger(config.ledger.url)
+    limiter = build_limiter(config, metrics.registry)
+    keys, admission = KeyRing(config.keys, revoked=limiter.revoked), Admission(limiter, costs)
+    return AppState(config, gateway.pool, gateway, keys, metrics, costs, ledger, limiter, admission)
 
 
 async def _watch_health(pool: Pool, interval_s: float) -> None:
@@ -61,7 +61,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.ledger.start()
-        state.budgets.load(await state.ledger.spend_by_key(month_start(now := time.time())), now)
+        await state.budgets.start(state.ledger.spend_by_key)
         await state.pool.start()
         await state.gateway.load_encoder()
         await state.pool.check_health()
@@ -75,6 +75,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
             watcher.cancel()
             await state.drain()  # cut streams still being accounted need their backends and the ledger
             await state.pool.close()
+            await state.budgets.close()  # after the drain: the last settlements reach Redis
             state.gateway.close_encoder()
             await state.ledger.close()
 

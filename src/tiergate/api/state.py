@@ -7,13 +7,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiergate.accounting.budgets import Budgets
 from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
 from tiergate.api.auth import KeyRing
 from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
+from tiergate.limits import Limiter
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.gateway import Gateway
 
@@ -27,7 +27,7 @@ class AppState:
     metrics: Metrics
     costs: CostModel
     ledger: Ledger
-    budgets: Budgets
+    budgets: Limiter  # budgets and rate limits: in this process, or shared in Redis
     admission: Admission
     ready: bool = False
     #: Work a request left behind (the accounting of a cut stream): awaited at shutdown, before the ledger closes.

@@ -13,13 +13,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tiergate.accounting.budgets import Budgets, Reservation
+from tiergate.accounting.budgets import Reservation
 from tiergate.accounting.cost import Cost, CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
 from tiergate.accounting.schema import LedgerRow, Status, status_of
 from tiergate.dispatch.pool import Pool
 from tiergate.errors import RateLimited, TiergateError
+from tiergate.limits import Limiter
 from tiergate.pipeline.gateway import Outcome, Plan
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
 from tiergate.types import ChatRequest, Dialect, StreamEvent, TextDelta, ToolArgsDelta, Usage
@@ -41,7 +42,7 @@ class Books(Protocol):
     @property
     def ledger(self) -> Ledger: ...
     @property
-    def budgets(self) -> Budgets: ...
+    def budgets(self) -> Limiter: ...
     @property
     def metrics(self) -> Metrics: ...
     def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
