@@ -157,7 +157,6 @@ class SharedLimiter:
         self._pending: deque[_Settlement] = deque()
         self._wake = asyncio.Event()
         self._seed_lock = asyncio.Lock()
-        self._seeded_at: dict[str, float] = {}
         self._spend: SpendSource | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -283,8 +282,8 @@ class SharedLimiter:
         """Create the accounts Redis lacks (first use, or Redis lost its data) with this month's spend from the
         ledger; one ledger query for every key, however many requests find them missing at once."""
         async with self._seed_lock:
-            if self._clock() - self._seeded_at.get(key, -1e9) < 1.0:
-                return
+            if await self._redis.exists(key_names(self.config.prefix, key)[0]):
+                return  # created while this request waited for the lock
             assert self._spend is not None, "start() first"
             now = time.time()
             start = month_start(now)
@@ -300,7 +299,6 @@ class SharedLimiter:
                 )
                 if int(reply) == 1:
                     created.append(name)
-                self._seeded_at[name] = self._clock()
             if created:
                 log.info("shared limits: accounts of %s created in Redis from the ledger", ", ".join(created))
 
