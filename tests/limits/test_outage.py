@@ -24,7 +24,8 @@ from tests.conftest import backend_configs, serve_gateway
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.support.ledger import read_rows
 from tests.support.redis import private_redis
-from tiergate.config import parse_config
+from tiergate.accounting.schema import LedgerRow
+from tiergate.config import Config, parse_config
 from tiergate.limits.scripts import key_names
 
 Fakes = tuple[tuple[FakeAnthropic, str], tuple[FakeOpenAI, str]]
@@ -39,16 +40,17 @@ def fakes(fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI,
     return fake_claude, fake_openai
 
 
-def config(fakes: Fakes, tmp_path: Path, redis_url: str, **redis_options: Any) -> Any:
-    return parse_config(
-        {
-            "backends": backend_configs(fakes[0][1], fakes[1][1]),
-            "router": {"kind": "rules"},
-            "keys": KEYS,
-            "ledger": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
-            "redis": {"url": redis_url, "timeout_s": 0.2, "retry_s": 0.1, "prefix": "t", **redis_options},
-        }
-    )
+def config(fakes: Fakes, tmp_path: Path, redis_url: str, **redis_options: Any) -> Config:
+    redis_config: dict[str, Any] = {"url": redis_url, "timeout_s": 0.2, "retry_s": 0.1, "prefix": "t"}
+    redis_config.update(redis_options)
+    data: dict[str, Any] = {
+        "backends": backend_configs(fakes[0][1], fakes[1][1]),
+        "router": {"kind": "rules"},
+        "keys": KEYS,
+        "ledger": {"url": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        "redis": redis_config,
+    }
+    return parse_config(data)
 
 
 def post(base: str, key: str, dialect: str = "openai", model: str = "closed") -> httpx.Response:
@@ -85,14 +87,16 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> Non
 def spent_in_redis(port: int, name: str) -> float:
     client = redis.Redis(port=port, decode_responses=True)
     try:
-        return float(client.hget(key_names("t", name)[0], "spent") or 0.0)  # type: ignore[arg-type]
+        value = client.hget(key_names("t", name)[0], "spent")
+        assert isinstance(value, str)
+        return float(value)
     finally:
         client.close()
 
 
 def ledger_cost(tmp_path: Path, key: str, count: int) -> float:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    rows: list[Any] = []
+    rows: list[LedgerRow] = []
 
     def written() -> bool:
         rows[:] = [r for r in read_rows(url) if r.key_name == key]
