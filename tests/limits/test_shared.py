@@ -15,7 +15,7 @@ from tests.support.redis import redis_base_url, unique_prefix
 from tiergate.accounting.budgets import Budgets, Limits, OverLimit, month_of
 from tiergate.config import KeyConfig, RedisConfig
 from tiergate.limits import KeyOverride, KeyStore, SharedLimiter, SharedReservation
-from tiergate.limits.scripts import MONTH_OF, key_names
+from tiergate.limits.scripts import MONTH_OF, SETTLE, key_names
 
 
 class Spend:
@@ -248,3 +248,21 @@ async def test_key_changes_reach_every_replica(prefix: str) -> None:
         await client.aclose()
         await a.close()
         await b.close()
+
+
+async def test_a_settlement_sent_twice_is_applied_once(prefix: str) -> None:
+    """A batch whose reply was lost (Redis hung, the network cut) is sent again when Redis answers."""
+    lim = await started(limiter(prefix, key(budget_usd_per_month=1.0)))
+    client = aioredis.Redis.from_url(redis_base_url(), decode_responses=True)
+    try:
+        r = await lim.reserve("team", 0.5, 10)
+        assert isinstance(r, SharedReservation)
+        settle = client.register_script(SETTLE)
+        replies = [await settle(keys=key_names(prefix, "team"), args=[r.rid, r.rid, "0.2", 5]) for _ in range(2)]
+        fallback = [await settle(keys=key_names(prefix, "team"), args=["s-1", "", "0.1", -1]) for _ in range(2)]
+    finally:
+        await client.aclose()
+        await lim.close()
+    assert (replies, fallback) == ([1, 2], [1, 2])
+    state = await account(prefix)
+    assert [float(state[f]) for f in ("spent", "reserved", "tokens")] == pytest.approx([0.3, 0.0, 0.0])

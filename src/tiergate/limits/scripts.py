@@ -8,6 +8,8 @@ may touch them all)::
     P:{name}:ru  hash   reservation id -> USD it holds
     P:{name}:w   zset   reservation id -> when it was admitted (ms): the sliding minute of the rate limits
     P:{name}:wt  hash   reservation id -> tokens it counts in that minute (the estimate, then the real figure)
+    P:{name}:s   zset   settlement id -> when it was applied (ms), for SETTLED_KEEP_MS: a settlement sent again
+                        (its reply was lost: Redis hung or the network cut) is applied once
 
 Time is the Redis server's (``TIME``), so replicas with skewed clocks share one minute and one month.
 Amounts are decimal strings (Lua numbers are doubles; a reply's numbers would be truncated to integers).
@@ -15,16 +17,18 @@ Amounts are decimal strings (Lua numbers are doubles; a reply's numbers would be
 
 from __future__ import annotations
 
-__all__ = ["KEEP_S", "MONTH_OF", "RESERVE", "SEED", "SETTLE", "WINDOW_MS", "key_names"]
+__all__ = ["KEEP_S", "MONTH_OF", "RESERVE", "SEED", "SETTLE", "SETTLED_KEEP_MS", "WINDOW_MS", "key_names"]
 
 WINDOW_MS = 60_000
 #: An account nobody touches for this long is dropped; the next request re-reads its spend from the ledger.
 KEEP_S = 40 * 86_400
+#: How long an applied settlement is remembered, so that one sent again is not counted twice.
+SETTLED_KEEP_MS = 15 * 60_000
 
 
 def key_names(prefix: str, name: str) -> list[str]:
     base = f"{prefix}:{{{name}}}"
-    return [f"{base}:a", f"{base}:r", f"{base}:ru", f"{base}:w", f"{base}:wt"]
+    return [f"{base}:a", f"{base}:r", f"{base}:ru", f"{base}:w", f"{base}:wt", f"{base}:s"]
 
 
 #: ``month_of(seconds)``: the UTC calendar month of a POSIX time, as "YYYY-MM" (days to civil date, after
@@ -131,17 +135,20 @@ return {'ok', tostring(usd), downgraded}
 """
 )
 
-#: KEYS: key_names(); ARGV: id ('' for a request admitted without Redis), usd, tokens (-1: not in the window).
-#: Releases the reservation (if it is still held), replaces its estimated tokens in the window by the real
-#: ones, and adds the real cost to this month's spend. Returns 0 where the account is gone (Redis lost its
-#: data): the spend is then re-read from the ledger, where this request's row is.
+#: KEYS: key_names(); ARGV: settlement id, reservation id ('' for a request admitted without Redis), usd, tokens
+#: (-1: not in the window). Releases the reservation (if it is still held), replaces its estimated tokens in the
+#: window by the real ones, and adds the real cost to this month's spend, once per settlement id (2: already
+#: applied). Returns 0 where the account is gone (Redis lost its data): the spend is then re-read from the
+#: ledger, where this request's row is.
 SETTLE = (
     MONTH_OF
     + """
-local acct, res, resu, win, wint = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local rid, usd, tokens = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local acct, res, resu, win, wint, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local sid, rid, usd, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 if redis.call('EXISTS', acct) == 0 then return 0 end
+if redis.call('ZSCORE', done, sid) then return 2 end
 local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local month = month_of(tonumber(t[1]))
 if redis.call('HGET', acct, 'month') ~= month then redis.call('HSET', acct, 'month', month, 'spent', '0') end
 if rid ~= '' then
@@ -160,6 +167,13 @@ if rid ~= '' then
   end
 end
 if usd > 0 then redis.call('HINCRBYFLOAT', acct, 'spent', tostring(usd)) end
+redis.call('ZADD', done, now, sid)
+redis.call('ZREMRANGEBYSCORE', done, '-inf', now - """
+    + str(SETTLED_KEEP_MS)
+    + """)
+redis.call('PEXPIRE', done, """
+    + str(SETTLED_KEEP_MS)
+    + """)
 redis.call('EXPIRE', acct, """
     + str(KEEP_S)
     + """)
@@ -172,7 +186,7 @@ return 1
 SEED = (
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 redis.call('HSET', KEYS[1], 'month', ARGV[1], 'spent', ARGV[2], 'reserved', '0', 'tokens', '0')
 redis.call('EXPIRE', KEYS[1], """
     + str(KEEP_S)

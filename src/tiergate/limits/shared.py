@@ -78,6 +78,7 @@ class SharedReservation(Reservation):
 @dataclass(frozen=True, slots=True)
 class _Settlement:
     key: str
+    sid: str  # applied once, however often it is sent
     rid: str
     usd: float
     tokens: int
@@ -335,7 +336,8 @@ class SharedLimiter:
             self._pending.popleft()
             self.metrics.dropped.inc()
             log.warning("shared limits: over %d settlements wait for Redis; the oldest is dropped", MAX_PENDING)
-        self._pending.append(_Settlement(reservation.key, reservation.rid, usd, tokens if reservation.rid else -1))
+        sid = reservation.rid or uuid.uuid4().hex
+        self._pending.append(_Settlement(reservation.key, sid, reservation.rid, usd, tokens if reservation.rid else -1))
         self.metrics.pending.set(len(self._pending))
         self._wake.set()
 
@@ -352,10 +354,11 @@ class SharedLimiter:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for s in batch:
                         keys = key_names(self.config.prefix, s.key)
-                        await self._settle(keys=keys, args=[s.rid, repr(s.usd), s.tokens], client=pipe)
+                        await self._settle(keys=keys, args=[s.sid, s.rid, repr(s.usd), s.tokens], client=pipe)
                     await pipe.execute()
             except _ERRORS as exc:
-                self._pending.extendleft(reversed(batch))  # sent again when Redis answers
+                # Sent again when Redis answers; a batch that ran but whose reply was lost is applied once.
+                self._pending.extendleft(reversed(batch))
                 self._failed("settle", exc)
             self.metrics.pending.set(len(self._pending))
 
