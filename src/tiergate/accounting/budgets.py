@@ -133,7 +133,7 @@ class LocalReservation(Reservation):
     """A reservation in this process's book."""
 
     month: Month
-    window_entry: list[float]  # [admitted at, tokens], shared with the key's rate window
+    window_entry: list[float]  # [admitted at, tokens, 1.0 while in the window], shared with the key's window
 
 
 @dataclass(slots=True)
@@ -142,6 +142,7 @@ class _Account:
     spent: float = 0.0
     reserved: float = 0.0
     window: deque[list[float]] = field(default_factory=deque)
+    used: float = 0.0  # tokens in the window: kept up to date, never summed per request
 
 
 class Budgets:
@@ -197,8 +198,9 @@ class Budgets:
                 raise over_budget(key, budget, account.spent, account.reserved, usd)
             usd, downgraded = fallback_usd, True
         account.reserved += usd
-        entry = [now, float(tokens)]
+        entry = [now, float(tokens), 1.0]
         account.window.append(entry)
+        account.used += tokens
         return LocalReservation(key=key, month=account.month, usd=usd, window_entry=entry, downgraded=downgraded)
 
     def settle(self, reservation: LocalReservation | None, usd: float, tokens: int) -> None:
@@ -212,23 +214,27 @@ class Budgets:
         if account.month == reservation.month:
             account.reserved = max(0.0, account.reserved - reservation.usd)
         account.spent += usd
-        reservation.window_entry[1] = float(tokens)
+        entry = reservation.window_entry
+        if entry[2]:  # still in the window: its estimate gives way to the real figure
+            account.used += tokens - entry[1]
+        entry[1] = float(tokens)
 
     def _account(self, key: str, now: float) -> _Account:
         month = month_of(now)
         account = self._accounts.get(key)
         if account is None or account.month < month:
-            window = account.window if account is not None else deque()
-            account = self._accounts[key] = _Account(month, window=window)
+            window, used = (account.window, account.used) if account is not None else (deque(), 0.0)
+            account = self._accounts[key] = _Account(month, window=window, used=used)
         while account.window and account.window[0][0] <= now - WINDOW_S:
-            account.window.popleft()
+            gone = account.window.popleft()
+            account.used -= gone[1]
+            gone[2] = 0.0
         return account
 
     @staticmethod
     def _check_rate(key: str, lim: Limits, account: _Account, tokens: int, now: float) -> None:
         window = account.window
         retry = round(window[0][0] + WINDOW_S - now, 1) if window else None
-        used = sum(entry[1] for entry in window) if lim.tokens_per_minute is not None else 0.0
-        refusal = over_rate(key, lim, tokens, requests=len(window), used=used, retry=retry)
+        refusal = over_rate(key, lim, tokens, requests=len(window), used=max(0.0, account.used), retry=retry)
         if refusal is not None:
             raise refusal

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from tiergate.accounting.budgets import (
     Budgets,
@@ -160,6 +160,7 @@ class SharedLimiter:
         self._seed_lock = asyncio.Lock()
         self._spend: SpendSource | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     # ------------------------------------------------------------------------------------------ limits
 
@@ -192,11 +193,15 @@ class SharedLimiter:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A flag as well as cancel(): a cancellation that lands inside a Redis call may come out of it as a
+        # connection error (and be handled as one), so the loops also check the flag.
+        self._closing = True
+        self._wake.set()
+        if self._tasks:
+            self._tasks[0].cancel()  # the watcher sleeps; the settler finishes the batch it is sending
+            await asyncio.wait(self._tasks, timeout=5.0)
+            for task in self._tasks:
+                task.cancel()
         if self._pending and self.health.up:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
@@ -342,7 +347,7 @@ class SharedLimiter:
         self._wake.set()
 
     async def _settle_forever(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             await self._flush()
@@ -351,22 +356,40 @@ class SharedLimiter:
         while self._pending and self.health.up:
             batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for s in batch:
-                        keys = key_names(self.config.prefix, s.key)
-                        await self._settle(keys=keys, args=[s.sid, s.rid, repr(s.usd), s.tokens], client=pipe)
-                    await pipe.execute()
+                await self._send(batch)
+            except NoScriptError:  # Redis restarted without our scripts: load, send again (applied once)
+                try:
+                    await self._redis.script_load(SETTLE)
+                    await self._send(batch)
+                except _ERRORS as exc:
+                    self._pending.extendleft(reversed(batch))
+                    self._failed("settle", exc)
             except _ERRORS as exc:
                 # Sent again when Redis answers; a batch that ran but whose reply was lost is applied once.
                 self._pending.extendleft(reversed(batch))
                 self._failed("settle", exc)
             self.metrics.pending.set(len(self._pending))
 
+    async def _send(self, batch: list[_Settlement]) -> None:
+        """One EVALSHA per settlement, pipelined (without the SCRIPT EXISTS round trip a script object's
+        pipeline would add: the script is loaded at start, and again on NoScriptError)."""
+        sha = self._settle.sha
+        if len(batch) == 1:
+            s = batch[0]
+            await self._redis.evalsha(
+                sha, 6, *key_names(self.config.prefix, s.key), s.sid, s.rid, repr(s.usd), s.tokens
+            )
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for s in batch:
+                pipe.evalsha(sha, 6, *key_names(self.config.prefix, s.key), s.sid, s.rid, repr(s.usd), s.tokens)
+            await pipe.execute()
+
     # ------------------------------------------------------------------------------- health and keys
 
     async def _watch(self) -> None:
         """Every ``refresh_s`` look for key changes; while Redis is down, try it every ``retry_s``."""
-        while True:
+        while not self._closing:
             was_up = self.health.up
             await asyncio.sleep(self.config.refresh_s if was_up else self.config.retry_s)
             try:
