@@ -23,7 +23,7 @@ import redis
 from tests.conftest import backend_configs, serve_gateway
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.support.ledger import read_rows
-from tests.support.redis import private_redis
+from tests.support.redis import RedisServer, private_redis
 from tiergate.accounting.schema import LedgerRow
 from tiergate.config import Config, parse_config
 from tiergate.limits.scripts import key_names
@@ -175,3 +175,18 @@ def test_hung_redis_times_out_budget_fails_open_and_the_spend_reaches_it_later(f
         spent = spent_in_redis(server.port, "money")
         cost = ledger_cost(tmp_path, "money", count=4)
     assert spent == pytest.approx(cost, abs=1e-9)  # every request's cost, those served during the outage too
+
+
+def test_a_gateway_starts_while_redis_is_down_and_picks_it_up_later(fakes: Fakes, tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)  # not started yet
+    try:
+        with serve_gateway(config(fakes, tmp_path, server.url)) as base:
+            state = limits_state(base)
+            assert (state["state"], state["store"]) == ("down", "redis")
+            assert post(base, "sk-money").status_code == 503
+            assert post(base, "sk-rate", model="open").status_code == 200  # the local stand-in
+            server.start()
+            wait_for(lambda: limits_state(base)["state"] == "up", "the gateway sees Redis")
+            assert post(base, "sk-money").status_code == 200
+    finally:
+        server.kill()

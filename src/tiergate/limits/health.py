@@ -1,6 +1,6 @@
 """Whether the shared store answers, and what each limit does while it does not: pure, the clock passed in.
 
->>> h = Health(now=0.0)
+>>> h = Health(since=0.0)
 >>> h.fail("connection refused", now=5.0)
 True
 >>> h.fail("connection refused", now=6.0)  # already down: not a new outage
@@ -32,13 +32,9 @@ __all__ = ["Health", "alone"]
 class Health:
     """Up, or down since a moment with the last error. Transitions are what the caller logs and counts."""
 
-    now: float
+    since: float  # when the current state began
     up: bool = True
-    since: float = 0.0
     last_error: str | None = None
-
-    def __post_init__(self) -> None:
-        self.since = self.now
 
     def fail(self, error: str, now: float) -> bool:
         """Record a failure; ``True`` when it starts an outage (the store was up until now)."""

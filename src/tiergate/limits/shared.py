@@ -137,7 +137,7 @@ class SharedLimiter:
         self._overrides: dict[str, KeyOverride] = {}
         self._version = 0
         self._clock = clock
-        self.health = Health(now=clock())
+        self.health = Health(since=clock())
         self.metrics = _Metrics(registry)
         self.metrics.up.set(1)
         pool = BlockingConnectionPool.from_url(
