@@ -14,7 +14,8 @@ client), each with one open backend and one API key:
 
 The limits are set far above the load, so every request is reserved, admitted and settled and none is refused.
 Phases: 1 and 16 connections. The targets take turns inside every phase (the order rotated each repeat) and
-the whole set is repeated; tables give the medians of the repeats. *added* = the percentile through a target
+the whole set is repeated; tables give the medians of the repeats. Then key changes (revoke, restore) are
+written to Redis and timed until the gateway's ``/readyz`` shows them applied. *added* = the percentile through a target
 minus the same percentile with the limits in process, within one repeat. CPU per request is user + system
 CPU of the gateway process (and, for Redis, of redis-server, shown apart) over the answers given.
 """
@@ -145,6 +146,35 @@ async def _measure(service: Service, redis: RedisServer | None, concurrency: int
             c.close()
 
 
+def propagation(service: Service, redis: RedisServer, changes: int) -> list[float]:
+    """Seconds from a key change written to Redis (``tiergate keys revoke|restore``, through KeyStore) until the
+    gateway has applied it (its ``/readyz`` shows the new version), ``changes`` times, revoke and restore in turn."""
+    from redis.asyncio import Redis
+
+    from tiergate.limits.keys import KeyOverride, KeyStore
+
+    async def run() -> list[float]:
+        client = Redis(port=redis.port, decode_responses=True)
+        store = KeyStore(client, "bench")
+        out = []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http:
+            for n in range(changes):
+                t0 = time.perf_counter()
+                version = await (
+                    store.change("bench", KeyOverride(revoked=True)) if n % 2 == 0 else store.clear("bench")
+                )
+                while True:  # polled: the gateway has no way to say when it applied a change
+                    if (await http.get("/readyz")).json()["limits"]["keys_version"] >= version:
+                        break
+                    await asyncio.sleep(0.005)
+                out.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.137)  # not in step with the 0.25 s refresh
+        await client.aclose()
+        return out
+
+    return asyncio.run(run())
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
@@ -213,6 +243,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--changes", type=int, default=40, help="key changes timed for the propagation table")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-shared-limits.md")
     args = parser.parse_args()
     phases = [int(c) for c in args.concurrency.split(",") if c]
@@ -253,6 +284,7 @@ def main() -> None:
                         f"redis CPU {1000 * run.redis_cpu / max(1, len(s.latency)):.3f} ms/req  errors {s.errors}",
                         flush=True,
                     )
+        delays = propagation(services["Redis"], redis, args.changes)
         info["Load after"] = overhead.load_average()
         info["Load during"] = f"1-min load average between {min(loads):.2f} and {max(loads):.2f} (sampled per phase)"
         info["Load generator"] = (
@@ -260,6 +292,9 @@ def main() -> None:
             f"{args.warmup:g} s warm-up, repeats: {args.repeats}, {(time.monotonic() - started) / 60:.1f} min in all"
         )
     tabs = tables(runs, phases)
+    header = ["changes", "p50 s", "p95 s", "max s"]
+    row = [str(len(delays)), *(f"{percentile(delays, q):.3f}" for q in (50, 95, 100))]
+    tabs.append(("Key change (revoke / restore) to applied on the gateway (redis.refresh_s 0.25 s)", header, [row]))
     for title, header, rows in tabs:
         print(title)
         print(" | ".join(header))

@@ -208,8 +208,9 @@ class SharedLimiter:
                     await self._flush()
         if self._pending:
             log.warning("shared limits: %d settlements could not reach Redis before exit", len(self._pending))
-        await self._redis.aclose()
-        await self._redis.connection_pool.disconnect()
+        with contextlib.suppress(*_ERRORS):
+            await self._redis.aclose()
+            await self._redis.connection_pool.disconnect()
 
     def status(self) -> dict[str, object]:
         now = self._clock()
