@@ -13,8 +13,12 @@ client), each with one open backend and one API key:
   persistence): one reservation script per request on its path, the settlement batched off it.
 
 The limits are set far above the load, so every request is reserved, admitted and settled and none is refused.
-Phases: 1 and 16 connections. The targets take turns inside every phase (the order rotated each repeat) and
-the whole set is repeated; tables give the medians of the repeats. Then key changes (revoke, restore) are
+Two phases. **c=1**: one client with a keep-alive connection to each target sends one request to each in turn,
+so the three are measured request by request in the same moments of the machine's load (on a small shared
+machine a round trip to another process waits for the scheduler, and that wait moves with the load): the
+per-request difference the goal is about. **c=16**: 16 closed-loop clients for one target at a time (the order
+rotated each repeat): throughput and CPU per request at saturation. The whole set is repeated; tables give the
+medians of the repeats. Then key changes (revoke, restore) are
 written to Redis and timed until the gateway's ``/readyz`` shows them applied. *added* = the percentile through a target
 minus the same percentile with the limits in process, within one repeat. CPU per request is user + system
 CPU of the gateway process (and, for Redis, of redis-server, shown apart) over the answers given.
@@ -27,7 +31,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -126,24 +129,79 @@ class Run:
     redis_cpu: float = 0.0
 
 
-async def _measure(service: Service, redis: RedisServer | None, concurrency: int, seconds: float, warm: float) -> Run:
-    request = request_bytes(service.port)
-    conns = [Connection(service.port) for _ in range(concurrency)]
-    await asyncio.gather(*(c.open() for c in conns))
+async def _exchange(conn: Connection, request: bytes, sample: Sample | None) -> None:
+    t0 = time.perf_counter()
     try:
-        await asyncio.gather(*(overhead._drive(c, request, time.perf_counter() + warm, Sample()) for c in conns))
-        sample = Sample()
-        cpu0, rcpu0 = service.cpu_seconds(), redis.cpu_seconds() if redis else 0.0
-        client0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        await asyncio.gather(*(overhead._drive(c, request, t0 + seconds, sample) for c in conns))
-        sample.elapsed = time.perf_counter() - t0
-        client1 = resource.getrusage(resource.RUSAGE_SELF)
-        sample.server_cpu = service.cpu_seconds() - cpu0
-        sample.client_cpu = (client1.ru_utime + client1.ru_stime) - (client0.ru_utime + client0.ru_stime)
-        return Run(sample, (redis.cpu_seconds() - rcpu0) if redis else 0.0)
+        async with asyncio.timeout(30):
+            status, _, close = await conn.exchange(request)
+    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+        status, close = 0, True
+    if sample is not None:
+        if status == 200:
+            sample.latency.append(time.perf_counter() - t0)
+        else:
+            sample.errors += 1
+    if close:
+        conn.close()
+
+
+async def _round_robin(services: dict[str, Service], until: float, samples: dict[str, Sample] | None) -> None:
+    """One client, a connection to each target, one request to each in turn: one request in flight at a time,
+    every target measured in the same moments of the machine's load."""
+    conns = {name: Connection(s.port) for name, s in services.items()}
+    requests = {name: request_bytes(s.port) for name, s in services.items()}
+    try:
+        while time.perf_counter() < until:
+            for name in services:
+                await _exchange(conns[name], requests[name], None if samples is None else samples[name])
     finally:
-        for c in conns:
-            c.close()
+        for conn in conns.values():
+            conn.close()
+
+
+async def _closed_loop(service: Service, concurrency: int, until: float, sample: Sample | None) -> None:
+    """``concurrency`` clients of one target, each sending its next request as soon as its answer is read."""
+    conns = [Connection(service.port) for _ in range(concurrency)]
+    request = request_bytes(service.port)
+
+    async def client(conn: Connection) -> None:
+        while time.perf_counter() < until:
+            await _exchange(conn, request, sample)
+
+    try:
+        await asyncio.gather(*(client(c) for c in conns))
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+async def _measure(
+    services: dict[str, Service], redis: RedisServer, concurrency: int, seconds: float, warm: float
+) -> dict[str, Run]:
+    """One client going round the targets (``concurrency`` 1), or ``concurrency`` clients for each target in
+    turn (the order given); ``seconds`` measured after ``warm`` unmeasured, per phase or per target."""
+    runs: dict[str, Run] = {}
+    groups = [services] if concurrency == 1 else [{name: s} for name, s in services.items()]
+    for group in groups:
+        if concurrency == 1:
+            await _round_robin(group, time.perf_counter() + warm, None)
+        else:
+            (only,) = group.values()
+            await _closed_loop(only, concurrency, time.perf_counter() + warm, None)
+        samples = {name: Sample() for name in group}
+        cpu0 = {name: s.cpu_seconds() for name, s in group.items()}
+        rcpu0, t0 = redis.cpu_seconds(), time.perf_counter()
+        if concurrency == 1:
+            await _round_robin(group, t0 + seconds, samples)
+        else:
+            ((name, only),) = group.items()
+            await _closed_loop(only, concurrency, t0 + seconds, samples[name])
+        elapsed, rcpu = time.perf_counter() - t0, redis.cpu_seconds() - rcpu0
+        for name, sample in samples.items():
+            sample.elapsed = elapsed
+            sample.server_cpu = group[name].cpu_seconds() - cpu0[name]
+            runs[name] = Run(sample, rcpu if name == "Redis" else 0.0)
+    return runs
 
 
 def propagation(service: Service, redis: RedisServer, changes: int) -> list[float]:
@@ -239,10 +297,10 @@ def render(tabs: list[tuple[str, list[str], list[list[str]]]], info: dict[str, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per phase and target")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--concurrency", default="1,16", help="1: round robin over the targets; n: n clients each")
     parser.add_argument("--changes", type=int, default=40, help="key changes timed for the propagation table")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-shared-limits.md")
     args = parser.parse_args()
@@ -272,10 +330,10 @@ def main() -> None:
         for repeat in range(args.repeats):
             order = list(TARGETS[repeat % 3 :] + TARGETS[: repeat % 3])
             for c in phases:
-                for name in order:
-                    loads.append(os.getloadavg()[0])
-                    shared = redis if name == "Redis" else None
-                    run = asyncio.run(_measure(services[name], shared, c, args.duration, args.warmup))
+                loads.append(os.getloadavg()[0])
+                ordered = {name: services[name] for name in order}
+                measured = asyncio.run(_measure(ordered, redis, c, args.duration, args.warmup))
+                for name, run in measured.items():
                     runs.setdefault((c, name), []).append(run)
                     s = run.sample
                     print(
@@ -288,7 +346,8 @@ def main() -> None:
         info["Load after"] = overhead.load_average()
         info["Load during"] = f"1-min load average between {min(loads):.2f} and {max(loads):.2f} (sampled per phase)"
         info["Load generator"] = (
-            f"benchmarks/overhead.py's client, one asyncio process; {args.duration:g} s per phase after "
+            f"benchmarks/overhead.py's connections, one asyncio process; "
+            f"{args.duration:g} s per phase after "
             f"{args.warmup:g} s warm-up, repeats: {args.repeats}, {(time.monotonic() - started) / 60:.1f} min in all"
         )
     tabs = tables(runs, phases)
