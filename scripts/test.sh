@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Install the test dependencies and services, then run every check: ruff, mypy --strict, pytest.
 # Works on a fresh Debian machine as root (Python 3.11+, a C compiler for llama-cpp-python; pip caches
-# its wheel): installs Chromium (dashboard test), PostgreSQL (ledger tests) and Redis (shared limits tests)
-# from Debian when missing.
+# its wheel): installs Chromium (dashboard test) and PostgreSQL (ledger tests) from Debian when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 TIERGATE_TEST_POSTGRES_URL="$(scripts/start-postgres.sh)"
 export TIERGATE_TEST_POSTGRES_URL
-TIERGATE_TEST_REDIS_URL="$(scripts/start-redis.sh)"
+TIERGATE_TEST_REDIS_URL="$(scripts/start-redis.sh)"  # shared limits tests; installs Debian's redis-server
 export TIERGATE_TEST_REDIS_URL
 
 python3 -m venv .venv

@@ -251,10 +251,6 @@ class KeyConfig(_Model):
         return os.environ.get(self.key_env) or None
 
 
-class LedgerConfig(_Model):
-    url: str = "sqlite:///tiergate.db"
-
-
 class OnUnavailable(_Model):
     """What each kind of limit does while Redis cannot be reached (README: Shared limits)."""
 
@@ -285,6 +281,10 @@ class RedisConfig(_Model):
     local_share: float = Field(
         1.0, gt=0, le=1, description="share of each rate limit one replica enforces alone while Redis is down"
     )
+
+
+class LedgerConfig(_Model):
+    url: str = "sqlite:///tiergate.db"
 
 
 class Config(_Model):
