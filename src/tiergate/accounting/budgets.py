@@ -203,9 +203,10 @@ class Budgets:
         account.used += tokens
         return LocalReservation(key=key, month=account.month, usd=usd, window_entry=entry, downgraded=downgraded)
 
-    def settle(self, reservation: LocalReservation | None, usd: float, tokens: int) -> None:
-        """Replace a reservation with what the request really cost (0 for a failed request). Idempotent."""
-        if reservation is None or reservation.settled:
+    def settle(self, reservation: Reservation | None, usd: float, tokens: int) -> None:
+        """Replace a reservation with what the request really cost (0 for a failed request). Idempotent; a
+        reservation of another book (or ``None``) is left alone."""
+        if not isinstance(reservation, LocalReservation) or reservation.settled:
             return
         reservation.settled = True
         account = self._accounts.get(reservation.key)

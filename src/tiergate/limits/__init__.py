@@ -9,7 +9,7 @@ keys.py     KeyOverride, KeyStore: revocations and limit changes at run time, ve
 build.py    build_limiter(config, registry)
 """
 
-from tiergate.limits.base import Limiter, SpendSource
+from tiergate.limits.base import Limiter, Settler, SpendSource
 from tiergate.limits.build import build_limiter
 from tiergate.limits.keys import KeyOverride, KeyStore
 from tiergate.limits.local import LocalLimiter
@@ -20,6 +20,7 @@ __all__ = [
     "KeyStore",
     "Limiter",
     "LocalLimiter",
+    "Settler",
     "SharedLimiter",
     "SharedReservation",
     "SpendSource",

@@ -14,13 +14,19 @@ from typing import Protocol
 
 from tiergate.accounting.budgets import Limits, Reservation
 
-__all__ = ["Limiter", "SpendSource"]
+__all__ = ["Limiter", "Settler", "SpendSource"]
 
 #: What each key has spent since a moment (the start of the month): ``Ledger.spend_by_key``.
 SpendSource = Callable[[datetime], Awaitable[Mapping[str, float]]]
 
 
-class Limiter(Protocol):
+class Settler(Protocol):
+    """All that accounting needs: a book that settles (``Budgets`` itself, or any :class:`Limiter`)."""
+
+    def settle(self, reservation: Reservation | None, usd: float, tokens: int) -> None: ...
+
+
+class Limiter(Settler, Protocol):
     def limits(self, key: str) -> Limits | None:
         """The limits in force for ``key`` now, ``None`` when it has none (it is then never tracked)."""
         ...

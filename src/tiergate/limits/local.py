@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tiergate.accounting.budgets import Budgets, Limits, LocalReservation, Reservation, month_start
+from tiergate.accounting.budgets import Budgets, Limits, Reservation, month_start
 from tiergate.config import KeyConfig
 from tiergate.limits.base import SpendSource
 
@@ -31,8 +31,7 @@ class LocalLimiter:
         return self.book.admit(key, usd, tokens, time.time(), fallback_usd=fallback_usd)
 
     def settle(self, reservation: Reservation | None, usd: float, tokens: int) -> None:
-        if isinstance(reservation, LocalReservation):
-            self.book.settle(reservation, usd, tokens)
+        self.book.settle(reservation, usd, tokens)
 
     def status(self) -> dict[str, object]:
         return {"store": "process"}

@@ -20,7 +20,7 @@ from tiergate.accounting.metrics import Metrics
 from tiergate.accounting.schema import LedgerRow, Status, status_of
 from tiergate.dispatch.pool import Pool
 from tiergate.errors import RateLimited, TiergateError
-from tiergate.limits import Limiter
+from tiergate.limits import Settler
 from tiergate.pipeline.gateway import Outcome, Plan
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
 from tiergate.types import ChatRequest, Dialect, StreamEvent, TextDelta, ToolArgsDelta, Usage
@@ -42,7 +42,7 @@ class Books(Protocol):
     @property
     def ledger(self) -> Ledger: ...
     @property
-    def budgets(self) -> Limiter: ...
+    def budgets(self) -> Settler: ...
     @property
     def metrics(self) -> Metrics: ...
     def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
