@@ -19,6 +19,8 @@ npm install --silent --no-audit --no-fund --prefix .cache/claude-code @anthropic
 export TIERGATE_TEST_CLAUDE_CODE="$PWD/.cache/claude-code/node_modules/.bin/claude"
 TIERGATE_TEST_POSTGRES_URL="$(scripts/start-postgres.sh)"
 export TIERGATE_TEST_POSTGRES_URL
+TIERGATE_TEST_REDIS_URL="$(scripts/start-redis.sh)"  # shared limits tests; installs Debian's redis-server
+export TIERGATE_TEST_REDIS_URL
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

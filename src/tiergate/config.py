@@ -1,7 +1,8 @@
 """``tiergate.yaml``: read once at start-up into typed models.
 
 Every field is optional; no file means the embedded default (one open-weight model, in a worker process).
-Precedence: explicit argument, then environment (``TIERGATE_CONFIG``, ``TIERGATE_HOST``, ``TIERGATE_PORT``),
+Precedence: explicit argument, then environment (``TIERGATE_CONFIG``, ``TIERGATE_HOST``, ``TIERGATE_PORT``,
+``TIERGATE_REDIS_URL``),
 then the file, then the defaults below. A wrong file fails with one line naming the field and the fix.
 """
 
@@ -325,6 +326,38 @@ class KeyConfig(_Model):
         return os.environ.get(self.key_env) or None
 
 
+class OnUnavailable(_Model):
+    """What each kind of limit does while Redis cannot be reached (README: Shared limits)."""
+
+    budget: Literal["closed", "open"] = Field(
+        "closed", description="closed: a key with a budget is refused (503); open: served, its spend added later"
+    )
+    rate: Literal["local", "open", "closed"] = Field(
+        "local", description="local: each replica enforces the rate limits alone (x local_share); open; closed (503)"
+    )
+
+
+class RedisConfig(_Model):
+    """Budgets and rate limits shared by every replica, in Redis (``tiergate.limits``)."""
+
+    url: str = Field(pattern=r"^(redis|rediss|unix)://", description="redis://[:password@]host:6379/0")
+    prefix: str = Field("tiergate", pattern=r"^[A-Za-z0-9_.:-]+$", description="namespace of every key written")
+    timeout_s: float = Field(0.5, gt=0, description="connect and reply timeout of one operation")
+    max_connections: int = Field(32, ge=1)
+    reservation_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        description="a reservation nobody settles (its replica died) is released after this long; "
+        "default: dispatch.deadline_s + 60",
+    )
+    refresh_s: float = Field(0.25, gt=0, le=1, description="how often a replica looks for key changes")
+    retry_s: float = Field(1.0, gt=0, description="how often a replica tries Redis again while it is down")
+    on_unavailable: OnUnavailable = OnUnavailable()
+    local_share: float = Field(
+        1.0, gt=0, le=1, description="share of each rate limit one replica enforces alone while Redis is down"
+    )
+
+
 class LedgerConfig(_Model):
     url: str = "sqlite:///tiergate.db"
 
@@ -358,6 +391,7 @@ class Config(_Model):
     keys: list[KeyConfig] = Field(default_factory=list)
     ledger: LedgerConfig = LedgerConfig()
     tracing: TracingConfig = TracingConfig()
+    redis: RedisConfig | None = Field(None, description="shared limits; also $TIERGATE_REDIS_URL")
     prices: dict[str, TokenPrice] = Field(
         default_factory=dict, description="price-table entries by model name, replacing the shipped ones"
     )
@@ -414,7 +448,7 @@ def load_config(path: str | Path | None = None) -> Config:
         elif Path("tiergate.yaml").is_file():
             path = "tiergate.yaml"
     if path is None:
-        return Config()
+        return _with_env(Config())
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -426,4 +460,17 @@ def load_config(path: str | Path | None = None) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}: not valid YAML{where}; check indentation and quoting") from None
-    return parse_config(data, str(p))
+    return _with_env(parse_config(data, str(p)))
+
+
+def _with_env(config: Config) -> Config:
+    """``$TIERGATE_REDIS_URL`` over the file's ``redis.url`` (or turning shared limits on with the defaults)."""
+    url = os.environ.get("TIERGATE_REDIS_URL")
+    if not url:
+        return config
+    current = config.redis.model_dump(exclude_unset=True) if config.redis is not None else {}
+    try:
+        redis = RedisConfig.model_validate({**current, "url": url})
+    except ValidationError as exc:
+        raise ConfigError(f"TIERGATE_REDIS_URL={url!r}: {exc.errors()[0]['msg']}") from None
+    return config.model_copy(update={"redis": redis})

@@ -11,6 +11,7 @@
     │   ├── MethodNotAllowed           405
     │   ├── PayloadTooLarge            413
     │   └── RateLimited                429  budget or rate limit of the caller's key
+    │       └── LimitsUnavailable      503  the key's shared limits cannot be checked (Redis down, fail closed)
     └── UpstreamError                  a backend failed; ``backend`` names it
         ├── UpstreamClientError        the backend rejected the request (4xx): not retryable
         │   ├── ContextLengthExceeded  the prompt does not fit this backend's window
@@ -85,6 +86,14 @@ class RateLimited(RequestError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class LimitsUnavailable(RateLimited):
+    """The key's limits live in Redis, Redis cannot be reached, and they fail closed: refused, not over a limit
+    (``retry_after``: when this replica tries Redis again)."""
+
+    status = 503
+    kind = "overloaded_error"
 
 
 class UpstreamError(TiergateError):

@@ -151,3 +151,11 @@ def test_month_boundaries_are_utc() -> None:
     assert month_of(JAN_31) == (2026, 1)
     assert month_of(FEB_1) == (2026, 2)
     assert month_start(FEB_1) == datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def test_a_request_settled_after_it_left_the_window_does_not_count_in_it() -> None:
+    b = book(tokens_per_minute=1000)
+    old = b.admit("team", usd=0, tokens=900, now=0.0)
+    b.admit("team", usd=0, tokens=100, now=WINDOW_S + 1)  # the first has left the minute
+    b.settle(old, usd=0, tokens=950)  # a long request: it settles later, using more than its estimate
+    assert b.admit("team", usd=0, tokens=900, now=WINDOW_S + 2) is not None  # 100 + 900 in the minute

@@ -310,7 +310,7 @@ def test_budgets_apply_and_applications_add_their_own_outcomes(fakes: tuple[Fake
         assert [s.request_id for s in samples] == [rich["x-request-id"]]
         spent = samples[0].shadow_cost_usd + samples[0].judge_cost_usd
         assert spent > 0
-        assert state.budgets.spent("rich") == pytest.approx(float(rich["x-tiergate-cost-usd"]) + spent, rel=1e-6)
+        assert state.budgets.book.spent("rich") == pytest.approx(float(rich["x-tiergate-cost-usd"]) + spent, rel=1e-6)
         status = httpx.get(url + "/admin/router", headers={"authorization": "Bearer k-rich"}).json()
         assert status["shadow"]["counts"]["skipped:budget"] == 1
         assert httpx.get(url + "/admin/router", headers={"authorization": "Bearer k-poor"}).status_code == 403

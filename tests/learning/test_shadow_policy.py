@@ -13,6 +13,7 @@ from tiergate.accounting.prices import load_price_table
 from tiergate.backends.mock import MockBackend
 from tiergate.config import BackendConfig, Config, parse_config
 from tiergate.learning.shadow import Learning
+from tiergate.limits.local import LocalLimiter
 from tiergate.pipeline.build import build_gateway
 from tiergate.pipeline.gateway import Gateway, Outcome, Plan
 from tiergate.pipeline.policy import PolicyVerdict
@@ -51,7 +52,9 @@ def _plan(gateway: Gateway, served: str, verdict: PolicyVerdict, fallback: bool 
 
 def _learning(config: Config, gateway: Gateway, budgets: Budgets | None = None) -> Learning:
     costs = CostModel(config, load_price_table({}))
-    return Learning(config.router.shadow, gateway, costs, budgets or Budgets({}))
+    limiter = LocalLimiter([])  # this process's book, as without Redis
+    limiter.book = budgets or Budgets({})
+    return Learning(config.router.shadow, gateway, costs, limiter)
 
 
 def test_a_routed_request_is_drawn_with_the_other_tier_and_the_judge() -> None:

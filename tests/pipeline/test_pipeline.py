@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.support.ledger import rows_of
-from tiergate.accounting.budgets import Budgets
 from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
@@ -20,6 +19,7 @@ from tiergate.backends.mock import Handler, MockBackend, reply
 from tiergate.config import BackendConfig, Config, parse_config
 from tiergate.dispatch.pool import Pool
 from tiergate.errors import RateLimited, UpstreamUnavailable
+from tiergate.limits import LocalLimiter
 from tiergate.pipeline import Account, Admission, Caller, Gateway, build_gateway
 from tiergate.types import ChatRequest, Dialect, Message, Tier, Usage
 
@@ -79,14 +79,14 @@ async def test_an_unknown_model_is_a_404_before_any_backend_is_called() -> None:
 
 
 def admission(cfg: Config) -> Admission:
-    return Admission(Budgets.from_keys(cfg.keys), CostModel(cfg, load_price_table()))
+    return Admission(LocalLimiter(cfg.keys), CostModel(cfg, load_price_table()))
 
 
 async def test_admission_returns_the_downgraded_plan_and_leaves_the_planned_one_alone() -> None:
     cfg = config(keys=[{"name": "team", "key": "sk-team", "budget_usd_per_month": 0, "over_budget": "downgrade"}])
     gw = gateway_of(cfg, {"local": answers("local"), "claude": answers("claude")})
     planned = await gw.plan(chat("closed"), Caller("team"))
-    admitted = admission(cfg).admit(Caller("team"), chat("closed"), planned)
+    admitted = await admission(cfg).admit(Caller("team"), chat("closed"), planned)
     assert [t.name for t in admitted.plan.targets] == ["local"]
     assert admitted.plan.route == "explicit:closed;budget:downgrade"
     assert admitted.reservation is not None
@@ -101,14 +101,14 @@ async def test_admission_refuses_a_plan_that_must_stay_closed() -> None:
     gw = gateway_of(cfg, {"local": answers("local"), "claude": answers("claude")})
     planned = await gw.plan(chat("closed"), Caller("team"))
     with pytest.raises(RateLimited, match="monthly budget"):
-        admission(cfg).admit(Caller("team"), chat("closed"), planned)
+        await admission(cfg).admit(Caller("team"), chat("closed"), planned)
 
 
 async def test_a_caller_without_limits_is_admitted_as_planned() -> None:
     cfg = config()
     gw = gateway_of(cfg, {"local": answers("local"), "claude": answers("claude")})
     planned = await gw.plan(chat("closed"), Caller())
-    admitted = admission(cfg).admit(Caller(), chat("closed"), planned)
+    admitted = await admission(cfg).admit(Caller(), chat("closed"), planned)
     assert admitted.plan is planned
     assert admitted.reservation is None
 
@@ -118,7 +118,7 @@ class Books:
     pool: Pool
     costs: CostModel
     ledger: Ledger
-    budgets: Budgets
+    budgets: LocalLimiter
     metrics: Metrics = field(default_factory=Metrics)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -132,7 +132,7 @@ async def test_every_ending_writes_one_row_built_the_same_way(tmp_path: Path) ->
     gw = gateway_of(cfg, {"local": answers("local"), "claude": answers("claude")})
     ledger = Ledger(url)
     await ledger.start()
-    books = Books(gw.pool, CostModel(cfg, load_price_table()), ledger, Budgets.from_keys(cfg.keys))
+    books = Books(gw.pool, CostModel(cfg, load_price_table()), ledger, LocalLimiter(cfg.keys))
     try:
         served = Account(books, Dialect.OPENAI, "r-ok", 0.0, caller="team", model="closed")
         plan = await gw.plan(chat("closed"), Caller())

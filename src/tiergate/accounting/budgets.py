@@ -1,5 +1,9 @@
 """Per-key monthly budgets and per-minute rate limits: pure bookkeeping, no I/O, no clock of its own.
 
+This is the book of one process (:class:`tiergate.limits.LocalLimiter` runs it on the wall clock); the same
+numbers shared by several replicas live in Redis (:class:`tiergate.limits.SharedLimiter`), which words its
+refusals with the same functions (:func:`over_budget`, :func:`over_rate`).
+
 A request *reserves* an upper estimate of its cost (and tokens) before it is dispatched and *settles* the
 real figures when it ends. Check and reservation happen in one synchronous call, so on one event loop no
 number of parallel requests can together pass a budget by more than the gap between one request's
@@ -28,7 +32,18 @@ from typing import Literal
 
 from tiergate.config import KeyConfig
 
-__all__ = ["WINDOW_S", "Budgets", "Limits", "OverLimit", "Reservation", "month_of", "month_start"]
+__all__ = [
+    "WINDOW_S",
+    "Budgets",
+    "Limits",
+    "LocalReservation",
+    "OverLimit",
+    "Reservation",
+    "month_of",
+    "month_start",
+    "over_budget",
+    "over_rate",
+]
 
 WINDOW_S = 60.0
 Month = tuple[int, int]
@@ -70,16 +85,55 @@ class OverLimit(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(slots=True)
+def over_budget(key: str, budget: float, spent: float, reserved: float, usd: float) -> OverLimit:
+    return OverLimit(
+        f"key {key!r} has spent ${spent:.4f} of its ${budget:.2f} monthly budget"
+        f" (${reserved:.4f} more is held by requests in flight) and this request may cost"
+        f" up to ${usd:.4f}; it is refused until the budget resets on the 1st (UTC)"
+    )
+
+
+def over_rate(
+    key: str, lim: Limits, tokens: int, *, requests: int, used: float, retry: float | None
+) -> OverLimit | None:
+    """The refusal of a request of ``tokens`` when ``requests`` requests and ``used`` tokens are in the key's
+    last minute (``retry``: seconds until its oldest one leaves), or ``None`` when the rate limits allow it."""
+    rpm = lim.requests_per_minute
+    if rpm is not None and requests >= rpm:
+        return OverLimit(f"key {key!r} is over its limit of {rpm} requests per minute; retry in {retry} s", retry)
+    tpm = lim.tokens_per_minute
+    if tpm is None:
+        return None
+    if tokens > tpm:
+        return OverLimit(
+            f"this request may use {tokens} tokens, more than key {key!r} may use in a minute ({tpm});"
+            " lower max_tokens or shorten the prompt"
+        )
+    if used + tokens > tpm:
+        return OverLimit(
+            f"key {key!r} is over its limit of {tpm} tokens per minute ({used:.0f} used in the last minute,"
+            f" this request may use {tokens}); retry in {retry} s",
+            retry,
+        )
+    return None
+
+
+@dataclass(slots=True, kw_only=True)
 class Reservation:
-    """What one admitted request holds until it is settled."""
+    """What one admitted request holds until it is settled, wherever the book is kept."""
 
     key: str
-    month: Month
     usd: float
-    window_entry: list[float]  # [admitted at, tokens], shared with the key's rate window
     downgraded: bool = False
     settled: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class LocalReservation(Reservation):
+    """A reservation in this process's book."""
+
+    month: Month
+    window_entry: list[float]  # [admitted at, tokens, 1.0 while in the window], shared with the key's window
 
 
 @dataclass(slots=True)
@@ -88,6 +142,7 @@ class _Account:
     spent: float = 0.0
     reserved: float = 0.0
     window: deque[list[float]] = field(default_factory=deque)
+    used: float = 0.0  # tokens in the window: kept up to date, never summed per request
 
 
 class Budgets:
@@ -101,6 +156,13 @@ class Budgets:
 
     def limits(self, key: str) -> Limits | None:
         return self._limits.get(key)
+
+    def set_limits(self, key: str, lim: Limits) -> None:
+        """Change the limits of ``key`` (its spend and rate window so far are kept)."""
+        if lim.any:
+            self._limits[key] = lim
+        else:
+            self._limits.pop(key, None)
 
     def load(self, spent: Mapping[str, float], now: float) -> None:
         """Start the month of ``now`` with what each key has already spent in it (from the ledger)."""
@@ -117,7 +179,7 @@ class Budgets:
 
     def admit(
         self, key: str, usd: float, tokens: int, now: float, *, fallback_usd: float | None = None
-    ) -> Reservation | None:
+    ) -> LocalReservation | None:
         """Reserve ``usd`` and ``tokens`` for one request of ``key``, or raise :class:`OverLimit`.
 
         ``fallback_usd`` is the estimate on the open tier, when the request may be downgraded there: a key
@@ -133,20 +195,18 @@ class Budgets:
         budget = lim.budget_usd_per_month
         if budget is not None and account.spent + account.reserved + usd > budget:
             if lim.over_budget != "downgrade" or fallback_usd is None:
-                raise OverLimit(
-                    f"key {key!r} has spent ${account.spent:.4f} of its ${budget:.2f} monthly budget"
-                    f" (${account.reserved:.4f} more is held by requests in flight) and this request may cost"
-                    f" up to ${usd:.4f}; it is refused until the budget resets on the 1st (UTC)"
-                )
+                raise over_budget(key, budget, account.spent, account.reserved, usd)
             usd, downgraded = fallback_usd, True
         account.reserved += usd
-        entry = [now, float(tokens)]
+        entry = [now, float(tokens), 1.0]
         account.window.append(entry)
-        return Reservation(key, account.month, usd, entry, downgraded)
+        account.used += tokens
+        return LocalReservation(key=key, month=account.month, usd=usd, window_entry=entry, downgraded=downgraded)
 
     def settle(self, reservation: Reservation | None, usd: float, tokens: int) -> None:
-        """Replace a reservation with what the request really cost (0 for a failed request). Idempotent."""
-        if reservation is None or reservation.settled:
+        """Replace a reservation with what the request really cost (0 for a failed request). Idempotent; a
+        reservation of another book (or ``None``) is left alone."""
+        if not isinstance(reservation, LocalReservation) or reservation.settled:
             return
         reservation.settled = True
         account = self._accounts.get(reservation.key)
@@ -155,7 +215,10 @@ class Budgets:
         if account.month == reservation.month:
             account.reserved = max(0.0, account.reserved - reservation.usd)
         account.spent += usd
-        reservation.window_entry[1] = float(tokens)
+        entry = reservation.window_entry
+        if entry[2]:  # still in the window: its estimate gives way to the real figure
+            account.used += tokens - entry[1]
+        entry[1] = float(tokens)
 
     def affordable(self, key: str, usd: float, now: float) -> bool:
         """Would ``usd`` more fit in ``key``'s monthly budget (spent and reserved counted)? Touches nothing."""
@@ -175,31 +238,18 @@ class Budgets:
         month = month_of(now)
         account = self._accounts.get(key)
         if account is None or account.month < month:
-            window = account.window if account is not None else deque()
-            account = self._accounts[key] = _Account(month, window=window)
+            window, used = (account.window, account.used) if account is not None else (deque(), 0.0)
+            account = self._accounts[key] = _Account(month, window=window, used=used)
         while account.window and account.window[0][0] <= now - WINDOW_S:
-            account.window.popleft()
+            gone = account.window.popleft()
+            account.used -= gone[1]
+            gone[2] = 0.0
         return account
 
     @staticmethod
     def _check_rate(key: str, lim: Limits, account: _Account, tokens: int, now: float) -> None:
         window = account.window
         retry = round(window[0][0] + WINDOW_S - now, 1) if window else None
-        rpm = lim.requests_per_minute
-        if rpm is not None and len(window) >= rpm:
-            raise OverLimit(f"key {key!r} is over its limit of {rpm} requests per minute; retry in {retry} s", retry)
-        tpm = lim.tokens_per_minute
-        if tpm is None:
-            return
-        if tokens > tpm:
-            raise OverLimit(
-                f"this request may use {tokens} tokens, more than key {key!r} may use in a minute ({tpm});"
-                " lower max_tokens or shorten the prompt"
-            )
-        used = sum(entry[1] for entry in window)
-        if used + tokens > tpm:
-            raise OverLimit(
-                f"key {key!r} is over its limit of {tpm} tokens per minute ({used:.0f} used in the last minute,"
-                f" this request may use {tokens}); retry in {retry} s",
-                retry,
-            )
+        refusal = over_rate(key, lim, tokens, requests=len(window), used=max(0.0, account.used), retry=retry)
+        if refusal is not None:
+            raise refusal

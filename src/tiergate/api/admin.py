@@ -90,7 +90,10 @@ async def readyz(request: Request) -> Response:
         for s in state.pool.states.values()
     }
     ready = state.ready and any(b["healthy"] for b in backends.values())
-    return JSONResponse({"ready": ready, "backends": backends}, status_code=200 if ready else 503)
+    # Shared limits that cannot reach Redis do not make a replica unready: every replica shares that Redis, and
+    # each serves on as redis.on_unavailable says; the state is here, in the metrics and in the log.
+    body = {"ready": ready, "backends": backends, "limits": state.budgets.status()}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tiergate.accounting.budgets import Budgets, month_start
 from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
@@ -27,6 +26,7 @@ from tiergate.backends import BackendFactory
 from tiergate.config import Config
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError
 from tiergate.learning.shadow import Learning
+from tiergate.limits import build_limiter
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.build import build_gateway
 from tiergate.routing.reload import Reloader
@@ -44,10 +44,11 @@ def build_state(
     gateway.tracer = tracing.tracer
     overrides = {b.model: b.price for b in config.backends if b.model and b.price}
     costs = CostModel(config, load_price_table(overrides))
-    ledger, budgets = Ledger(config.ledger.url), Budgets.from_keys(config.keys)
-    keys, admission = KeyRing(config.keys), Admission(budgets, costs)
-    state = AppState(config, gateway.pool, gateway, keys, Metrics(), costs, ledger, budgets, admission, tracing=tracing)
-    state.learning = Learning(config.router.shadow, gateway, costs, budgets, config.router.seed)
+    metrics, ledger = Metrics(), Ledger(config.ledger.url)
+    limiter = build_limiter(config, metrics.registry)
+    keys, admission = KeyRing(config.keys, revoked=limiter.revoked), Admission(limiter, costs)
+    state = AppState(config, gateway.pool, gateway, keys, metrics, costs, ledger, limiter, admission, tracing=tracing)
+    state.learning = Learning(config.router.shadow, gateway, costs, limiter, config.router.seed)
     state.reloader = Reloader(config.router, gateway)
     return state
 
@@ -65,10 +66,16 @@ def create_app(
         assert state.learning is not None
         assert state.reloader is not None
         await state.learning.start(state.ledger.engine)
-        spent = await state.ledger.spend_by_key(month_start(now := time.time()))
-        for key, usd in (await state.learning.store_spend(month_start(now))).items():  # shadow pairs' cost
-            spent[key] = spent.get(key, 0.0) + usd
-        state.budgets.load(spent, now)
+        learning = state.learning
+
+        async def spend(since: datetime) -> dict[str, float]:
+            """This month's spend by key: the ledger's requests, plus the shadow pairs' cost (learning tables)."""
+            spent = dict(await state.ledger.spend_by_key(since))
+            for key, usd in (await learning.store_spend(since)).items():
+                spent[key] = spent.get(key, 0.0) + usd
+            return spent
+
+        await state.budgets.start(spend)
         await state.pool.start()
         await state.gateway.load_encoder()
         await state.pool.check_health()
@@ -86,6 +93,7 @@ def create_app(
             await state.drain()  # cut streams still being accounted need their backends and the ledger
             await state.learning.close()  # shadow pairs need their backends and the ledger too
             await state.pool.close()
+            await state.budgets.close()  # after the drain: the last settlements reach Redis
             state.gateway.close_encoder()
             await state.ledger.close()
             state.tracing.shutdown()

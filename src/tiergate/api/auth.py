@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from tiergate.config import KeyConfig
 from tiergate.errors import AuthenticationFailed, ConfigError
 from tiergate.pipeline.gateway import Caller
 
 
+def _never(name: str) -> bool:
+    return False
+
+
 class KeyRing:
-    def __init__(self, keys: list[KeyConfig]) -> None:
+    """``revoked``: whether a key was revoked at run time (by name; ``tiergate keys revoke``, shared limits)."""
+
+    def __init__(self, keys: list[KeyConfig], *, revoked: Callable[[str], bool] = _never) -> None:
+        self._revoked = revoked
         self._callers: list[tuple[bytes, Caller]] = []
         for k in keys:
             secret = k.secret()
@@ -34,5 +41,7 @@ class KeyRing:
         given = presented.encode()
         for secret, caller in self._callers:
             if hmac.compare_digest(secret, given):
+                if self._revoked(caller.name):
+                    raise AuthenticationFailed("this API key has been revoked")
                 return caller
         raise AuthenticationFailed("invalid API key")

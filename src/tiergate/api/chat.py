@@ -105,7 +105,7 @@ async def _handle(request: Request, edge: Edge, state: AppState, call: Account) 
         headers = request.headers
         plan = await state.gateway.plan(chat, caller, headers.get("x-tiergate-tier"), headers.get(SOVEREIGN_HEADER))
         call.plan = plan  # until admitted: a 429 is attributed to the plan it refused
-        admitted = state.admission.admit(caller, chat, plan)
+        admitted = await state.admission.admit(caller, chat, plan)
         plan = call.plan = admitted.plan
         call.reservation = admitted.reservation
         if plan.refusal is not None:

@@ -7,7 +7,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiergate.accounting.budgets import Budgets
 from tiergate.accounting.cost import CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
@@ -15,6 +14,7 @@ from tiergate.api.auth import KeyRing
 from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
 from tiergate.learning.shadow import Learning
+from tiergate.limits import Limiter
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.gateway import Gateway
 from tiergate.routing.reload import Reloader
@@ -30,7 +30,7 @@ class AppState:
     metrics: Metrics
     costs: CostModel
     ledger: Ledger
-    budgets: Budgets
+    budgets: Limiter  # budgets and rate limits: in this process, or shared in Redis
     admission: Admission
     ready: bool = False
     tracing: Tracing = field(default_factory=Tracing.disabled)

@@ -6,6 +6,7 @@ import typer
 
 from tiergate.cli import batch, doctor, plan, report, route, serve
 from tiergate.cli.guard import guard_app
+from tiergate.cli.keys import keys_app
 from tiergate.cli.router import router_app
 
 
@@ -21,6 +22,7 @@ def build_app() -> typer.Typer:
         module.register(app)
     app.add_typer(router_app, name="router", help="Train, score, evaluate and calibrate the router.")
     app.add_typer(guard_app, name="guard", help="Train, score and evaluate the safety guard.")
+    app.add_typer(keys_app, name="keys", help="Revoke keys and change their limits on every replica (Redis).")
     return app
 
 

@@ -34,12 +34,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.background import BackgroundTask
 
-from tiergate.accounting.budgets import Budgets
 from tiergate.accounting.cost import CostModel
 from tiergate.config import ShadowConfig
 from tiergate.dispatch.pool import BackendState
 from tiergate.learning.judge import RUBRIC_VERSION, answer_text, combine, judge_request, parse_verdict
 from tiergate.learning.store import Outcome, Sample, Store
+from tiergate.limits import Limiter
 from tiergate.pipeline.admit import estimate_usage
 from tiergate.pipeline.gateway import Gateway, Plan
 from tiergate.pipeline.gateway import Outcome as Served
@@ -81,7 +81,7 @@ def _day(now: float) -> str:
 
 class Learning:
     def __init__(
-        self, config: ShadowConfig, gateway: Gateway, costs: CostModel, budgets: Budgets, seed: int = 0
+        self, config: ShadowConfig, gateway: Gateway, costs: CostModel, budgets: Limiter, seed: int = 0
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -164,7 +164,7 @@ class Learning:
         cap = self.config.max_usd_per_day
         if cap is not None and self.spent_today + estimate > cap:
             return self._skip("daily-cap")
-        if not self.budgets.affordable(key, estimate, time.time()):
+        if not self.budgets.affordable(key, estimate):
             return self._skip("budget")
         return Ticket(request_id, key, chat, plan, served.tier, served.backend.name, allowed, judges, share)
 
@@ -256,7 +256,7 @@ class Learning:
             ]
         finally:
             spent = sample.shadow_cost_usd + sample.judge_cost_usd
-            self.budgets.charge(t.key, spent, time.time())
+            self.budgets.charge(t.key, spent)
             _ = self.spent_today  # roll the day over first
             self._spent_today += spent
             self.counts[sample.status] += 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from tiergate.accounting.budgets import Budgets, Reservation
+from tiergate.accounting.budgets import Reservation
 from tiergate.accounting.cost import Cost, CostModel
 from tiergate.accounting.ledger import Ledger
 from tiergate.accounting.metrics import Metrics
@@ -24,6 +24,7 @@ from tiergate.accounting.schema import AttemptRow, LedgerRow, Status, status_of
 from tiergate.dispatch.pool import Pool
 from tiergate.dispatch.trace import Trace
 from tiergate.errors import RateLimited, TiergateError
+from tiergate.limits import Settler
 from tiergate.pipeline.gateway import Outcome, Plan
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens
 from tiergate.tracing import (
@@ -53,7 +54,7 @@ class Books(Protocol):
     @property
     def ledger(self) -> Ledger: ...
     @property
-    def budgets(self) -> Budgets: ...
+    def budgets(self) -> Settler: ...
     @property
     def metrics(self) -> Metrics: ...
     def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...

@@ -5,17 +5,18 @@ The reservation is an upper estimate: prompt characters / 3 tokens in, ``max_tok
 ``over_budget: downgrade`` that cannot afford it is served by the open-tier targets of the same plan only,
 so hard policy (which chose the eligible targets) still holds; a plan that must stay closed is refused.
 The plan is never changed in place: :meth:`Admission.admit` returns the plan to dispatch, and the account
-step settles the reservation when the request ends.
+step settles the reservation when the request ends. The limits are kept by a :class:`~tiergate.limits.Limiter`:
+in this process, or shared by every replica in Redis.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
-from tiergate.accounting.budgets import Budgets, OverLimit, Reservation
+from tiergate.accounting.budgets import OverLimit, Reservation
 from tiergate.accounting.cost import CostModel
 from tiergate.errors import RateLimited
+from tiergate.limits import Limiter
 from tiergate.pipeline.gateway import Caller, Plan
 from tiergate.tokens import estimate_prompt_tokens
 from tiergate.types import ChatRequest, Tier, Usage
@@ -52,25 +53,25 @@ class Admitted:
 
 
 class Admission:
-    def __init__(self, budgets: Budgets, costs: CostModel) -> None:
-        self.budgets = budgets
+    def __init__(self, limiter: Limiter, costs: CostModel) -> None:
+        self.limiter = limiter
         self.costs = costs
 
-    def admit(self, caller: Caller, chat: ChatRequest, plan: Plan) -> Admitted:
+    async def admit(self, caller: Caller, chat: ChatRequest, plan: Plan) -> Admitted:
         """Reserve this request against its key's limits.
 
-        Raises :class:`RateLimited` (429, in the caller's dialect) when a limit would be broken.
+        Raises :class:`RateLimited` (429, in the caller's dialect) when a limit would be broken, and its
+        :class:`~tiergate.errors.LimitsUnavailable` (503) when shared limits cannot be checked and fail closed.
         """
-        if self.budgets.limits(caller.name) is None:
+        if self.limiter.limits(caller.name) is None:
             return Admitted(plan)
         usage = estimate_usage(chat)
         fallback = downgraded(plan)
         try:
-            reservation = self.budgets.admit(
+            reservation = await self.limiter.reserve(
                 caller.name,
                 self._worst(plan, usage),
                 usage.input_tokens + usage.output_tokens,
-                time.time(),
                 fallback_usd=None if fallback is None else self._worst(fallback, usage),
             )
         except OverLimit as exc:
