@@ -211,6 +211,8 @@ class StreamReader:
         self.native = native
         self.usage = Usage()
         self.stop: tuple[StopReason, str | None] | None = None
+        self.id: str | None = None
+        self.model: str | None = None
         self._tools = 0
         self._block = ""
 
@@ -218,7 +220,9 @@ class StreamReader:
         kind = data.get("type")
         out: list[StreamEvent] = [NativeEvent(Dialect.ANTHROPIC, data)] if self.native else []
         if kind == "message_start":
-            self.usage = usage_of(data["message"].get("usage"))
+            message = data["message"]
+            self.usage = usage_of(message.get("usage"))
+            self.id, self.model = message.get("id"), message.get("model")
         elif kind == "content_block_start":
             block = data["content_block"]
             self._block = str(block.get("type"))
@@ -315,6 +319,7 @@ class AnthropicBackend:
             ignores=frozenset({"seed"}),
             serves_named_models=client_factory is _first_party,
             message_batches=client_factory is _first_party,
+            complete_by_stream=True,  # a translated request only: the caller's own body is asked whole (Capabilities)
         )
         self._factory = client_factory
         self._client: Any = None
@@ -392,7 +397,7 @@ class AnthropicBackend:
             raise malformed(name, f"stream event could not be decoded ({exc!r})") from exc
         if reader.stop is None:
             raise malformed(name, "stream ended without message_delta (truncated)")
-        yield StreamEnd(reader.stop[0], reader.usage, reader.stop[1])
+        yield StreamEnd(reader.stop[0], reader.usage, reader.stop[1], reader.id, reader.model)
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:
