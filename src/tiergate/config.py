@@ -93,6 +93,12 @@ class BackendConfig(_Model):
         description="does the backend continue a final assistant turn (a stream cut elsewhere is resumed on it)? "
         "unset: what its kind declares (Anthropic by model, OpenAI-compatible by continue_final_message)",
     )
+    complete_by_stream: bool | None = Field(
+        None,
+        description="ask a non-streaming request of it as a stream and gather the answer, so the first-token budget "
+        "and stall timeout apply (docs/reliability.md, time budgets)? unset: what its kind declares (openai, "
+        "anthropic, bedrock, vertex: yes; embedded: no)",
+    )
     cost: GpuCost | None = None
     price: TokenPrice | None = None
 

@@ -17,7 +17,7 @@ import httpx2
 from anthropic import AsyncStream
 from anthropic.types import MessageTokensCount
 
-from tiergate.backends.base import Capabilities, config_of, continues
+from tiergate.backends.base import Capabilities, completes_by_stream, config_of, continues
 from tiergate.backends.errors import from_http_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
@@ -319,7 +319,8 @@ class AnthropicBackend:
             ignores=frozenset({"seed"}),
             serves_named_models=client_factory is _first_party,
             message_batches=client_factory is _first_party,
-            complete_by_stream=True,  # a translated request only: the caller's own body is asked whole (Capabilities)
+            # A translated request only: the caller's own body is asked whole (Capabilities.complete_by_stream).
+            complete_by_stream=completes_by_stream(config, True),
         )
         self._factory = client_factory
         self._client: Any = None

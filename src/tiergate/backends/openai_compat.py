@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 
-from tiergate.backends.base import Capabilities, config_of, continues
+from tiergate.backends.base import Capabilities, completes_by_stream, config_of, continues
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import BackendConfig, OpenAIConfig
@@ -249,7 +249,9 @@ class OpenAICompatBackend:
         # Continues a prefix only where configured so: without continue_final_message many servers start over.
         # No token counter: OpenAI-compatible servers have no standard endpoint for one.
         prefix = continues(config, config.continue_final_message is True)
-        self.capabilities = Capabilities(continues_prefix=prefix, images=True, logprobs=True, complete_by_stream=True)
+        self.capabilities = Capabilities(
+            continues_prefix=prefix, images=True, logprobs=True, complete_by_stream=completes_by_stream(config, True)
+        )
         self._continue_final = config.continue_final_message is not False
         self._client: httpx2.AsyncClient | None = None
 
