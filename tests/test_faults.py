@@ -1106,15 +1106,23 @@ def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fal
         assert second.at - first.at >= DispatchConfig().rate_limit_backoff_min_s
 
 
-def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(ranked: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(
+    ranked: dict[str, Any], stream: bool
+) -> None:
     ranked["big"].script(SlowFirstToken(seconds=5.0), SlowFirstToken(seconds=5.0))
     started = time.monotonic()
-    resp = ask_ranked(ranked, stream=True)
+    resp = ask_ranked(ranked, stream=stream)
     elapsed = time.monotonic() - started
-    text, _, done = stream_text(resp)
     assert resp.headers["x-tiergate-backend"] == "small"
-    assert done
-    assert text
+    if stream:
+        text, _, done = stream_text(resp)
+        assert done
+        assert text
+    else:  # asked of the primary as a stream too, so left after the same first-token budget
+        assert resp.json()["choices"][0]["message"]["content"]
+        assert resp.json()["model"] == "small-model"
+        assert ranked["big"].received[0].body["stream"] is True
     assert len(ranked["big"].received) == 1  # silent: left once, never retried within the request
     assert elapsed <= TIMEOUTS["first_token_timeout_s"] + SLACK_S
 
