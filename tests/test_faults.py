@@ -375,6 +375,19 @@ def test_stream_stall_mid_answer_is_continued_elsewhere(w: World) -> None:
     assert text
 
 
+def test_a_stall_mid_answer_on_a_non_streaming_request_is_answered_whole_by_another_replica(w: World) -> None:
+    """The primary, asked for a stream to gather the answer, goes silent after a few events: left after its stall
+    timeout; the caller, who has received nothing yet, gets the other replica's whole answer (asked afresh, no
+    prefix to continue), as if the primary had failed before answering."""
+    w.primary.script(StallStream(after_events=4, seconds=5))
+    resp = ask(w)
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "secondary"
+    assert resp.json()["choices"][0]["message"]["content"] == "Hello from fake LLM. You said: Tell me something."
+    assert [r.body["stream"] for r in w.primary.received] == [True]
+    assert [r.body["messages"][-1]["role"] for r in w.secondary.received] == ["user"]
+
+
 def test_stream_cut_with_nowhere_to_continue_ends_with_an_error(w: World) -> None:
     w.primary.script(CutStream(after_events=4))
     w.secondary.script(Fault(503), Fault(503))
@@ -1093,15 +1106,23 @@ def test_a_transient_failure_of_the_primary_is_retried_on_it_before_a_lesser_fal
         assert second.at - first.at >= DispatchConfig().rate_limit_backoff_min_s
 
 
-def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(ranked: dict[str, Any]) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second_wait(
+    ranked: dict[str, Any], stream: bool
+) -> None:
     ranked["big"].script(SlowFirstToken(seconds=5.0), SlowFirstToken(seconds=5.0))
     started = time.monotonic()
-    resp = ask_ranked(ranked, stream=True)
+    resp = ask_ranked(ranked, stream=stream)
     elapsed = time.monotonic() - started
-    text, _, done = stream_text(resp)
     assert resp.headers["x-tiergate-backend"] == "small"
-    assert done
-    assert text
+    if stream:
+        text, _, done = stream_text(resp)
+        assert done
+        assert text
+    else:  # asked of the primary as a stream too, so left after the same first-token budget
+        assert resp.json()["choices"][0]["message"]["content"]
+        assert resp.json()["model"] == "small-model"
+        assert ranked["big"].received[0].body["stream"] is True
     assert len(ranked["big"].received) == 1  # silent: left once, never retried within the request
     assert elapsed <= TIMEOUTS["first_token_timeout_s"] + SLACK_S
 
@@ -1110,13 +1131,15 @@ def test_a_slow_first_token_on_the_primary_goes_to_the_fallback_without_a_second
 
 BUDGET = {"first_token_timeout_s": 0.5, "first_token_per_1k_input_s": 4.0, "breaker_failures": 1000}
 BUDGET_SLACK_S = 5.0  # the acceptance bound: 2 x the first-token budget + 5 s
+ANSWER_BUDGET = {"answer_per_1k_output_s": 5.0}  # Claude asked whole: + 5 s per 1,000 max_tokens (200: 1 s)
 
 
 @pytest.fixture(scope="module")
 def budget_world() -> Iterator[dict[str, Any]]:
     """Two open replicas ``a`` and ``b`` and a Claude, each with a first-token budget of 0.5 s + 4 s per 1,000 input
-    tokens, and the default request deadline (300 s): only the budgets can explain a quick answer. A failing open
-    tier does not go to Claude (``open_to_closed: false``); a failing Claude goes to the open tier."""
+    tokens (Claude asked whole: + 5 s per 1,000 max_tokens), and the default request deadline and attempt timeout
+    (300 s): only the budgets can explain a quick answer. A failing open tier does not go to Claude
+    (``open_to_closed: false``); a failing Claude goes to the open tier."""
     fakes: dict[str, Any] = {"a": FakeOpenAI(stream_chunks=4), "b": FakeOpenAI(stream_chunks=4)}
     fakes["claude"] = FakeAnthropic()
     with contextlib.ExitStack() as stack:
@@ -1127,7 +1150,7 @@ def budget_world() -> Iterator[dict[str, Any]]:
         ]
         backends.append(
             {"name": "claude", "tier": "closed", "kind": "anthropic", "base_url": urls["claude"], **BUDGET}
-            | {"api_key_env": CLAUDE_KEY_ENV, "model": "claude-sonnet-4-5"}
+            | {"api_key_env": CLAUDE_KEY_ENV, "model": "claude-sonnet-4-5", **ANSWER_BUDGET}
         )
         policy = {"failover": {"open_to_closed": False}}
         config = parse_config({"backends": backends, "router": {"kind": "open"}, "policy": policy})
@@ -1178,6 +1201,80 @@ def test_two_silent_replicas_are_a_clean_504_within_twice_the_first_token_budget
     budget = BUDGET["first_token_timeout_s"] + BUDGET["first_token_per_1k_input_s"] * 0.005  # "hi": a few tokens
     assert elapsed <= 2 * budget + BUDGET_SLACK_S
     assert bw["claude"].received == []
+
+
+def _whole_in(url: str, dialect: str, model: str, text: str = "Tell me something.") -> httpx.Response:
+    """A non-streaming request (the answer comes whole to the caller)."""
+    messages = [{"role": "user", "content": text}]
+    if dialect == "openai":
+        return httpx.post(url + OA, json={"model": model, "messages": messages}, timeout=60)
+    body = {"model": model, "max_tokens": 200, "messages": messages}
+    return httpx.post(url + AN, json=body, headers={"anthropic-version": "2023-06-01"}, timeout=60)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+@pytest.mark.parametrize("silence", ["no answer at all", "headers, then no first token"])
+def test_two_silent_replicas_on_a_non_streaming_request_are_a_clean_504_within_twice_the_first_token_budget(
+    bw: dict[str, Any], dialect: str, silence: str
+) -> None:
+    """A whole answer has no first token of its own: the replicas are asked for a stream and the answer gathered
+    (``complete_by_stream``), so the first-token budget leaves each as for a stream, not the 300 s attempt timeout."""
+    for name in ("a", "b"):
+        bw[name].script(Hang(seconds=30) if silence == "no answer at all" else SlowFirstToken(seconds=30))
+    started = time.monotonic()
+    resp = _whole_in(bw["url"], dialect, "open", "hi")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 504
+    if dialect == "openai":
+        assert resp.json()["error"]["type"] == "timeout"
+        assert "no first token" in resp.json()["error"]["message"]
+    else:
+        assert resp.json()["type"] == "error"
+        assert resp.json()["error"]["type"] == "timeout_error"
+        assert "no first token" in resp.json()["error"]["message"]
+    asked = [(r.body["stream"], r.body["stream_options"]) for name in ("a", "b") for r in bw[name].received]
+    assert asked == [(True, {"include_usage": True})] * 2  # each replica once, asked for a stream
+    budget = BUDGET["first_token_timeout_s"] + BUDGET["first_token_per_1k_input_s"] * 0.005  # "hi": a few tokens
+    assert elapsed <= 2 * budget + BUDGET_SLACK_S
+    assert bw["claude"].received == []
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_a_slow_first_token_on_a_non_streaming_request_goes_to_the_other_replica(
+    bw: dict[str, Any], dialect: str
+) -> None:
+    """``a`` would answer in full 20 s later (its first token that late): left after its first-token budget, once;
+    ``b`` answers the whole answer."""
+    bw["a"].first_token_s = 20.0
+    started = time.monotonic()
+    resp = _whole_in(bw["url"], dialect, "open")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "b"
+    assert resp.headers["x-tiergate-route"].endswith("failover:a-down")
+    text = resp.json()["choices"][0]["message"]["content"] if dialect == "openai" else resp.json()["content"][0]["text"]
+    assert text.startswith("Hello from fake LLM")
+    assert (len(bw["a"].received), len(bw["b"].received)) == (1, 1)  # silent: not asked twice
+    assert elapsed <= BUDGET["first_token_timeout_s"] + BUDGET_SLACK_S  # far less than the 20 s it would have taken
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+def test_a_slow_claude_on_a_non_streaming_request_goes_to_the_open_tier(bw: dict[str, Any], dialect: str) -> None:
+    """Claude 20 s late. An OpenAI caller's request is translated: asked for a stream, left after the first-token
+    budget. An Anthropic caller's goes to Claude as its own body, asked whole (its message comes back as Claude sent
+    it): left after the whole-answer budget, 0.5 s + 5 s per 1,000 of its 200 max_tokens. Both are answered by the
+    open tier, Claude asked once."""
+    bw["claude"].first_token_s = 20.0
+    started = time.monotonic()
+    resp = _whole_in(bw["url"], dialect, "closed")
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.headers["x-tiergate-backend"] == "a"
+    assert resp.headers["x-tiergate-route"].endswith("failover:closed-down")
+    assert [bool(r.body.get("stream")) for r in bw["claude"].received] == [dialect == "openai"]
+    prompt = BUDGET["first_token_timeout_s"] + BUDGET["first_token_per_1k_input_s"] * 0.01  # a few input tokens
+    answer_budget = prompt + ANSWER_BUDGET["answer_per_1k_output_s"] * 200 / 1000
+    assert elapsed <= answer_budget + BUDGET_SLACK_S
 
 
 def test_a_long_prompt_gets_a_longer_first_token_budget(bw: dict[str, Any]) -> None:

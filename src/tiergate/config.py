@@ -79,6 +79,13 @@ class BackendConfig(_Model):
     )
     stall_timeout_s: float = Field(30.0, gt=0, description="longest silence between two stream events")
     timeout_s: float = Field(300.0, gt=0, description="total time for one attempt")
+    answer_per_1k_output_s: float | None = Field(
+        60.0,
+        gt=0,
+        description="a non-streaming answer asked whole, not gathered from a stream (Claude given the caller's own "
+        "body, plug-ins), must come within the first-token budget plus this per 1,000 of the request's max_tokens "
+        "(and timeout_s); unset, or no max_tokens: timeout_s alone (docs/reliability.md, time budgets)",
+    )
     breaker_failures: int = Field(5, ge=1, description="failures within breaker_window_s that open the circuit")
     breaker_window_s: float = Field(30.0, gt=0)
     breaker_cooldown_s: float = Field(10.0, gt=0, description="open -> half-open after this long")
@@ -86,6 +93,12 @@ class BackendConfig(_Model):
         None,
         description="does the backend continue a final assistant turn (a stream cut elsewhere is resumed on it)? "
         "unset: what its kind declares (Anthropic by model, OpenAI-compatible by continue_final_message)",
+    )
+    complete_by_stream: bool | None = Field(
+        None,
+        description="ask a non-streaming request of it as a stream and gather the answer, so the first-token budget "
+        "and stall timeout apply (docs/reliability.md, time budgets)? unset: what its kind declares (openai, "
+        "anthropic, bedrock, vertex: yes; embedded: no)",
     )
     cost: GpuCost | None = None
     price: TokenPrice | None = None
@@ -108,6 +121,8 @@ class EmbeddedConfig(BackendConfig):
     #: One generation at a time on CPUs: a request waits in the worker's queue before its first token.
     first_token_timeout_s: float = Field(60.0, gt=0, description="the first-token budget's base (see BackendConfig)")
     first_token_per_1k_input_s: float = Field(2.0, ge=0, description="per 1,000 input tokens: CPU prefill is slow")
+    #: Its answers wait in the worker's queue, one generation at a time: a whole answer has timeout_s.
+    answer_per_1k_output_s: float | None = Field(None, gt=0, description="see BackendConfig; unset: timeout_s")
 
 
 class OpenAIConfig(BackendConfig):

@@ -255,9 +255,16 @@ class ToolArgsDelta:
 
 @dataclass(frozen=True, slots=True)
 class StreamEnd:
+    """The stream's last event. ``id``, ``model`` and ``refusal`` are what the upstream said of the whole answer
+    where its stream says it (its id, the model that answered, OpenAI's ``refusal``): a non-streaming request
+    gathered from a stream (:mod:`tiergate.dispatch.gather`) answers with them, as the whole answer would have."""
+
     stop_reason: StopReason
     usage: Usage
     stop_sequence: str | None = None
+    id: str | None = None
+    model: str | None = None
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -256,9 +256,11 @@ def test_a_backend_without_usage_gets_an_estimate(gateway: tuple[str, str]) -> N
     base, url = gateway
     resp = chat(base, "bare", text="x" * 40)
     row = one_row(url, resp)
-    # Four characters a token: 40 characters in, the two characters of "hi" out (rounded up).
-    assert (row.input_tokens, row.output_tokens, row.estimated) == (10, 1, True)
-    assert row.counterfactual_usd == pytest.approx(10 * SONNET_IN + 1 * SONNET_OUT)
+    # Asked as a stream and gathered (complete_by_stream), estimated as a whole answer: four characters a token,
+    # 40 characters in, the eight characters of "hi there" out.
+    assert resp.json()["choices"][0]["message"]["content"] == "hi there"
+    assert (row.input_tokens, row.output_tokens, row.estimated) == (10, 2, True)
+    assert row.counterfactual_usd == pytest.approx(10 * SONNET_IN + 2 * SONNET_OUT)
 
 
 def test_a_stream_without_usage_is_estimated(gateway: tuple[str, str]) -> None:

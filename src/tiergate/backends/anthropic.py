@@ -17,7 +17,7 @@ import httpx2
 from anthropic import AsyncStream
 from anthropic.types import MessageTokensCount
 
-from tiergate.backends.base import Capabilities, config_of, continues
+from tiergate.backends.base import Capabilities, completes_by_stream, config_of, continues
 from tiergate.backends.errors import from_http_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
@@ -211,6 +211,8 @@ class StreamReader:
         self.native = native
         self.usage = Usage()
         self.stop: tuple[StopReason, str | None] | None = None
+        self.id: str | None = None
+        self.model: str | None = None
         self._tools = 0
         self._block = ""
 
@@ -218,7 +220,9 @@ class StreamReader:
         kind = data.get("type")
         out: list[StreamEvent] = [NativeEvent(Dialect.ANTHROPIC, data)] if self.native else []
         if kind == "message_start":
-            self.usage = usage_of(data["message"].get("usage"))
+            message = data["message"]
+            self.usage = usage_of(message.get("usage"))
+            self.id, self.model = message.get("id"), message.get("model")
         elif kind == "content_block_start":
             block = data["content_block"]
             self._block = str(block.get("type"))
@@ -315,6 +319,8 @@ class AnthropicBackend:
             ignores=frozenset({"seed"}),
             serves_named_models=client_factory is _first_party,
             message_batches=client_factory is _first_party,
+            # A translated request only: the caller's own body is asked whole (Capabilities.complete_by_stream).
+            complete_by_stream=completes_by_stream(config, True),
         )
         self._factory = client_factory
         self._client: Any = None
@@ -392,7 +398,7 @@ class AnthropicBackend:
             raise malformed(name, f"stream event could not be decoded ({exc!r})") from exc
         if reader.stop is None:
             raise malformed(name, "stream ended without message_delta (truncated)")
-        yield StreamEnd(reader.stop[0], reader.usage, reader.stop[1])
+        yield StreamEnd(reader.stop[0], reader.usage, reader.stop[1], reader.id, reader.model)
 
 
 def register(add: Callable[[str, Callable[[BackendConfig], Any]], None]) -> None:

@@ -76,6 +76,25 @@ class Capabilities:
     #: Fields of :class:`~tiergate.types.ChatRequest` this backend has no use for (Claude: ``seed``): a request
     #: that sets one is answered without it, and the response says so (``x-tiergate-dropped``).
     ignores: frozenset[str] = frozenset()
+    #: A non-streaming request is asked of it as a stream and gathered into the answer
+    #: (:mod:`tiergate.dispatch.gather`), so the first-token budget and the stall timeout leave a silent backend as
+    #: soon as for a stream. Declared by the kind, overridden by the config's ``complete_by_stream``
+    #: (:func:`completes_by_stream`); off by default where the stream cannot give back the very answer a whole
+    #: request would (the embedded model's own ``complete`` shapes forced tool calls and empty answers); never
+    #: used for a caller's own body (:func:`takes_native`): Claude's message is taken as Claude sends it, within
+    #: the whole-answer budget (:func:`tiergate.dispatch.retry.answer_budget`).
+    complete_by_stream: bool = False
+
+
+def takes_native(capabilities: Capabilities, request: ChatRequest) -> bool:
+    """Does the backend get the caller's own body for ``request`` (and answer in the caller's dialect)? Where the
+    request has one, the backend takes that dialect, and the content is still what the body says.
+
+    >>> takes_native(Capabilities(), ChatRequest("auto", []))
+    False
+    """
+    native = request.native
+    return native is not None and capabilities.native is native.dialect and native.matches(request)
 
 
 def continues(config: BackendConfig, default: bool) -> bool:
@@ -86,6 +105,16 @@ def continues(config: BackendConfig, default: bool) -> bool:
     False
     """
     return default if config.continues_prefix is None else config.continues_prefix
+
+
+def completes_by_stream(config: BackendConfig, default: bool) -> bool:
+    """Whether a backend of this config gathers non-streaming answers from a stream: the config's
+    ``complete_by_stream`` where set, else the kind's ``default``.
+
+    >>> completes_by_stream(BackendConfig(name="b", tier="open", kind="x", complete_by_stream=False), True)
+    False
+    """
+    return default if config.complete_by_stream is None else config.complete_by_stream
 
 
 class Backend(Protocol):

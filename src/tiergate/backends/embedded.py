@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from tiergate.backends.base import Capabilities, config_of, continues
+from tiergate.backends.base import Capabilities, completes_by_stream, config_of, continues
 from tiergate.backends.engine.supervisor import EngineProcess
 from tiergate.config import BackendConfig, EmbeddedConfig
 from tiergate.errors import (
@@ -137,7 +137,11 @@ class EmbeddedBackend:
     def __init__(self, config: EmbeddedConfig) -> None:
         self.config = config
         # Text only; no prefix continuation unless configured; its tokenizer counts prompts (the chat template).
-        self.capabilities = Capabilities(continues_prefix=continues(config, False), counts_tokens=True)
+        self.capabilities = Capabilities(
+            continues_prefix=continues(config, False),
+            counts_tokens=True,
+            complete_by_stream=completes_by_stream(config, False),  # its complete shapes forced tool calls itself
+        )
         self.path = Path(config.model_path).expanduser() if config.model_path else None
         if self.path is not None and not self.path.is_file():
             raise ConfigError(

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx2
 
-from tiergate.backends.base import Capabilities, config_of, continues
+from tiergate.backends.base import Capabilities, completes_by_stream, config_of, continues
 from tiergate.backends.errors import from_http_error, from_transport_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import BackendConfig, OpenAIConfig
@@ -191,6 +191,9 @@ class StreamParser:
         self._calls: dict[int, int] = {}
         self._prompt_chars = prompt_chars
         self._deltas = 0
+        self.id: str | None = None
+        self.model: str | None = None
+        self._refusal: list[str] = []
 
     def feed(self, chunk: Any) -> list[StreamEvent]:
         if not isinstance(chunk, dict):
@@ -198,9 +201,13 @@ class StreamParser:
         if isinstance(chunk.get("error"), dict):  # vLLM and others report failures inside the stream
             raise InStreamError(chunk["error"])
         self.usage = parse_usage(chunk.get("usage")) or self.usage
+        self.id = self.id or (str(chunk["id"]) if chunk.get("id") else None)
+        self.model = self.model or (str(chunk["model"]) if chunk.get("model") else None)
         out: list[StreamEvent] = []
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
+            if isinstance(delta.get("refusal"), str):  # OpenAI's refusal text: no event, the answer's end says it
+                self._refusal.append(delta["refusal"])
             if delta.get("content"):
                 self._deltas += 1
                 logprobs = (choice.get("logprobs") or {}).get("content")
@@ -225,7 +232,8 @@ class StreamParser:
             return None
         # No usage from the server: estimate (one token a delta, four characters a prompt token) and say so.
         estimate = Usage(input_tokens=estimate_tokens(self._prompt_chars), output_tokens=self._deltas, estimated=True)
-        return StreamEnd(self.finish, self.usage or estimate, self.stop_sequence)
+        refusal = "".join(self._refusal) or None
+        return StreamEnd(self.finish, self.usage or estimate, self.stop_sequence, self.id, self.model, refusal)
 
 
 #: Longest a health probe (``GET /models``) may take, connecting included.
@@ -241,7 +249,9 @@ class OpenAICompatBackend:
         # Continues a prefix only where configured so: without continue_final_message many servers start over.
         # No token counter: OpenAI-compatible servers have no standard endpoint for one.
         prefix = continues(config, config.continue_final_message is True)
-        self.capabilities = Capabilities(continues_prefix=prefix, images=True, logprobs=True)
+        self.capabilities = Capabilities(
+            continues_prefix=prefix, images=True, logprobs=True, complete_by_stream=completes_by_stream(config, True)
+        )
         self._continue_final = config.continue_final_message is not False
         self._client: httpx2.AsyncClient | None = None
 

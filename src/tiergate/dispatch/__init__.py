@@ -5,6 +5,7 @@ plan's targets in order.
     breaker.py     Breaker                       one circuit breaker per backend (a pure state machine)
     retry.py       RetryPolicy, retry_same, ...  retry and failover decisions (pure functions)
     dispatcher.py  Dispatcher, Served, Outbound  the loop over targets, streams supervised and continued
+    gather.py      gather, assemble              a non-streaming answer gathered from a stream (first-token budget)
 """
 
 from tiergate.dispatch.dispatcher import Attempts, Dispatcher, Outbound, Served

@@ -9,6 +9,9 @@ Rules (decided by the pure functions in :mod:`tiergate.dispatch.retry`):
 - never retry a client error (it would fail the same way); after a context-length error, go only to a
   backend with a strictly larger known context window;
 - skip a backend whose circuit is open; a saturated backend is overflow, not a failure;
+- a non-streaming request is asked as a stream and gathered (:mod:`tiergate.dispatch.gather`) where the
+  backend declares it, so its first-token budget and stall timeout apply as to a stream; a whole answer asked
+  whole (Claude given the caller's own body) has the whole-answer budget (:func:`answer_budget`);
 - a stream that fails before its first event fails over transparently; one that fails after bytes were
   sent is *resumed* elsewhere (:mod:`tiergate.dispatch.resume`): continued where a backend continues a prefix,
   else restarted and spliced, checked against what the caller has either way; else it ends with an explicit
@@ -27,11 +30,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeAlias, TypeVar, cast
 
+from tiergate.backends.base import takes_native
 from tiergate.config import DispatchConfig
+from tiergate.dispatch.gather import assemble, gather
 from tiergate.dispatch.pool import BackendState, Lease, Pool
 from tiergate.dispatch.resume import supervise
 from tiergate.dispatch.retry import (
     RetryPolicy,
+    answer_budget,
     first_token_budget,
     fits_context,
     may_fail_over,
@@ -310,13 +316,23 @@ class Dispatcher:
         purpose: Purpose | None = None,
     ) -> tuple[ChatResponse, Served]:
         """Answer ``request`` on the first target that can; ``trace`` (the request's, where it has one) records every
-        try, ``purpose`` names the first one (``escalate``)."""
+        try, ``purpose`` names the first one (``escalate``).
+
+        A backend that streams whole answers (``capabilities.complete_by_stream``) is asked for a stream, under its
+        first-token budget and stall timeout, gathered into the answer (:meth:`_gathered`); the caller's own body
+        (Claude passthrough) is asked whole, within the whole-answer budget. One attempt has ``timeout_s`` either
+        way. A backend silent for longer is left, and not asked again within the request (:class:`Silent`)."""
         attempts = Attempts(trace=trace or Trace())
         deadline = time.monotonic() + self.config.deadline_s
 
         async def call(state: BackendState, deadline: float) -> ChatResponse:
-            limit = min(state.config.timeout_s, deadline - time.monotonic())
             sent, restorer = outbound(state, request) if outbound else (request, None)
+            caps = state.backend.capabilities
+            if caps.complete_by_stream and not takes_native(caps, sent):
+                return await self._gathered(state, sent, restorer, deadline)
+            limit = min(state.config.timeout_s, deadline - time.monotonic())
+            budget = answer_budget(state.config, estimate_prompt_tokens(sent), sent.max_tokens)
+            limit = limit if budget is None else min(limit, budget)
             try:
                 async with asyncio.timeout(limit):
                     response = await state.backend.complete(sent)
@@ -329,6 +345,24 @@ class Dispatcher:
         )
         tried.output_tokens = response.usage.output_tokens
         return response, Served(lease.state, attempts, tried)
+
+    async def _gathered(
+        self, state: BackendState, sent: ChatRequest, restorer: Restorer | None, deadline: float
+    ) -> ChatResponse:
+        """``sent`` asked of ``state`` as a stream and gathered into the whole answer: the first token within the
+        backend's first-token budget, no silence longer than its stall timeout, all of it within ``timeout_s``."""
+        limit = min(state.config.timeout_s, deadline - time.monotonic())
+        events = state.backend.stream(sent)
+        if restorer is not None:  # placeholders in the answer become the caller's values again
+            events = restorer.restore_events(events)
+        input_tokens = estimate_prompt_tokens(sent)
+        try:
+            async with asyncio.timeout(limit):
+                first, events = await opened(events, min(first_token_budget(state.config, input_tokens), limit), state)
+                got, end = await gather(first, events, state.config.stall_timeout_s, deadline, state.name)
+        except TimeoutError:
+            raise Silent(f"no answer within {limit:.1f}s", backend=state.name) from None
+        return assemble(got, end, state.backend.model, input_tokens)
 
     async def stream(
         self,
@@ -358,25 +392,7 @@ class Dispatcher:
             if restorer is not None:  # placeholders in the answer become the caller's values again
                 events = restorer.restore_events(events)
             budget = first_token_budget(state.config, estimate_prompt_tokens(sent))
-            limit = min(budget, deadline - time.monotonic())
-            framing: list[StreamEvent] = []  # Claude's message_start, block starts, pings: not a token yet
-            try:
-                async with asyncio.timeout(limit):
-                    first = await anext(events)
-                    while not is_token(first):
-                        framing.append(first)
-                        first = await anext(events)
-            except TimeoutError:
-                await events.aclose()
-                raise Silent(f"no first token within {limit:.1f}s", backend=state.name) from None
-            except StopAsyncIteration:
-                raise UpstreamError("stream ended before any event", backend=state.name) from None
-            except BaseException:
-                await events.aclose()
-                raise
-            if framing:
-                return framing[0], _replay([*framing[1:], first], events)
-            return first, events
+            return await opened(events, min(budget, deadline - time.monotonic()), state)
 
         hedge: Hedge[tuple[StreamEvent, EventStream]] | None = None
         if self.config.hedge_after is not None:
@@ -455,6 +471,30 @@ def ready_sibling(state: BackendState, later: list[BackendState], attempts: Atte
 
 
 __all__ = ["Attempts", "Dispatcher", "Served", "Usage"]
+
+
+async def opened(events: EventStream, limit: float, state: BackendState) -> tuple[StreamEvent, EventStream]:
+    """Wait up to ``limit`` seconds for the stream's first token (:func:`is_token`): its first event and the whole
+    stream (framing that came before the first token included), or :class:`Silent`. The stream is closed unless it
+    is handed back."""
+    framing: list[StreamEvent] = []  # Claude's message_start, block starts, pings: not a token yet
+    try:
+        async with asyncio.timeout(limit):
+            first = await anext(events)
+            while not is_token(first):
+                framing.append(first)
+                first = await anext(events)
+    except TimeoutError:
+        await events.aclose()
+        raise Silent(f"no first token within {limit:.1f}s", backend=state.name) from None
+    except StopAsyncIteration:
+        raise UpstreamError("stream ended before any event", backend=state.name) from None
+    except BaseException:
+        await events.aclose()
+        raise
+    if framing:
+        return framing[0], _replay([*framing[1:], first], events)
+    return first, events
 
 
 def is_token(ev: StreamEvent) -> bool:

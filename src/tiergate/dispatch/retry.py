@@ -105,3 +105,20 @@ def first_token_budget(config: BackendConfig, input_tokens: int) -> float:
     (10.005, 60.0)
     """
     return config.first_token_timeout_s + config.first_token_per_1k_input_s * max(input_tokens, 0) / 1000
+
+
+def answer_budget(config: BackendConfig, input_tokens: int, max_tokens: int | None) -> float | None:
+    """Seconds a backend has for a whole non-streaming answer it is asked for whole (not gathered from a stream: Claude
+    given the caller's own body, whose message comes back as Claude sends it): the first-token budget plus
+    ``answer_per_1k_output_s`` per 1,000 of the request's ``max_tokens``. Such an answer has no first byte before
+    its last (Claude sends a whole message's status and headers once it is written), so the budget allows for the
+    longest answer asked for. ``None`` (no such budget: ``timeout_s`` alone) where the backend sets none or the
+    request has no ``max_tokens``.
+
+    >>> b = BackendConfig(name="b", tier="closed", kind="x", first_token_timeout_s=10, answer_per_1k_output_s=60)
+    >>> answer_budget(b, 0, 200), answer_budget(b, 0, None)
+    (22.0, None)
+    """
+    if config.answer_per_1k_output_s is None or max_tokens is None:
+        return None
+    return first_token_budget(config, input_tokens) + config.answer_per_1k_output_s * max(max_tokens, 0) / 1000
