@@ -9,13 +9,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tiergate.accounting.metrics import CIRCUIT_STATES
-from tiergate.api.chat import error_response, new_request_id, read_body
+from tiergate.api.chat import error_response, new_request_id
 from tiergate.api.edges import ANTHROPIC, OPENAI
+from tiergate.api.intake import decode, read_body
 from tiergate.api.state import AppState
 from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
 from tiergate.dialects.anthropic_wire import ACountTokensRequest
-from tiergate.dialects.common import decode_json, validate
+from tiergate.dialects.common import validate
 from tiergate.errors import TiergateError, UpstreamError
+from tiergate.offload import off_loop
 from tiergate.pipeline.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
@@ -92,21 +94,30 @@ async def count_tokens(request: Request) -> Response:
     try:
         caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
-        wire = validate(ACountTokensRequest, decode_json(body))
-        chat = ChatRequest(
-            model=wire.model,
-            messages=convert_messages(wire.messages),
-            system=system_text(wire.system),
-            tools=tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in wire.tools or ()),
-            forward_headers={h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers},
-        )
-        verdict = state.gateway.policy.inspect(
-            chat, key_sovereign=caller.sovereign, header=request.headers.get(SOVEREIGN_HEADER)
+        forward = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        chat = await off_loop(len(body), _count_request, body, forward)
+        verdict = await off_loop(
+            len(body),
+            state.gateway.policy.inspect,
+            chat,
+            key_sovereign=caller.sovereign,
+            header=request.headers.get(SOVEREIGN_HEADER),
         )
         tokens = await _count(state, chat, verdict)
     except TiergateError as exc:
         return error_response(ANTHROPIC, exc, rid)
     return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers={"x-request-id": rid})
+
+
+def _count_request(body: bytes, forward: dict[str, str]) -> ChatRequest:
+    wire = validate(ACountTokensRequest, decode(body))
+    return ChatRequest(
+        model=wire.model,
+        messages=convert_messages(wire.messages),
+        system=system_text(wire.system),
+        tools=tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in wire.tools or ()),
+        forward_headers=forward,
+    )
 
 
 async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> int:

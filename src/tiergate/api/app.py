@@ -26,7 +26,7 @@ from tiergate.api.state import AppState
 from tiergate.backends import BackendFactory
 from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
-from tiergate.errors import MethodNotAllowed, NotFound, RequestError
+from tiergate.errors import MethodNotAllowed, NotFound, RequestError, TiergateError
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.build import build_gateway
 
@@ -90,6 +90,13 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
             err.status = exc.status_code
         return chat.error_response(edge_for_path(request.url.path), err, chat.new_request_id())
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        """A bug of ours outside a handler's own net: still the caller's envelope, never a plain-text 500."""
+        rid = chat.new_request_id()
+        log.error("request %s to %s failed inside the gateway", rid, request.url.path, exc_info=exc)
+        err = TiergateError(f"internal error in the gateway (request id {rid})")
+        return chat.error_response(edge_for_path(request.url.path), err, rid)
+
     routes = [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/messages", chat.messages, methods=["POST"]),
@@ -100,6 +107,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         Route("/metrics", admin.metrics, methods=["GET"]),
         *dashboard.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    handlers = {HTTPException: http_error, Exception: internal_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.tiergate = state
     return app

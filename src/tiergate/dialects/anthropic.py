@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from tiergate.dialects.anthropic_wire import AMessage, ARequest, ATextBlock, AToolResultBlock, AToolUseBlock
-from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, validate
+from tiergate.dialects.common import check_max_tokens, check_tool_results, validate
 from tiergate.errors import InvalidRequest, TiergateError
 from tiergate.types import (
     JSON,
@@ -85,8 +86,9 @@ def convert_messages(wire: list[AMessage]) -> list[Message]:
     return out
 
 
-def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
-    wire = validate(ARequest, decode_json(body))
+def parse_request(data: Any, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
+    """``data``: the body as :mod:`tiergate.api.intake` decoded and checked it."""
+    wire = validate(ARequest, data)
     check_max_tokens(wire.max_tokens, max_tokens_limit, "max_tokens")
     tools = tuple(ToolSpec(t.name, t.description or "", t.input_schema) for t in wire.tools or ())
     choice: ToolChoice | None = None

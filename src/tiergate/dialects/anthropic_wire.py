@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from tiergate.dialects.common import check_image_source
 
 
 class _Wire(BaseModel):
@@ -18,7 +20,7 @@ class ATextBlock(_Wire):
 
 class AImageBlock(_Wire):
     type: Literal["image"]
-    source: dict[str, Any]
+    source: Annotated[dict[str, Any], AfterValidator(check_image_source)]
 
 
 class AToolUseBlock(_Wire):

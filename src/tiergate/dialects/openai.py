@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from typing import Any
 
-from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, validate
+from tiergate.dialects.common import check_max_tokens, check_tool_results, validate
 from tiergate.dialects.openai_wire import OAContentPart, OAMessage, OARequest
 from tiergate.errors import InvalidRequest, TiergateError, UpstreamError
 from tiergate.types import (
@@ -94,8 +95,9 @@ def _messages(wire: list[OAMessage]) -> tuple[str | None, list[Message]]:
     return ("\n\n".join(system) if system else None), out
 
 
-def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
-    wire = validate(OARequest, decode_json(body))
+def parse_request(data: Any, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
+    """``data``: the body as :mod:`tiergate.api.intake` decoded and checked it."""
+    wire = validate(OARequest, data)
     max_tokens = wire.max_completion_tokens or wire.max_tokens
     check_max_tokens(max_tokens, max_tokens_limit, "max_tokens")
     system, messages = _messages(wire.messages)

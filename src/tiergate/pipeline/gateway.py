@@ -15,13 +15,14 @@ from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
+from tiergate.offload import off_loop
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
 from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
-from tiergate.tokens import estimate_prompt_tokens
+from tiergate.tokens import estimate_prompt_tokens, prompt_chars
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
 REFUSAL = (
@@ -109,7 +110,9 @@ class Gateway:
         self, request: ChatRequest, caller: Caller, tier_header: str | None = None, sovereign_header: str | None = None
     ) -> Plan:
         """Hard policy first, then rules (explicit tier, header, key default, context window), then the router."""
-        verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
+        verdict = await off_loop(  # a PII scan of a long prompt takes a while: not on the loop
+            prompt_chars(request), self.policy.inspect, request, key_sovereign=caller.sovereign, header=sovereign_header
+        )
         plan = await self._choose(request, caller, tier_header, verdict)
         if verdict.reasons:
             plan.route = ";".join([*verdict.reasons, plan.route])

@@ -210,8 +210,8 @@ class PiiDetector:
                 for r in _analyze(recognizer, kind, seen)
                 if r.score >= self._min_score or self._lifted(r.score, text, r.start, recognizer)
             ]
-            for span in found:  # hide it from the recognizers after this one, keeping the offsets
-                seen = seen[: span.start] + "#" * (span.end - span.start) + seen[span.end :]
+            if found:  # hide them from the recognizers after this one, keeping the offsets (one copy per step)
+                seen = _masked(seen, found)
             spans += found
         return tuple(_disjoint(spans))
 
@@ -221,6 +221,17 @@ class PiiDetector:
         if not words or not any(w.lower() in words for w in before):
             return False
         return max(score + CONTEXT_BOOST, CONTEXT_FLOOR) >= self._min_score
+
+
+def _masked(text: str, spans: Sequence[Span]) -> str:
+    out, pos = [], 0
+    for span in sorted(spans, key=lambda s: s.start):
+        start = max(span.start, pos)
+        if span.end > start:
+            out += [text[pos:start], "#" * (span.end - start)]
+            pos = span.end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _prefilter(kind: str, recognizer: EntityRecognizer) -> Callable[[str], object] | None:
