@@ -30,6 +30,18 @@ class ServerConfig(_Model):
     shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
 
 
+class LimitsConfig(_Model):
+    """What one request body may hold, checked before the work that grows with it (``tiergate.api.intake``).
+    The body's size in bytes is ``server.max_body_bytes``."""
+
+    max_json_depth: int = Field(64, ge=2, le=256, description="arrays and objects nested in one another")
+    max_json_items: int = Field(
+        100_000, ge=1, description="members of arrays and objects in a body (its commas and opening brackets)"
+    )
+    max_messages: int = Field(10_000, ge=1, description="entries of the messages list")
+    max_text_chars: int = Field(4 * 1024 * 1024, ge=1, description="characters of any one string of a body")
+
+
 class GpuCost(_Model):
     """Owned or rented hardware: amortised cost per token = gpu_hourly_usd x gpus / tokens per second delivered
     (see ``tiergate.accounting.utilisation``)."""
@@ -256,6 +268,7 @@ class LedgerConfig(_Model):
 
 class Config(_Model):
     server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
     backends: list[BackendSpec] = Field(default_factory=lambda: [_default_backend()])
     router: RouterConfig = RouterConfig()
     dispatch: DispatchConfig = DispatchConfig()

@@ -13,6 +13,7 @@ from tiergate.api.chat import error_response, new_request_id
 from tiergate.api.edges import ANTHROPIC, OPENAI
 from tiergate.api.intake import decode, read_body
 from tiergate.api.state import AppState
+from tiergate.config import LimitsConfig
 from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
 from tiergate.dialects.anthropic_wire import ACountTokensRequest
 from tiergate.dialects.common import validate
@@ -95,7 +96,7 @@ async def count_tokens(request: Request) -> Response:
         caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
         forward = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
-        chat = await off_loop(len(body), _count_request, body, forward)
+        chat = await off_loop(len(body), _count_request, body, forward, state.config.limits)
         verdict = await off_loop(
             len(body),
             state.gateway.policy.inspect,
@@ -109,8 +110,8 @@ async def count_tokens(request: Request) -> Response:
     return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers={"x-request-id": rid})
 
 
-def _count_request(body: bytes, forward: dict[str, str]) -> ChatRequest:
-    wire = validate(ACountTokensRequest, decode(body))
+def _count_request(body: bytes, forward: dict[str, str], limits: LimitsConfig) -> ChatRequest:
+    wire = validate(ACountTokensRequest, decode(body, limits))
     return ChatRequest(
         model=wire.model,
         messages=convert_messages(wire.messages),
