@@ -28,6 +28,9 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_tokens_limit: int = Field(131072, gt=0, description="largest max_tokens a caller may ask for")
     shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
+    loop_lag_interval_s: float = Field(
+        0.01, ge=0, description="event-loop lag probe: a timer this often, its lateness in /metrics (0: off)"
+    )
 
 
 class LimitsConfig(_Model):

@@ -8,6 +8,7 @@ pydantic validation) still pauses the loop while it runs: the request limits (:m
 bound how long.
 
     >>> import asyncio
+import json
     >>> asyncio.run(off_loop(10, sum, [1, 2, 3]))  # small: inline
     6
 """
@@ -15,6 +16,7 @@ bound how long.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -23,6 +25,11 @@ T = TypeVar("T")
 
 #: Inputs up to this size (bytes or characters) are handled on the loop.
 INLINE_LIMIT = 64 * 1024
+
+
+def json_bytes(value: object) -> bytes:
+    """``value`` as a compact UTF-8 JSON body (as httpx encodes ``json=``); ``NaN`` is refused."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 async def off_loop(size: int, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from tiergate.accounting.prices import load_price_table
 from tiergate.api import admin, chat, dashboard
 from tiergate.api.auth import KeyRing
 from tiergate.api.edges import edge_for_path
+from tiergate.api.lag import watch_loop_lag
 from tiergate.api.state import AppState
 from tiergate.backends import BackendFactory
 from tiergate.config import Config
@@ -66,13 +68,22 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         await state.gateway.load_encoder()
         await state.pool.check_health()
         state.ready = True
+        # What start-up loaded lives as long as the process: out of the collector's full passes, which would
+        # otherwise walk it all while holding the GIL, stalling the loop for 100 ms and more under big bodies.
+        gc.collect()
+        gc.freeze()
         watcher = asyncio.create_task(_watch_health(state.pool, config.dispatch.health_interval_s))
+        lag = config.server.loop_lag_interval_s
+        lagging = asyncio.create_task(watch_loop_lag(state.metrics, lag)) if lag > 0 else None
         log.info("tiergate ready: %s", ", ".join(f"{n} ({s.config.tier.value})" for n, s in state.pool.states.items()))
         try:
             yield
         finally:
             state.ready = False
+            gc.unfreeze()
             watcher.cancel()
+            if lagging is not None:
+                lagging.cancel()
             await state.drain()  # cut streams still being accounted need their backends and the ledger
             await state.pool.close()
             state.gateway.close_encoder()

@@ -23,6 +23,8 @@ from tiergate.backends.errors import from_http_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
 from tiergate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from tiergate.offload import json_bytes, off_loop
+from tiergate.tokens import prompt_chars
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -230,25 +232,31 @@ class AnthropicBackend:
     def _options(self, req: ChatRequest) -> Any:
         return {"headers": dict(req.forward_headers)} if req.forward_headers else {}
 
+    async def _body(self, request: ChatRequest, build: Callable[[], JSON]) -> dict[str, Any]:
+        """``post``'s body argument: a large one built and encoded off the event loop (the SDK would copy and
+        encode it on the loop). Bedrock and Vertex rewrite the body they are given, so they get it as it is."""
+        if self._factory is not _first_party:
+            return {"body": build()}
+        return {"content": await off_loop(prompt_chars(request), lambda: json_bytes(build()))}
+
     async def count_tokens(self, request: ChatRequest) -> int:
-        body = request_json(request, self.model, False)
-        count_body = {k: body[k] for k in ("model", "messages", "system", "tools") if k in body}
+        def build() -> JSON:
+            body = request_json(request, self.model, False)
+            return {k: body[k] for k in ("model", "messages", "system", "tools") if k in body}
+
+        payload = await self._body(request, build)
         try:
             result = await self._client.post(
-                "/v1/messages/count_tokens", cast_to=MessageTokensCount, body=count_body, options=self._options(request)
+                "/v1/messages/count_tokens", cast_to=MessageTokensCount, options=self._options(request), **payload
             )
         except anthropic.APIError as exc:
             raise translate(self.config.name, exc) from exc
         return int(result.input_tokens)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        payload = await self._body(request, lambda: request_json(request, self.model, False))
         try:
-            msg = await self._client.post(
-                "/v1/messages",
-                cast_to=AMessage,
-                body=request_json(request, self.model, False),
-                options=self._options(request),
-            )
+            msg = await self._client.post("/v1/messages", cast_to=AMessage, options=self._options(request), **payload)
         except anthropic.APIError as exc:
             raise translate(self.config.name, exc) from exc
         return parse_message(msg)
@@ -258,12 +266,13 @@ class AnthropicBackend:
         usage = Usage()
         stop: tuple[StopReason, str | None] | None = None
         tools = 0
+        payload = await self._body(request, lambda: request_json(request, self.model, True))
         try:
             events: AsyncStream[RawMessageStreamEvent] = await self._client.post(
                 "/v1/messages",
                 cast_to=AMessage,
-                body=request_json(request, self.model, True),
                 options=self._options(request),
+                **payload,
                 stream=True,
                 stream_cls=AsyncStream[RawMessageStreamEvent],
             )
