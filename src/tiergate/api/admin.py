@@ -12,6 +12,7 @@ from tiergate.accounting.metrics import CIRCUIT_STATES
 from tiergate.api.chat import error_response, new_request_id
 from tiergate.api.edges import ANTHROPIC, OPENAI
 from tiergate.api.intake import decode, read_body
+from tiergate.api.openapi import document
 from tiergate.api.state import AppState
 from tiergate.config import LimitsConfig
 from tiergate.dialects.anthropic import FORWARDED_HEADERS, convert_messages, system_text
@@ -52,6 +53,11 @@ async def models(request: Request) -> Response:
     return JSONResponse(
         {"object": "list", "data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}
     )
+
+
+async def openapi(request: Request) -> Response:
+    state = _state(request)
+    return JSONResponse(document(state.gateway.models()))
 
 
 async def healthz(request: Request) -> Response:

@@ -116,6 +116,7 @@ def create_app(config: Config | None = None, registry: dict[str, BackendFactory]
         Route("/healthz", admin.healthz, methods=["GET"]),
         Route("/readyz", admin.readyz, methods=["GET"]),
         Route("/metrics", admin.metrics, methods=["GET"]),
+        Route("/openapi.json", admin.openapi, methods=["GET"]),
         *dashboard.routes(),
     ]
     handlers = {HTTPException: http_error, Exception: internal_error}
