@@ -28,8 +28,14 @@ INLINE_LIMIT = 64 * 1024
 
 
 def json_bytes(value: object) -> bytes:
-    """``value`` as a compact UTF-8 JSON body (as httpx encodes ``json=``); ``NaN`` is refused."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """``value`` as a compact UTF-8 JSON body (as httpx encodes ``json=``); ``NaN`` is refused. A string UTF-8
+    cannot carry (a lone surrogate, from JSON the gateway decoded itself) is sent escaped, for the upstream to
+    judge, rather than failing here."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 async def off_loop(size: int, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

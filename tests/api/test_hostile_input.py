@@ -170,3 +170,18 @@ def test_bad_requests_never_count_against_a_backend(gateway: str) -> None:
         assert good.headers["x-tiergate-backend"] == model
     metrics = httpx.get(gateway + "/metrics", timeout=10).text
     assert 'tiergate_backend_circuit_state{backend="claude",state="open",tier="closed"} 0.0' in metrics
+
+
+def test_a_lone_surrogate_escaped_inside_tool_call_arguments_is_a_400(gateway: str) -> None:
+    """The arguments are JSON text the gateway decodes for Claude: the surrogate would surface only then."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": json.dumps({"q": "\ud800"})}}
+    messages = [
+        {"role": "user", "content": "Use f."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "done"},
+    ]
+    for _ in range(6):  # more than breaker_failures
+        resp = post(gateway, OA, json.dumps(body(OA, "claude", messages=messages)).encode())
+        check_400(resp, OA, field="messages.1.tool_calls.0.function.arguments", contains="lone surrogate")
+    ready = httpx.get(gateway + "/readyz", timeout=10).json()
+    assert ready["backends"]["claude"]["circuit"] == "closed"

@@ -67,6 +67,12 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+        self.loop_busy = Histogram(
+            "tiergate_event_loop_busy_seconds",
+            "The part of each event-loop lag this process spent on a CPU (its own work holding the loop)",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
         self.loop_lag_max = Gauge(
             "tiergate_event_loop_lag_max_seconds", "The largest event-loop lag seen since start", registry=self.registry
         )

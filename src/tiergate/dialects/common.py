@@ -5,6 +5,7 @@ Bodies arrive decoded and checked by :mod:`tiergate.api.intake` (size, depth, lo
 from __future__ import annotations
 
 import binascii
+import json
 import re
 from typing import Any, TypeVar
 
@@ -106,3 +107,20 @@ def check_image_url(url: str) -> str:
     elif not url.startswith(("http://", "https://")):
         raise PydanticCustomError("image_url", "an image URL must be http(s) or a base64 data URL")
     return url
+
+
+def check_arguments(arguments: str, where: str) -> None:
+    """A tool call's ``arguments``: JSON text the gateway decodes for Anthropic backends, so a lone surrogate
+    escaped inside it (``{"q": "\\ud800"}`` as text) is refused here like one anywhere else in the body."""
+    if "\\u" not in arguments:
+        return
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return  # not JSON: passed on as text
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            f"{where}: the arguments hold a lone surrogate, which is not Unicode text; send valid UTF-8", param=where
+        ) from None

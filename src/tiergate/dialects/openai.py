@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from tiergate.dialects.common import check_max_tokens, check_tool_results, validate
+from tiergate.dialects.common import check_arguments, check_max_tokens, check_tool_results, validate
 from tiergate.dialects.openai_wire import OAContentPart, OAMessage, OARequest
 from tiergate.errors import InvalidRequest, TiergateError, UpstreamError
 from tiergate.types import (
@@ -84,7 +84,8 @@ def _messages(wire: list[OAMessage]) -> tuple[str | None, list[Message]]:
         text = _text_of(m.content, f"{where}.content")
         if text:
             parts.append(TextPart(text))
-        for call in m.tool_calls or ():
+        for j, call in enumerate(m.tool_calls or ()):
+            check_arguments(call.function.arguments, f"{where}.tool_calls.{j}.function.arguments")
             parts.append(ToolCall(call.id, call.function.name, call.function.arguments or "{}"))
             open_calls.add(call.id)
         if not parts:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tiergate.config import Config
 from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
-from tiergate.errors import NoBackendAvailable, NotFound, UpstreamError
+from tiergate.errors import InvalidRequest, NoBackendAvailable, NotFound, UpstreamError
 from tiergate.offload import off_loop
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import Router, Signals, decide
@@ -154,10 +154,11 @@ class Gateway:
                     return Plan(self.pool.tier(Tier.CLOSED), "guard:closed", Tier.CLOSED)
                 return Plan([], "guard", Tier.OPEN)
         if named is not None:
-            if not verdict.allows(named) and verdict.sovereign:
-                raise NoBackendAvailable(
-                    f"backend {named.name!r} is outside the perimeter and this request is sovereign "
-                    f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
+            if not verdict.allows(named) and verdict.sovereign:  # the caller's own contradiction: no retry helps
+                raise InvalidRequest(
+                    f"model: backend {named.name!r} is outside the perimeter and this request is sovereign "
+                    f"({';'.join(verdict.reasons)}); use an in-perimeter backend",
+                    param="model",
                 )
             return Plan([named], f"explicit:{named.name}", named.config.tier, pinned=True)
         score: float | None = None
