@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from tiergate.accounting.metrics import CIRCUIT_STATES
 from tiergate.api.chat import error_response, new_request_id
 from tiergate.api.edges import ANTHROPIC, OPENAI
-from tiergate.api.intake import decode, read_body
+from tiergate.api.intake import decode, off_loop_parse, read_body
 from tiergate.api.openapi import document
 from tiergate.api.state import AppState
 from tiergate.config import LimitsConfig
@@ -102,7 +102,7 @@ async def count_tokens(request: Request) -> Response:
         caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
         forward = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
-        chat = await off_loop(len(body), _count_request, body, forward, state.config.limits)
+        chat = await off_loop_parse(state.parsing, len(body), _count_request, body, forward, state.config.limits)
         verdict = await off_loop(
             len(body),
             state.gateway.policy.inspect,

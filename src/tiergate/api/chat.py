@@ -15,11 +15,10 @@ from starlette.responses import Response, StreamingResponse
 
 from tiergate.accounting.schema import LedgerRow
 from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
-from tiergate.api.intake import parse, read_body
+from tiergate.api.intake import off_loop_parse, parse, read_body
 from tiergate.api.refusal import refusal_response
 from tiergate.api.state import AppState
 from tiergate.errors import RateLimited, TiergateError, UpstreamError
-from tiergate.offload import off_loop
 from tiergate.pipeline.account import Account, Produced
 from tiergate.pipeline.gateway import Outcome
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
@@ -73,7 +72,7 @@ async def handle(request: Request, edge: Edge) -> Response:
         caller = state.keys.caller(request.headers)
         call.caller = caller.name
         body = await read_body(request, limits.max_body_bytes)
-        chat = await off_loop(len(body), parse, edge, body, request.headers, state.config)
+        chat = await off_loop_parse(state.parsing, len(body), parse, edge, body, request.headers, state.config)
         call.model = chat.model
         headers = request.headers
         plan = await state.gateway.plan(chat, caller, headers.get("x-tiergate-tier"), headers.get(SOVEREIGN_HEADER))

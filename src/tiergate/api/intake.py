@@ -30,17 +30,22 @@ or the limit, never an exception class.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from starlette.requests import Request
 
 from tiergate.api.edges import Edge
 from tiergate.config import Config, LimitsConfig
 from tiergate.errors import InvalidRequest, PayloadTooLarge
+from tiergate.offload import INLINE_LIMIT, off_loop
 from tiergate.types import ChatRequest
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENING = frozenset(b"[{")
@@ -58,6 +63,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body is over this gateway's limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def off_loop_parse(
+    parsing: asyncio.Semaphore, size: int, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``fn(*args)`` for a body of ``size`` bytes: inline when small, else in a thread, one large body at a time
+    (``parsing``), so that the GIL-holding steps of two parses never follow each other while the loop waits."""
+    if size <= INLINE_LIMIT:
+        return fn(*args, **kwargs)
+    async with parsing:
+        return await off_loop(size, fn, *args, **kwargs)
 
 
 def parse(edge: Edge, body: bytes, headers: Mapping[str, str], config: Config) -> ChatRequest:

@@ -32,6 +32,9 @@ class AppState:
     ready: bool = False
     #: Work a request left behind (the accounting of a cut stream): awaited at shutdown, before the ledger closes.
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Large bodies are parsed off the loop one at a time: ``json.loads`` and pydantic hold the GIL in C, and two
+    #: parses in two threads could hand it to each other while the loop waits for both (api/intake.py).
+    parsing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
