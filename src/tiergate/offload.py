@@ -8,7 +8,6 @@ pydantic validation) still pauses the loop while it runs: the request limits (:m
 bound how long.
 
     >>> import asyncio
-import json
     >>> asyncio.run(off_loop(10, sum, [1, 2, 3]))  # small: inline
     6
 """
