@@ -27,6 +27,15 @@ the injector too. Outcomes: *ok* (success marker, text = REPLY), *truncated* (su
 prefix of REPLY: silently short), *corrupt* (success marker, any other text), *failed* (an HTTP error, an
 error event, no success marker, or a transport error; *explicit* when the client was told so by a status or
 an error event). Memory: the gateway's ``VmRSS`` from ``/proc``, sampled every second.
+
+**Event loop.** The gateway probes its own loop: a timer every 10 ms (``server.loop_lag_interval_s``) whose
+lateness is ``tiergate_event_loop_lag_seconds`` in ``/metrics``, read at the start and the end of the measured
+window (a hold of the loop for ``H`` ms shows as a lag of at least ``H - 10`` ms); the part of each lag the
+gateway spent on a CPU (``tiergate_event_loop_busy_seconds``) tells its own work from waiting for a CPU.
+``--big-count-tokens N`` adds ``N`` clients that each send ``POST /v1/messages/count_tokens`` bodies of about
+4 MB, one after the other, in turn a long document, a long conversation and a long tool-use session
+(:func:`big_bodies`), interleaved with the streaming load: the goal is that the loop is never held more than
+50 ms.
 """
 
 from __future__ import annotations
@@ -544,6 +553,59 @@ async def one_request(
     return Record(t0, answer.end - t0, ttfb, dialect, fault, verdict)
 
 
+# ------------------------------------------------------------------------------ big bodies, loop lag
+
+BIG_HEADERS = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+_LAG_BUCKET = re.compile(r'^tiergate_event_loop_(lag|busy)_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.MULTILINE)
+_LAG_COUNT = re.compile(r"^tiergate_event_loop_(lag|busy)_seconds_count (\S+)$", re.MULTILINE)
+_LAG_MAX = re.compile(r"^tiergate_event_loop_lag_max_seconds (\S+)$", re.MULTILINE)
+
+
+def big_bodies(target: int = 3_900_000) -> dict[str, bytes]:
+    """count_tokens bodies of about ``target`` bytes (under the default 4 MiB limit), of three shapes."""
+
+    def fill(make: Callable[[int], dict[str, Any]]) -> bytes:
+        n = 16
+        while len(body := json.dumps(make(n)).encode()) < target // 4:
+            n *= 2
+        return json.dumps(make(n * target // len(body))).encode()  # size is about linear in n
+
+    def document(n: int) -> dict[str, Any]:
+        return {"model": "auto", "messages": [{"role": "user", "content": "Summarise this. " + "lorem ipsum " * n}]}
+
+    def conversation(n: int) -> dict[str, Any]:
+        turns = [
+            {"role": ("user", "assistant")[i % 2], "content": f"turn {i}: " + "and so the talk went on " * 60}
+            for i in range(n | 1)  # odd: the last turn is the user's
+        ]
+        return {"model": "auto", "messages": turns}
+
+    def tool_session(n: int) -> dict[str, Any]:
+        turns: list[dict[str, Any]] = [{"role": "user", "content": "Read the files."}]
+        for i in range(n):
+            call = {"type": "tool_use", "id": f"toolu_{i}", "name": "read", "input": {"path": f"src/f{i}.py"}}
+            turns.append({"role": "assistant", "content": [{"type": "text", "text": "Reading."}, call]})
+            result = {"type": "tool_result", "tool_use_id": f"toolu_{i}", "content": "def f(x):\n    return x\n" * 40}
+            turns.append({"role": "user", "content": [result]})
+        tools = [{"name": "read", "description": "Read a file.", "input_schema": {"type": "object"}}]
+        return {"model": "auto", "messages": turns, "tools": tools}
+
+    return {"document": fill(document), "conversation": fill(conversation), "tool session": fill(tool_session)}
+
+
+def loop_lag(port: int) -> dict[str, float]:
+    """The gateway's loop-lag histograms (``lag``: the timer's lateness; ``busy``: the part of it the gateway spent
+    on a CPU): samples, samples over each bucket bound, and the largest lag since start."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    counts = {kind: float(n) for kind, n in _LAG_COUNT.findall(text)}
+    out = {f"{kind} samples": n for kind, n in counts.items()}
+    out["max"] = float(m.group(1)) if (m := _LAG_MAX.search(text)) else float("nan")
+    for kind, bound, below in _LAG_BUCKET.findall(text):
+        if bound != "+Inf":
+            out[f"{kind} over {float(bound) * 1000:g} ms"] = counts[kind] - float(below)
+    return out
+
+
 # ----------------------------------------------------------------------------------------- load
 
 
@@ -556,6 +618,8 @@ class Run:
     measured_to: float = 0.0
     drain_s: float = 0.0
     gateway_cpu_s: float = 0.0
+    lag: dict[str, dict[str, float]] = field(default_factory=dict)  # mark -> loop-lag metrics (loop_lag())
+    big: list[tuple[str, int, float]] = field(default_factory=list)  # (shape, status, seconds) of big bodies
 
 
 async def soak(gateway: Service, args: argparse.Namespace) -> Run:
@@ -585,8 +649,26 @@ async def soak(gateway: Service, args: argparse.Namespace) -> Run:
             run.rss.append((time.perf_counter() - t0, rss_kib(pid)[0]))
             await asyncio.sleep(1.0)
 
+    async def big_sender(index: int) -> None:
+        bodies = big_bodies()
+        shapes = list(bodies)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=args.request_timeout) as http:
+            n = index
+            while time.perf_counter() < run.measured_to:
+                shape = shapes[n % len(shapes)]
+                n += 1
+                started = time.perf_counter()
+                try:
+                    resp = await http.post("/v1/messages/count_tokens", content=bodies[shape], headers=BIG_HEADERS)
+                    status = resp.status_code
+                except httpx.HTTPError:
+                    status = 0
+                if started >= run.measured_from:
+                    run.big.append((shape, status, time.perf_counter() - started))
+
     async def mark(name: str, at: float) -> None:
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        run.lag[name] = await asyncio.to_thread(loop_lag, port)
         run.marks[name] = rss_kib(pid)
         if name == "after warm-up":
             run.gateway_cpu_s = -gateway.cpu_seconds()
@@ -599,7 +681,8 @@ async def soak(gateway: Service, args: argparse.Namespace) -> Run:
         asyncio.create_task(mark("end of the run", run.measured_to)),
     ]
     progress = asyncio.create_task(_progress(run, t0))
-    await asyncio.gather(*(client(i) for i in range(args.clients)))
+    big = [big_sender(i) for i in range(args.big_count_tokens)]
+    await asyncio.gather(*(client(i) for i in range(args.clients)), *big)
     run.drain_s = time.perf_counter() - run.measured_to
     await asyncio.gather(*marks)
     progress.cancel()
@@ -725,7 +808,9 @@ def render(
         f"otherwise wrong with a success marker | {_goal(truncated == 0)} |",
         f"| gateway RSS at the end within 10% of after warm-up | {warm[0] / 1024 if warm else 0:.1f} MiB -> "
         f"{end[0] / 1024 if end else 0:.1f} MiB ({s['growth']:+.1%}) | {_goal(abs(s['growth']) <= 0.10)} |",
+        *_lag_goal(run),
         "",
+        *_lag_section(run),
         "### Counts (measured window only)",
         "",
         "| requests | ok | failed, avoidable | failed, unavoidable (fault on every upstream) | truncated as success "
@@ -814,6 +899,55 @@ def render(
         "requests started in the warm-up are not counted.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _lag_window(run: Run) -> dict[str, float]:
+    start, end = run.lag.get("after warm-up"), run.lag.get("end of the run")
+    if not start or not end:
+        return {}
+    return {k: end[k] - start.get(k, 0.0) for k in end if k != "max"} | {"max": end["max"]}
+
+
+def _lag_goal(run: Run) -> list[str]:
+    lag = _lag_window(run)
+    if not lag:
+        return []
+    over, busy = lag.get("lag over 50 ms", float("nan")), lag.get("busy over 50 ms", float("nan"))
+    big = f", with {len(run.big):,} count_tokens bodies of about 4 MB interleaved" if run.big else ""
+    return [
+        f"| event loop never held more than 50 ms{big} | {busy:,.0f} of {lag['busy samples']:,.0f} samples over 50 ms "
+        f"by the gateway's own work (lag while it was on a CPU); {over:,.0f} with the time it waited for a CPU "
+        f"(largest lag since start {lag['max'] * 1000:.0f} ms) | {_goal(busy == 0)} |"
+    ]
+
+
+def _lag_section(run: Run) -> list[str]:
+    lag = _lag_window(run)
+    if not lag:
+        return []
+    bounds = [k.removeprefix("lag ") for k in lag if k.startswith("lag over ")]
+    lines = [
+        "### Event loop (a timer every 10 ms, measured window)",
+        "",
+        "*lag*: how late the timer fired; *on a CPU*: the part of that lag the gateway process spent on a CPU "
+        "(its own work holding the loop), the rest being time it waited for a CPU on this shared machine.",
+        "",
+        "| | samples | " + " | ".join(bounds) + " |",
+        "|---|---:|" + "---:|" * len(bounds),
+    ]
+    for kind, name in (("lag", "lag"), ("busy", "on a CPU")):
+        cells = " | ".join(f"{lag.get(f'{kind} {b}', float('nan')):,.0f}" for b in bounds)
+        lines.append(f"| {name} | {lag.get(f'{kind} samples', float('nan')):,.0f} | {cells} |")
+    lines += ["", f"Largest lag since the gateway started: {lag['max'] * 1000:.1f} ms.", ""]
+    if run.big:
+        lines += ["| big count_tokens body | sent | statuses | p50 s | max s |", "|---|---:|---|---:|---:|"]
+        for shape in sorted({b[0] for b in run.big}):
+            mine = [b for b in run.big if b[0] == shape]
+            statuses = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(b[1] for b in mine).items()))
+            secs = [b[2] for b in mine]
+            lines.append(f"| {shape} | {len(mine):,} | {statuses} | {statistics.median(secs):.2f} | {max(secs):.2f} |")
+        lines.append("")
+    return lines
 
 
 def _kv(d: Mapping[str, Any]) -> str:
@@ -915,6 +1049,9 @@ def main() -> None:
         default=None,
         help="override every backend's breaker_failures (a huge value keeps circuits closed)",
     )
+    parser.add_argument(
+        "--big-count-tokens", type=int, default=0, help="clients sending ~4 MB count_tokens bodies, interleaved"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=DOC)
     parser.add_argument("--section", default="soak", help="the section of --out to (re)write")
@@ -958,6 +1095,7 @@ def main() -> None:
         f"{args.clients} clients, {args.warmup:g} s warm-up + {args.duration:g} s measured, fault rate "
         f"{args.fault_rate:.0%} ({args.all_share:.0%} of faults on every upstream), "
         f"{args.anthropic_share:.0%} of requests in Anthropic's dialect"
+        + (f", {args.big_count_tokens} clients sending ~4 MB count_tokens bodies" if args.big_count_tokens else "")
     )
     s = summarize(run, args)
     text = render(run, s, info, args, stats, scan_log(gateway.log))

@@ -162,6 +162,11 @@ def send(w: World, case: Case, nonce: str) -> httpx.Response:
 
 
 def check_answer(resp: httpx.Response, case: Case, sovereign: bool) -> None:
+    if resp.status_code == 400:  # the caller named a backend outside the perimeter for a sovereign request
+        assert sovereign, resp.text
+        assert case.model in ("claude", "hosted"), resp.text
+        assert "is outside the perimeter and this request is sovereign" in resp.text
+        return
     assert resp.status_code in (200, 502, 503, 504), resp.text
     if resp.status_code != 200:
         return

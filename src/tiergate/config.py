@@ -29,6 +29,21 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_tokens_limit: int = Field(131072, gt=0, description="largest max_tokens a caller may ask for")
     shutdown_grace_s: float = Field(30.0, ge=0, description="SIGTERM: how long in-flight requests may finish")
+    loop_lag_interval_s: float = Field(
+        0.01, ge=0, description="event-loop lag probe: a timer this often, its lateness in /metrics (0: off)"
+    )
+
+
+class LimitsConfig(_Model):
+    """What one request body may hold, checked before the work that grows with it (``tiergate.api.intake``).
+    The body's size in bytes is ``server.max_body_bytes``."""
+
+    max_json_depth: int = Field(64, ge=2, le=256, description="arrays and objects nested in one another")
+    max_json_items: int = Field(
+        100_000, ge=1, description="members of arrays and objects in a body (its commas and opening brackets)"
+    )
+    max_messages: int = Field(10_000, ge=1, description="entries of the messages list")
+    max_text_chars: int = Field(4 * 1024 * 1024, ge=1, description="characters of any one string of a body")
 
 
 class GpuCost(_Model):
@@ -399,6 +414,7 @@ class ModelRule(_Model):
 
 class Config(_Model):
     server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
     backends: list[BackendSpec] = Field(default_factory=lambda: [_default_backend()])
     router: RouterConfig = RouterConfig()
     dispatch: DispatchConfig = DispatchConfig()

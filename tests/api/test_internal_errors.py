@@ -42,3 +42,30 @@ def test_a_bug_is_a_clean_500_in_both_dialects(
     assert an.json()["error"]["type"] == "api_error"
     assert "Traceback" not in oa.text + an.text
     assert 'status="500"' in metrics
+
+
+def test_a_bug_outside_the_chat_handlers_is_still_the_callers_envelope(
+    fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    """count_tokens has no net of its own: the app's last one answers in Anthropic's envelope, not plain text."""
+    config = parse_config(
+        {"backends": backend_configs(fake_claude[1], fake_openai[1]), "ledger": {"url": "sqlite:///:memory:"}}
+    )
+    app = create_app(config)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    app.state.tiergate.gateway.policy.inspect = broken
+    with serve_app(app) as url:
+        resp = httpx.post(
+            url + "/v1/messages/count_tokens",
+            json={"model": "auto", "messages": [{"role": "user", "content": "x"}]},
+            headers={"anthropic-version": "2023-06-01"},
+        )
+    assert resp.status_code == 500
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.json()["type"] == "error"
+    assert resp.json()["error"]["type"] == "api_error"
+    assert resp.json()["error"]["message"].startswith("internal error in the gateway (request id ")
+    assert "KeyError" not in resp.text

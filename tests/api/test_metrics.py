@@ -154,3 +154,26 @@ def test_an_open_circuit_shows_and_later_errors_count_on_the_planned_tier(
         labels = {"dialect": "openai", "tier": "closed", "backend": "none", "status": "503"}
         assert sample(scrape(base), "tiergate_requests_total", **labels) == 1.0
     assert fake_claude[0].pending_steps == 0
+
+
+def test_the_event_loop_lag_is_measured_and_can_be_turned_off(
+    fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    for interval, probed in ((0.01, True), (0.0, False)):
+        config = parse_config(
+            {"backends": backend_configs(fake_claude[1], fake_openai[1]), "server": {"loop_lag_interval_s": interval}}
+        )
+        with serve_gateway(config) as url:
+            deadline = time.monotonic() + 30
+            while True:
+                text = httpx.get(url + "/metrics").text
+                count = next(
+                    float(line.split()[-1])
+                    for line in text.splitlines()
+                    if line.startswith("tiergate_event_loop_lag_seconds_count")
+                )
+                if count > 0 or not probed or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        assert (count > 0) is probed
+        assert "tiergate_event_loop_lag_max_seconds" in text

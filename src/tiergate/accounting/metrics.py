@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CIRCUIT_STATES = ("closed", "half-open", "open")
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -58,6 +59,22 @@ class Metrics:
             "1 for the backend's current circuit-breaker state (closed, half-open, open), 0 for the others",
             ("backend", "tier", "state"),
             registry=self.registry,
+        )
+
+        self.loop_lag = Histogram(
+            "tiergate_event_loop_lag_seconds",
+            "How late the event loop woke a timer (server.loop_lag_interval_s): the longest it was kept busy",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_busy = Histogram(
+            "tiergate_event_loop_busy_seconds",
+            "The part of each event-loop lag this process spent on a CPU (its own work holding the loop)",
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag_max = Gauge(
+            "tiergate_event_loop_lag_max_seconds", "The largest event-loop lag seen since start", registry=self.registry
         )
 
     def render(self) -> bytes:

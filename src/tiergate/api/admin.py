@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tiergate.accounting.metrics import CIRCUIT_STATES
-from tiergate.api.chat import error_response, new_request_id, read_body
+from tiergate.api.chat import error_response, new_request_id
 from tiergate.api.edges import ANTHROPIC, edge_for_headers
+from tiergate.api.intake import decode, off_loop_parse, read_body
+from tiergate.api.openapi import document
 from tiergate.api.state import AppState
+from tiergate.config import LimitsConfig
 from tiergate.dialects.anthropic import parse_count_request
 from tiergate.errors import TiergateError, UpstreamError
+from tiergate.offload import off_loop
 from tiergate.pipeline.policy import PolicyVerdict
 from tiergate.signals.sovereignty import HEADER as SOVEREIGN_HEADER
 from tiergate.tokens import estimate_prompt_tokens
@@ -69,6 +74,11 @@ async def model(request: Request) -> Response:
     return JSONResponse(model_json(name), headers=edge.ids(rid))
 
 
+async def openapi(request: Request) -> Response:
+    state = _state(request)
+    return JSONResponse(document(state.gateway.models()))
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -113,14 +123,23 @@ async def count_tokens(request: Request) -> Response:
     try:
         caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
-        chat = parse_count_request(body, request.headers)
-        verdict = state.gateway.policy.inspect(
-            chat, key_sovereign=caller.sovereign, header=request.headers.get(SOVEREIGN_HEADER)
+        limits = state.config.limits
+        chat = await off_loop_parse(state.parsing, len(body), _count_request, body, request.headers, limits)
+        verdict = await off_loop(
+            len(body),
+            state.gateway.policy.inspect,
+            chat,
+            key_sovereign=caller.sovereign,
+            header=request.headers.get(SOVEREIGN_HEADER),
         )
         tokens = await _count(state, chat, verdict)
     except TiergateError as exc:
         return error_response(ANTHROPIC, exc, rid)
     return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers=ANTHROPIC.ids(rid))
+
+
+def _count_request(body: bytes, headers: Mapping[str, str], limits: LimitsConfig) -> ChatRequest:
+    return parse_count_request(decode(body, limits), headers)
 
 
 async def _count(state: AppState, chat: ChatRequest, verdict: PolicyVerdict) -> int:

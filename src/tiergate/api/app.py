@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -21,10 +22,11 @@ from tiergate.accounting.prices import load_price_table
 from tiergate.api import admin, chat, dashboard, learning
 from tiergate.api.auth import KeyRing
 from tiergate.api.edges import edge_for_path
+from tiergate.api.lag import watch_loop_lag
 from tiergate.api.state import AppState
 from tiergate.backends import BackendFactory
 from tiergate.config import Config
-from tiergate.errors import MethodNotAllowed, NotFound, RequestError
+from tiergate.errors import MethodNotAllowed, NotFound, RequestError, TiergateError
 from tiergate.learning.shadow import Learning
 from tiergate.limits import build_limiter
 from tiergate.pipeline.admit import Admission
@@ -80,16 +82,25 @@ def create_app(
         await state.gateway.load_encoder()
         await state.pool.check_health()
         state.ready = True
+        # What start-up loaded lives as long as the process: out of the collector's full passes, which would
+        # otherwise walk it all while holding the GIL, stalling the loop for 100 ms and more under big bodies.
+        gc.collect()
+        gc.freeze()
         dispatch = config.dispatch  # active health checks (Pool.watch_health)
         watcher = asyncio.create_task(state.pool.watch_health(dispatch.health_interval_s, dispatch.recovery_interval_s))
         reloads = asyncio.create_task(state.reloader.watch(), name="tiergate-router-reload")
+        lag = config.server.loop_lag_interval_s
+        lagging = asyncio.create_task(watch_loop_lag(state.metrics, lag)) if lag > 0 else None
         log.info("tiergate ready: %s", ", ".join(f"{n} ({s.config.tier.value})" for n, s in state.pool.states.items()))
         try:
             yield
         finally:
             state.ready = False
+            gc.unfreeze()
             watcher.cancel()
             reloads.cancel()
+            if lagging is not None:
+                lagging.cancel()
             await state.drain()  # cut streams still being accounted need their backends and the ledger
             await state.learning.close()  # shadow pairs need their backends and the ledger too
             await state.pool.close()
@@ -110,6 +121,13 @@ def create_app(
             err.status = exc.status_code
         return chat.error_response(edge_for_path(request.url.path), err, chat.new_request_id())
 
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        """A bug of ours outside a handler's own net: still the caller's envelope, never a plain-text 500."""
+        rid = chat.new_request_id()
+        log.error("request %s to %s failed inside the gateway", rid, request.url.path, exc_info=exc)
+        err = TiergateError(f"internal error in the gateway (request id {rid})")
+        return chat.error_response(edge_for_path(request.url.path), err, rid)
+
     routes = [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/messages", chat.messages, methods=["POST"]),
@@ -119,9 +137,11 @@ def create_app(
         Route("/healthz", admin.healthz, methods=["GET"]),
         Route("/readyz", admin.readyz, methods=["GET"]),
         Route("/metrics", admin.metrics, methods=["GET"]),
+        Route("/openapi.json", admin.openapi, methods=["GET"]),
         *dashboard.routes(),
         *learning.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    handlers = {HTTPException: http_error, Exception: internal_error}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.tiergate = state
     return app

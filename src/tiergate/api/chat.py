@@ -15,9 +15,10 @@ from starlette.responses import Response, StreamingResponse
 
 from tiergate.accounting.schema import LedgerRow
 from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
+from tiergate.api.intake import off_loop_parse, parse, read_body
 from tiergate.api.refusal import refusal_response
 from tiergate.api.state import AppState
-from tiergate.errors import PayloadTooLarge, RateLimited, TiergateError, UpstreamError
+from tiergate.errors import RateLimited, TiergateError, UpstreamError
 from tiergate.learning.shadow import Learning
 from tiergate.pipeline.account import Account, Produced
 from tiergate.pipeline.gateway import Outcome
@@ -32,20 +33,6 @@ NO_COST = f"{0.0:.8f}"
 
 def new_request_id() -> str:
     return uuid.uuid4().hex[:24]
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over this gateway's limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over this gateway's limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def error_response(edge: Edge, exc: TiergateError, request_id: str, headers: dict[str, str] | None = None) -> Response:
@@ -98,7 +85,7 @@ async def _handle(request: Request, edge: Edge, state: AppState, call: Account) 
         caller = state.keys.caller(request.headers)
         call.caller = caller.name
         body = await read_body(request, limits.max_body_bytes)
-        chat = edge.parse(body, request.headers, limits.max_tokens_limit)
+        chat = await off_loop_parse(state.parsing, len(body), parse, edge, body, request.headers, state.config)
         call.model = chat.model
         call.spans.span.update_name(f"chat {chat.model}")
         call.spans.set(request_attributes(chat))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tiergate.dialects import anthropic, openai
 from tiergate.errors import TiergateError
@@ -20,7 +20,7 @@ class StreamRenderer(Protocol):
 @dataclass(frozen=True, slots=True)
 class Edge:
     dialect: Dialect
-    parse: Callable[[bytes, Mapping[str, str], int], ChatRequest]
+    parse: Callable[[Any, Mapping[str, str], int], ChatRequest]  # the decoded body (api/intake.py)
     render: Callable[[ChatResponse, str], JSON]
     render_error: Callable[[TiergateError], JSON]
     renderer: Callable[[str, str, ChatRequest, int], StreamRenderer]

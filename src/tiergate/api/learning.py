@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tiergate.api.chat import error_response, new_request_id, read_body
+from tiergate.api.chat import error_response, new_request_id
 from tiergate.api.edges import OPENAI
+from tiergate.api.intake import read_body
 from tiergate.api.state import AppState
 from tiergate.errors import InvalidRequest, NotFound, RequestError, TiergateError
 from tiergate.learning.store import Outcome

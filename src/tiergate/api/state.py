@@ -39,6 +39,9 @@ class AppState:
     #: The router's learning loop (shadow pairs) and its artifact reloads (issue 14).
     learning: Learning | None = None
     reloader: Reloader | None = None
+    #: Large bodies are parsed off the loop one at a time: ``json.loads`` and pydantic hold the GIL in C, and two
+    #: parses in two threads could hand it to each other while the loop waits for both (api/intake.py).
+    parsing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

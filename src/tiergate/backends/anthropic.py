@@ -22,6 +22,8 @@ from tiergate.backends.errors import from_http_error, malformed
 from tiergate.backends.http import timeouts
 from tiergate.config import AnthropicConfig, BackendConfig, BedrockConfig, VertexConfig
 from tiergate.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from tiergate.offload import json_bytes, off_loop
+from tiergate.tokens import prompt_chars
 from tiergate.types import (
     JSON,
     ChatRequest,
@@ -352,12 +354,19 @@ class AnthropicBackend:
         native = native_json(req, model, stream)
         return (native, True) if native is not None else (request_json(req, model, stream), False)
 
+    async def _payload(self, request: ChatRequest, body: JSON) -> dict[str, Any]:
+        """``post``'s body argument: a large one encoded off the event loop (the SDK would copy and encode it on
+        the loop). Bedrock and Vertex rewrite the body they are given, so they get it as it is."""
+        if self._factory is not _first_party:
+            return {"body": body}
+        return {"content": await off_loop(prompt_chars(request), lambda: json_bytes(body))}
+
     async def count_tokens(self, request: ChatRequest) -> int:
         body, _ = self._body(request, False)
-        count_body = {k: v for k, v in body.items() if k in COUNT_FIELDS}
+        payload = await self._payload(request, {k: v for k, v in body.items() if k in COUNT_FIELDS})
         try:
             result = await self._client.post(
-                "/v1/messages/count_tokens", cast_to=MessageTokensCount, body=count_body, options=self._options(request)
+                "/v1/messages/count_tokens", cast_to=MessageTokensCount, options=self._options(request), **payload
             )
         except anthropic.APIError as exc:
             raise translate(self.config.name, exc) from exc
@@ -365,8 +374,9 @@ class AnthropicBackend:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         body, native = self._body(request, False)
+        payload = await self._payload(request, body)
         try:
-            data = await self._client.post("/v1/messages", cast_to=object, body=body, options=self._options(request))
+            data = await self._client.post("/v1/messages", cast_to=object, options=self._options(request), **payload)
         except anthropic.APIError as exc:
             raise translate(self.config.name, exc) from exc
         return parse_message(data, self.config.name, native)
@@ -375,12 +385,13 @@ class AnthropicBackend:
         name = self.config.name
         body, native = self._body(request, True)
         reader = StreamReader(native)
+        payload = await self._payload(request, body)
         try:
             events: RawEvents = await self._client.post(
                 "/v1/messages",
                 cast_to=object,
-                body=body,
                 options=self._options(request),
+                **payload,
                 stream=True,
                 stream_cls=RawEvents,
             )

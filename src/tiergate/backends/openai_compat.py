@@ -14,6 +14,7 @@ from tiergate.backends.errors import from_http_error, from_transport_error, malf
 from tiergate.backends.http import timeouts
 from tiergate.config import BackendConfig, OpenAIConfig
 from tiergate.errors import UpstreamError, UpstreamUnavailable
+from tiergate.offload import json_bytes, off_loop
 from tiergate.tokens import estimate_prompt_tokens, estimate_tokens, prompt_chars
 from tiergate.types import (
     JSON,
@@ -34,6 +35,8 @@ from tiergate.types import (
     Usage,
 )
 from tiergate.wire.openai import STOP_REASON, image_url, tool_call_json
+
+JSON_CONTENT = {"content-type": "application/json"}
 
 
 def _message_json(m: Message) -> list[JSON]:
@@ -288,12 +291,18 @@ class OpenAICompatBackend:
     async def count_tokens(self, request: ChatRequest) -> int:
         raise NotImplementedError(f"backend {self.config.name!r} has no token counter (capabilities.counts_tokens)")
 
+    async def _content(self, request: ChatRequest, stream: bool) -> bytes:
+        """The request's JSON body, a large one built and encoded off the event loop."""
+        return await off_loop(
+            prompt_chars(request),
+            lambda: json_bytes(request_json(request, self.model, stream, self._continue_final)),
+        )
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         name = self.config.name
+        content = await self._content(request, False)
         try:
-            resp = await self.client.post(
-                "chat/completions", json=request_json(request, self.model, False, self._continue_final)
-            )
+            resp = await self.client.post("chat/completions", content=content, headers=JSON_CONTENT)
         except httpx2.HTTPError as exc:
             raise from_transport_error(name, exc) from exc
         if resp.status_code >= 400:
@@ -310,11 +319,11 @@ class OpenAICompatBackend:
 
     async def stream(self, request: ChatRequest) -> EventStream:
         name = self.config.name
-        body = request_json(request, self.model, True, self._continue_final)
+        content = await self._content(request, True)
         parser = StreamParser(prompt_chars(request), request.stop)
         done = False
         try:
-            async with self.client.stream("POST", "chat/completions", json=body) as resp:
+            async with self.client.stream("POST", "chat/completions", content=content, headers=JSON_CONTENT) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise from_http_error(name, resp.status_code, resp.headers, resp.content)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from tiergate.dialects.anthropic_wire import (
     CANONICAL_FIELDS,
@@ -21,7 +22,7 @@ from tiergate.dialects.anthropic_wire import (
     AToolResultBlock,
     AToolUseBlock,
 )
-from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, feature_name, validate
+from tiergate.dialects.common import check_max_tokens, check_tool_results, feature_name, validate
 from tiergate.errors import InvalidRequest, TiergateError, UpstreamError
 from tiergate.types import (
     JSON,
@@ -190,8 +191,9 @@ def native_body(raw: JSON) -> JSON:
     return body
 
 
-def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
-    raw = decode_json(body)
+def parse_request(data: Any, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
+    """``data``: the body as :mod:`tiergate.api.intake` decoded and checked it."""
+    raw = data
     wire = validate(ARequest, raw)
     check_max_tokens(wire.max_tokens, max_tokens_limit, "max_tokens")
     all_tools = wire.tools or []
@@ -222,10 +224,10 @@ def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int
     )
 
 
-def parse_count_request(body: bytes, headers: Mapping[str, str]) -> ChatRequest:
-    """A ``count_tokens`` body: the prompt of a chat, with its own native body (for Claude's own count, by the
-    Claude model it names)."""
-    raw = decode_json(body)
+def parse_count_request(data: Any, headers: Mapping[str, str]) -> ChatRequest:
+    """A ``count_tokens`` body (decoded and checked by :mod:`tiergate.api.intake`): the prompt of a chat, with its
+    own native body (for Claude's own count, by the Claude model it names)."""
+    raw = data
     wire = validate(ACountTokensRequest, raw)
     all_tools = wire.tools or []
     tools = custom_tools(all_tools)

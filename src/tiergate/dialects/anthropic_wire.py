@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from tiergate.dialects.common import check_image_source
 from tiergate.wire.anthropic import MESSAGES_BLOCKS, READ_BLOCKS
 
 
@@ -25,7 +26,7 @@ class ATextBlock(_Wire):
 
 class AImageBlock(_Wire):
     type: Literal["image"]
-    source: dict[str, Any]
+    source: Annotated[dict[str, Any], AfterValidator(check_image_source)]
 
 
 class AToolUseBlock(_Wire):
@@ -64,7 +65,7 @@ class AOtherBlock(_Wire):
 
 def _block_type(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return f"block:{kind if kind in READ_BLOCKS else 'other'}"
+    return f"block:{kind if isinstance(kind, str) and kind in READ_BLOCKS else 'other'}"
 
 
 ANestedBlock = Annotated[

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from typing import Any
 
-from tiergate.dialects.common import check_max_tokens, check_tool_results, decode_json, feature_name, validate
+from tiergate.dialects.common import check_arguments, check_max_tokens, check_tool_results, feature_name, validate
 from tiergate.dialects.openai_wire import CANONICAL_FIELDS, OAContentPart, OAMessage, OARequest
 from tiergate.errors import InvalidRequest, TiergateError, UpstreamError
 from tiergate.types import (
@@ -84,7 +85,8 @@ def _messages(wire: list[OAMessage]) -> tuple[str | None, list[Message]]:
         text = _text_of(m.content, f"{where}.content")
         if text:
             parts.append(TextPart(text))
-        for call in m.tool_calls or ():
+        for j, call in enumerate(m.tool_calls or ()):
+            check_arguments(call.function.arguments, f"{where}.tool_calls.{j}.function.arguments")
             parts.append(ToolCall(call.id, call.function.name, call.function.arguments or "{}"))
             open_calls.add(call.id)
         if not parts:
@@ -108,8 +110,9 @@ def unmodelled(raw: JSON, wire: OARequest) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def parse_request(body: bytes, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
-    raw = decode_json(body)
+def parse_request(data: Any, headers: Mapping[str, str], max_tokens_limit: int) -> ChatRequest:
+    """``data``: the body as :mod:`tiergate.api.intake` decoded and checked it."""
+    raw = data
     wire = validate(OARequest, raw)
     max_tokens = wire.max_completion_tokens or wire.max_tokens
     check_max_tokens(max_tokens, max_tokens_limit, "max_tokens")

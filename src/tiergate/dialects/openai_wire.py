@@ -6,9 +6,11 @@ read is type-checked, so a wrong type is a 400 naming the field rather than a su
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from tiergate.dialects.common import check_image_url
 
 
 class _Wire(BaseModel):
@@ -16,7 +18,7 @@ class _Wire(BaseModel):
 
 
 class OAImageUrl(_Wire):
-    url: str
+    url: Annotated[str, AfterValidator(check_image_url)]
     detail: str | None = None
 
 

@@ -450,7 +450,8 @@ async def _attempt(call: Callable[[BackendState, float], Awaitable[T]], state: B
         raise
     except Exception as exc:
         log.exception("backend %s raised an unexpected error", state.name)
-        raise UpstreamError(f"unexpected {type(exc).__name__}: {exc}", backend=state.name) from exc
+        raise UpstreamError("failed inside the gateway's client for it (the gateway's log has the details)",
+                            backend=state.name) from exc  # fmt: skip
 
 
 def ready_sibling(state: BackendState, later: list[BackendState], attempts: Attempts) -> bool:

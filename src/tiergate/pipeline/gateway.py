@@ -21,6 +21,7 @@ from tiergate.dispatch import Dispatcher, Outbound, Served
 from tiergate.dispatch.pool import BackendState, Pool
 from tiergate.dispatch.trace import Trace
 from tiergate.errors import InvalidRequest, NoBackendAvailable, UpstreamError
+from tiergate.offload import off_loop
 from tiergate.pipeline.models import TIER_NAMES, ModelNames, Named
 from tiergate.pipeline.policy import HardPolicy, PolicyVerdict
 from tiergate.routing import RouteDecision, Router, Signals, decide
@@ -29,7 +30,7 @@ from tiergate.routing.escalation import problem, wants_structure
 from tiergate.routing.features import routing_text
 from tiergate.routing.routine import routine_task
 from tiergate.signals.encoder import Encoder
-from tiergate.tokens import estimate_prompt_tokens
+from tiergate.tokens import estimate_prompt_tokens, prompt_chars
 from tiergate.tracing import stage
 from tiergate.types import ChatRequest, ChatResponse, EventStream, StreamEvent, Tier
 
@@ -136,7 +137,13 @@ class Gateway:
         """Hard policy first, then rules (explicit tier, header, key default, context window), then the router."""
         name = self.names.resolve(request.model)  # before the guard: no encoder pass for a 404
         with stage(self.tracer, "inspect") as span:
-            verdict = self.policy.inspect(request, key_sovereign=caller.sovereign, header=sovereign_header)
+            verdict = await off_loop(  # a PII scan of a long prompt takes a while: not on the loop
+                prompt_chars(request),
+                self.policy.inspect,
+                request,
+                key_sovereign=caller.sovereign,
+                header=sovereign_header,
+            )
             span.set_attribute("tiergate.sovereign", verdict.sovereign)
             span.set_attribute("tiergate.reasons", list(verdict.reasons))
         with stage(self.tracer, "decide") as span:
@@ -186,10 +193,11 @@ class Gateway:
                     return Plan(self.pool.tier(Tier.CLOSED), "guard:closed", Tier.CLOSED)
                 return Plan([], "guard", Tier.OPEN)
         if named is not None:
-            if not verdict.allows(named) and verdict.sovereign:
-                raise NoBackendAvailable(
-                    f"backend {named.name!r} is outside the perimeter and this request is sovereign "
-                    f"({';'.join(verdict.reasons)}); use an in-perimeter backend"
+            if not verdict.allows(named) and verdict.sovereign:  # the caller's own contradiction: no retry helps
+                raise InvalidRequest(
+                    f"model: backend {named.name!r} is outside the perimeter and this request is sovereign "
+                    f"({';'.join(verdict.reasons)}); use an in-perimeter backend",
+                    param="model",
                 )
             return Plan([named], name.route, named.config.tier, pinned=True)
         score: float | None = None

@@ -13,9 +13,11 @@ tier (when hard policy allows), and the route says ``escalated:<why>``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import jsonschema
+from referencing.exceptions import Unresolvable
 
 from tiergate.types import ChatRequest, ChatResponse, StopReason
 
@@ -32,8 +34,8 @@ def _valid(instance: Any, schema: dict[str, Any] | None) -> bool:
         jsonschema.validate(instance, schema)
     except jsonschema.ValidationError:
         return False
-    except jsonschema.SchemaError:
-        return True  # the caller's schema is broken: that is not the model's fault
+    except (jsonschema.SchemaError, Unresolvable, re.error, RecursionError):
+        return True  # the caller's schema is broken (a $ref to nowhere, a bad pattern): not the model's fault
     return True
 
 

@@ -69,6 +69,11 @@ _PHONE_RUN = re.compile(
 _PHONE_MIN_DIGITS = 5
 #: Texts whose findings are remembered (a 16-byte digest and a few offsets each).
 CACHE_SIZE = 8192
+#: A longer text is read a window at a time: a regular expression holds the GIL for one whole call, and a call
+#: over megabytes would hold the event loop as long. Each window is a core of WINDOW characters and MARGIN more
+#: on each side; a match counts in the window whose core it starts in, with MARGIN characters of context either
+#: side (lookbehinds, word boundaries, context words), so the matches are those of the whole text.
+WINDOW, MARGIN = 65536, 1024
 _DIGIT = re.compile(r"\d")
 # What each recognizer's patterns cannot match without, read off presidio 2.2.366's patterns: a text (as the
 # recognizer sees it) with no match of it skips the recognizer, and ordinary prose skips nearly all of them.
@@ -159,6 +164,25 @@ def compile_markers(markers: Sequence[str]) -> tuple[re.Pattern[str], ...]:
     return tuple(patterns)
 
 
+def search(pattern: re.Pattern[str], text: str) -> bool:
+    """Does ``pattern`` match in ``text``? Searched a window at a time (see :data:`WINDOW`); a lookbehind still
+    sees the text before a window, as ``search(text, pos, endpos)`` does not cut it there.
+
+    >>> search(re.compile(r"(?<!\\w)secret(?!\\w)"), "x" * 70000 + " secret " + "y" * 70000)
+    True
+    >>> search(re.compile(r"(?<!\\w)secret(?!\\w)"), "x" * (WINDOW - 3) + "secretive")
+    False
+    """
+    for core in range(0, len(text) or 1, WINDOW):
+        end = min(len(text), core + WINDOW + MARGIN)
+        found = pattern.search(text, core, end)
+        while found is not None and found.start() < core + WINDOW:
+            if found.end() < end or end == len(text):
+                return True
+            found = pattern.search(text, found.start() + 1, end)  # cut by the window's end: maybe longer
+    return False
+
+
 def pii_kinds() -> frozenset[str]:
     """The personal-data kinds this gateway can detect (presidio entity names)."""
     return frozenset(k for r in _recognizers() for k in r.supported_entities)
@@ -200,6 +224,17 @@ class PiiDetector:
         return spans
 
     def _find(self, text: str) -> tuple[Span, ...]:
+        if len(text) <= WINDOW + 2 * MARGIN:
+            return self._find_in(text)
+        spans: list[Span] = []
+        for core in range(0, len(text), WINDOW):
+            lo = max(0, core - MARGIN)
+            for span in self._find_in(text[lo : core + WINDOW + MARGIN]):
+                if core <= span.start + lo < core + WINDOW:
+                    spans.append(Span(span.start + lo, span.end + lo, span.kind))
+        return tuple(_disjoint(spans))
+
+    def _find_in(self, text: str) -> tuple[Span, ...]:
         spans: list[Span] = []
         seen = text
         for kind, recognizer, needs in self._steps:
@@ -210,8 +245,8 @@ class PiiDetector:
                 for r in _analyze(recognizer, kind, seen)
                 if r.score >= self._min_score or self._lifted(r.score, text, r.start, recognizer)
             ]
-            for span in found:  # hide it from the recognizers after this one, keeping the offsets
-                seen = seen[: span.start] + "#" * (span.end - span.start) + seen[span.end :]
+            if found:  # hide them from the recognizers after this one, keeping the offsets (one copy per step)
+                seen = _masked(seen, found)
             spans += found
         return tuple(_disjoint(spans))
 
@@ -221,6 +256,17 @@ class PiiDetector:
         if not words or not any(w.lower() in words for w in before):
             return False
         return max(score + CONTEXT_BOOST, CONTEXT_FLOOR) >= self._min_score
+
+
+def _masked(text: str, spans: Sequence[Span]) -> str:
+    out, pos = [], 0
+    for span in sorted(spans, key=lambda s: s.start):
+        start = max(span.start, pos)
+        if span.end > start:
+            out += [text[pos:start], "#" * (span.end - start)]
+            pos = span.end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _prefilter(kind: str, recognizer: EntityRecognizer) -> Callable[[str], object] | None:
@@ -305,7 +351,7 @@ class SovereigntyInspector:
         if reasons:  # held in whatever the texts say: no need to read them
             return Finding(True, "route", tuple(reasons))
         all_texts = list(texts(request))
-        if any(p.search(t) for p in self._markers for t in all_texts):
+        if any(search(p, t) for p in self._markers for t in all_texts):
             reasons.append("policy:sovereign:marker")
         kinds = tuple(sorted({s.kind for t in all_texts for s in self._pii.find(t)})) if self._pii else ()
         if kinds and not reasons and self._action == "redact":
