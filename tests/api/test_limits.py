@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,12 +124,22 @@ def test_a_rate_limited_answer_says_when_to_retry(fakes: Fakes, tmp_path: Path) 
         assert 1 <= int(resp.headers["retry-after"]) <= 60
 
 
-def test_a_budget_refusal_has_no_retry_after(fakes: Fakes, tmp_path: Path) -> None:
+def test_a_budget_refusal_says_when_the_budget_resets(fakes: Fakes, tmp_path: Path) -> None:
+    """Nothing held in flight: Retry-After is the time to midnight UTC on the 1st, in both dialects."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with serve_gateway(config(fakes, url, budget_usd_per_month=0)) as base:
-        resp = httpx.post(base + "/v1/chat/completions", json=body(), headers=AUTH)
-    assert resp.status_code == 429
-    assert "retry-after" not in resp.headers  # a month's budget does not free up in seconds
+        before = time.time()
+        oa = httpx.post(base + "/v1/chat/completions", json=body(), headers=AUTH)
+        an = httpx.post(
+            base + "/v1/messages",
+            json={"model": "closed", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+            headers=AUTH,
+        )
+    now = datetime.fromtimestamp(before, UTC)
+    following = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    for resp in (oa, an):
+        assert resp.status_code == 429
+        assert abs(int(resp.headers["retry-after"]) - (following.timestamp() - before)) <= 60
 
 
 def test_requests_per_minute(fakes: Fakes, tmp_path: Path) -> None:

@@ -76,6 +76,10 @@ class Limits:
         return any(v is not None for v in (self.budget_usd_per_month, self.requests_per_minute, self.tokens_per_minute))
 
 
+#: A budget refusal while requests in flight hold part of the budget: try again after this many seconds.
+RESERVED_RETRY_S = 5
+
+
 class OverLimit(Exception):
     """The request would break a limit of its key. ``retry_after``: seconds until a rate window frees up."""
 
@@ -85,11 +89,25 @@ class OverLimit(Exception):
         self.retry_after = retry_after
 
 
-def over_budget(key: str, budget: float, spent: float, reserved: float, usd: float) -> OverLimit:
+def over_budget(key: str, budget: float, spent: float, reserved: float, usd: float, now: float) -> OverLimit:
+    """A budget refusal. ``Retry-After``: a few seconds while requests in flight hold part of the budget (they
+    may settle for less), else until the budget resets, at midnight UTC on the 1st (the SDKs retry by their own
+    backoff past 60 s; a client that honours it literally waits for the new month).
+
+    >>> over_budget("k", 1.0, 1.0, 0.0, 0.1, now=datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp()).retry_after
+    3600.0
+    """
+    if reserved > 0:
+        retry = float(RESERVED_RETRY_S)
+    else:
+        year, month = month_of(now)
+        following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+        retry = max(1.0, float(round(following.timestamp() - now)))
     return OverLimit(
         f"key {key!r} has spent ${spent:.4f} of its ${budget:.2f} monthly budget"
         f" (${reserved:.4f} more is held by requests in flight) and this request may cost"
-        f" up to ${usd:.4f}; it is refused until the budget resets on the 1st (UTC)"
+        f" up to ${usd:.4f}; it is refused until the budget resets on the 1st (UTC)",
+        retry_after=retry,
     )
 
 
@@ -195,7 +213,7 @@ class Budgets:
         budget = lim.budget_usd_per_month
         if budget is not None and account.spent + account.reserved + usd > budget:
             if lim.over_budget != "downgrade" or fallback_usd is None:
-                raise over_budget(key, budget, account.spent, account.reserved, usd)
+                raise over_budget(key, budget, account.spent, account.reserved, usd, now)
             usd, downgraded = fallback_usd, True
         account.reserved += usd
         entry = [now, float(tokens), 1.0]

@@ -296,7 +296,7 @@ class SharedLimiter:
             raise _refusal(over_rate(key, only_tokens, tokens, requests=0, used=float(reply[2]), retry=retry))
         if code == "budget":
             assert lim.budget_usd_per_month is not None
-            raise over_budget(key, lim.budget_usd_per_month, float(reply[1]), float(reply[2]), usd)
+            raise over_budget(key, lim.budget_usd_per_month, float(reply[1]), float(reply[2]), usd, time.time())
         raise ResponseError(f"the reservation script answered {reply!r} for key {key!r}")
 
     async def _seed(self, key: str) -> None:
