@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from tiergate.api.intake import decode
+from tiergate.config import LimitsConfig
 from tiergate.dialects import anthropic, openai
 from tiergate.errors import InvalidRequest, TiergateError
 from tiergate.types import JSON, ChatRequest, ChatResponse, Dialect
@@ -43,6 +45,7 @@ __all__ = ["BatchItem", "Outcome", "detect_dialect", "parse_line", "render_line"
 
 #: How an item ended: a response, an error envelope, or never processed by its batch.
 Outcome = Literal["succeeded", "errored", "expired", "canceled"]
+LIMITS = LimitsConfig()
 _PARSE = {Dialect.OPENAI: openai.parse_request, Dialect.ANTHROPIC: anthropic.parse_request}
 _URLS = {"/v1/chat/completions": Dialect.OPENAI, "/v1/messages": Dialect.ANTHROPIC}
 #: Fields and values only one of the two dialects has.
@@ -134,7 +137,8 @@ def parse_line(
     custom_id = given or custom_id
     try:
         body, dialect = _body(data, line, default)
-        chat = _PARSE[dialect](json.dumps(body).encode(), {}, max_tokens_limit)
+        # the same checks as a live body (lone surrogates, non-finite numbers, depth), then the dialect's parse
+        chat = _PARSE[dialect](decode(json.dumps(body).encode(), LIMITS), {}, max_tokens_limit)
     except TiergateError as exc:
         return BatchItem(index, line, custom_id, dialect, error=exc)
     chat.stream = False  # a batch answers whole responses

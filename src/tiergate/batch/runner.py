@@ -12,8 +12,9 @@ batch is created, and its batch id committed as soon as it is known. A run kille
 again with the same state file therefore:
 
 - routes the input from the first item it had not recorded;
-- sends the live items that were in flight again (at most ``concurrency``: an OpenAI-compatible server has no
-  idempotency key; their ledger rows had not been written, so none is counted twice);
+- sends again the live items not committed as done: in flight (at most ``concurrency``) or answered since the
+  last checkpoint (``CHECKPOINT_S``); an OpenAI-compatible server has no idempotency key; their ledger rows had
+  not been written, so none is counted twice;
 - never submits an item to Message Batches twice: a chunk caught ``submitting`` is looked up among the
   account's batches (:meth:`MessageBatches.find`) and adopted, or submitted only if no batch was made;
 - reads the results of batches that ended meanwhile, skipping items already done;

@@ -179,7 +179,7 @@ class Store:
         )
 
     def live_todo(self) -> list[ItemRow]:
-        """Live items not done (a run killed while they were in flight: at most its concurrency), in input order.
+        """Live items not done (a run killed while they were in flight, or before its last checkpoint), in input order.
         A list, not a cursor: they are dispatched, and marked done, while it is read."""
         query = f"SELECT {_ITEM_COLUMNS} FROM items WHERE done = 0 AND way = 'live' ORDER BY idx"
         return [_item(r) for r in self._db.execute(query).fetchall()]
