@@ -63,7 +63,8 @@ class Parsers:
     A worker must get a module-level function and picklable arguments, and give back a picklable result or
     exception (:class:`~tiergate.errors.TiergateError` pickles whatever its ``__init__`` asks). A worker that dies
     (killed, out of memory) costs no request: the pool is built again and that body parsed in a thread.
-    ``where`` (optional) is called with ``"inline"``, ``"thread"`` or ``"process"`` for each body (a metric).
+    ``where`` (optional) is called with ``"inline"``, ``"thread"`` or ``"process"`` where each body is sent (a
+    metric; a body whose worker died is sent to a thread after it).
     """
 
     def __init__(
@@ -82,14 +83,12 @@ class Parsers:
             self._count("inline")
             return fn(*args, **kwargs)
         if self.workers > 0 and size > self.process_bytes and not self._closed:
+            self._count("process")
             try:
-                result = await asyncio.wrap_future(self._executor().submit(fn, *args, **kwargs))
+                return await asyncio.wrap_future(self._executor().submit(fn, *args, **kwargs))
             except BrokenProcessPool:
                 log.warning("a body parser process died; starting another, this body parsed in a thread")
                 self._reset()
-            else:
-                self._count("process")
-                return result
         if self._threads is None:
             self._threads = asyncio.Semaphore(1)
         async with self._threads:
