@@ -25,7 +25,7 @@ from tiergate.offload import INLINE_LIMIT, Parsers
 OA, AN, COUNT = "/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"
 HEADERS = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
 THRESHOLD = 100_000  # bodies over it go to the worker process in the "process" gateway
-LIMITS = {"parse_worker_bytes": THRESHOLD, "max_text_chars": 150_000}
+LIMITS: dict[str, Any] = {"parse_worker_bytes": THRESHOLD, "max_text_chars": 150_000}
 LONG = "lorem ipsum " * 11_000  # 132,000 characters: over the threshold, under max_text_chars
 
 
