@@ -52,8 +52,9 @@ def conversation(turns: int) -> dict[str, Any]:
 def gateways(fake_claude: tuple[FakeAnthropic, str], fake_openai: tuple[FakeOpenAI, str]) -> Iterator[dict[str, str]]:
     """The same gateway twice: large bodies parsed in a worker process, and with no workers (in a thread)."""
     backends = backend_configs(fake_claude[1], fake_openai[1])
+    no_workers: dict[str, Any] = {**LIMITS, "parse_workers": 0}
     process = parse_config({"backends": backends, "router": {"kind": "rules"}, "limits": LIMITS})
-    thread = parse_config({"backends": backends, "router": {"kind": "rules"}, "limits": {**LIMITS, "parse_workers": 0}})
+    thread = parse_config({"backends": backends, "router": {"kind": "rules"}, "limits": no_workers})
     with serve_gateway(process) as p_url, serve_gateway(thread) as t_url:
         yield {"process": p_url, "thread": t_url}
 
