@@ -2,4 +2,5 @@
 
 from tiergate.cli import main
 
-main()
+if __name__ == "__main__":  # not again in a body parser process (offload.Parsers: spawn imports the main module)
+    main()

@@ -44,6 +44,12 @@ class LimitsConfig(_Model):
     )
     max_messages: int = Field(10_000, ge=1, description="entries of the messages list")
     max_text_chars: int = Field(4 * 1024 * 1024, ge=1, description="characters of any one string of a body")
+    parse_workers: int = Field(
+        1, ge=0, le=64, description="processes that decode and validate bodies over parse_worker_bytes (0: threads)"
+    )
+    parse_worker_bytes: int = Field(
+        1024 * 1024, ge=0, description="bodies over this size are parsed in a parse_workers process, off the GIL"
+    )
 
 
 class GpuCost(_Model):

@@ -39,6 +39,18 @@ class TiergateError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled whatever the subclass's ``__init__`` asks (keyword-only ``param``, ``backend``...): a body parsed
+        in a worker process (``limits.parse_workers``) sends its 400 back to the event loop's process."""
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[TiergateError], args: tuple[object, ...], state: dict[str, object]) -> TiergateError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
 
 class ConfigError(TiergateError):
     pass

@@ -76,6 +76,12 @@ class Metrics:
         self.loop_lag_max = Gauge(
             "tiergate_event_loop_lag_max_seconds", "The largest event-loop lag seen since start", registry=self.registry
         )
+        self.bodies_parsed = Counter(
+            "tiergate_bodies_parsed",
+            "Request bodies decoded and validated, by where: inline (small), thread, or process (limits.parse_workers)",
+            ("where",),
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

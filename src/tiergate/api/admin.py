@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from tiergate.accounting.metrics import CIRCUIT_STATES
 from tiergate.api.chat import error_response, new_request_id
 from tiergate.api.edges import ANTHROPIC, edge_for_headers
-from tiergate.api.intake import decode, off_loop_parse, read_body
+from tiergate.api.intake import decode, read_body
 from tiergate.api.openapi import document
 from tiergate.api.state import AppState
 from tiergate.config import LimitsConfig
@@ -124,7 +124,7 @@ async def count_tokens(request: Request) -> Response:
         caller = state.keys.caller(request.headers)
         body = await read_body(request, state.config.server.max_body_bytes)
         limits = state.config.limits
-        chat = await off_loop_parse(state.parsing, len(body), _count_request, body, request.headers, limits)
+        chat = await state.parsers.run(len(body), count_request, body, request.headers, limits)
         verdict = await off_loop(
             len(body),
             state.gateway.policy.inspect,
@@ -138,7 +138,8 @@ async def count_tokens(request: Request) -> Response:
     return Response(json.dumps({"input_tokens": tokens}), media_type="application/json", headers=ANTHROPIC.ids(rid))
 
 
-def _count_request(body: bytes, headers: Mapping[str, str], limits: LimitsConfig) -> ChatRequest:
+def count_request(body: bytes, headers: Mapping[str, str], limits: LimitsConfig) -> ChatRequest:
+    """A ``count_tokens`` body decoded and parsed (module-level: it may run in a worker process)."""
     return parse_count_request(decode(body, limits), headers)
 
 

@@ -29,6 +29,7 @@ from tiergate.config import Config
 from tiergate.errors import MethodNotAllowed, NotFound, RequestError, TiergateError
 from tiergate.learning.shadow import Learning
 from tiergate.limits import build_limiter
+from tiergate.offload import Parsers
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.build import build_gateway
 from tiergate.routing.reload import Reloader
@@ -52,6 +53,9 @@ def build_state(
     state = AppState(config, gateway.pool, gateway, keys, metrics, costs, ledger, limiter, admission, tracing=tracing)
     state.learning = Learning(config.router.shadow, gateway, costs, limiter, config.router.seed)
     state.reloader = Reloader(config.router, gateway)
+    limits = config.limits  # the largest bodies parsed in worker processes, started on the first one (offload.py)
+    parsed = metrics.bodies_parsed
+    state.parsers = Parsers(limits.parse_workers, limits.parse_worker_bytes, lambda where: parsed.labels(where).inc())
     return state
 
 
@@ -102,6 +106,7 @@ def create_app(
             if lagging is not None:
                 lagging.cancel()
             await state.drain()  # cut streams still being accounted need their backends and the ledger
+            await state.parsers.close()
             await state.learning.close()  # shadow pairs need their backends and the ledger too
             await state.pool.close()
             await state.budgets.close()  # after the drain: the last settlements reach Redis

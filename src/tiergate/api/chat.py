@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tiergate.accounting.schema import LedgerRow
 from tiergate.api.edges import ANTHROPIC, OPENAI, Edge
-from tiergate.api.intake import off_loop_parse, parse, read_body
+from tiergate.api.intake import parse, read_body
 from tiergate.api.refusal import refusal_response
 from tiergate.api.state import AppState
 from tiergate.errors import RateLimited, TiergateError, UpstreamError
@@ -85,7 +85,10 @@ async def _handle(request: Request, edge: Edge, state: AppState, call: Account) 
         caller = state.keys.caller(request.headers)
         call.caller = caller.name
         body = await read_body(request, limits.max_body_bytes)
-        chat = await off_loop_parse(state.parsing, len(body), parse, edge, body, request.headers, state.config)
+        config = state.config
+        chat = await state.parsers.run(
+            len(body), parse, edge.parse, body, request.headers, config.limits, config.server.max_tokens_limit
+        )
         call.model = chat.model
         call.spans.span.update_name(f"chat {chat.model}")
         call.spans.set(request_attributes(chat))

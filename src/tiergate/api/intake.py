@@ -30,22 +30,16 @@ or the limit, never an exception class.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn
 
 from starlette.requests import Request
 
-from tiergate.api.edges import Edge
-from tiergate.config import Config, LimitsConfig
+from tiergate.config import LimitsConfig
 from tiergate.errors import InvalidRequest, PayloadTooLarge
-from tiergate.offload import INLINE_LIMIT, off_loop
 from tiergate.types import ChatRequest
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENING = frozenset(b"[{")
@@ -65,20 +59,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def off_loop_parse(
-    parsing: asyncio.Semaphore, size: int, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """``fn(*args)`` for a body of ``size`` bytes: inline when small, else in a thread, one large body at a time
-    (``parsing``), so that the GIL-holding steps of two parses never follow each other while the loop waits."""
-    if size <= INLINE_LIMIT:
-        return fn(*args, **kwargs)
-    async with parsing:
-        return await off_loop(size, fn, *args, **kwargs)
-
-
-def parse(edge: Edge, body: bytes, headers: Mapping[str, str], config: Config) -> ChatRequest:
-    """``body`` decoded (:func:`decode`) and parsed by ``edge``'s dialect: CPU work, run off the loop."""
-    return edge.parse(decode(body, config.limits), headers, config.server.max_tokens_limit)
+def parse(
+    parse_fn: Callable[[Any, Mapping[str, str], int], ChatRequest],
+    body: bytes,
+    headers: Mapping[str, str],
+    limits: LimitsConfig,
+    max_tokens_limit: int,
+) -> ChatRequest:
+    """``body`` decoded (:func:`decode`) and parsed by a dialect's ``parse_fn`` (an :class:`Edge`'s ``parse``):
+    CPU work, run where :class:`~tiergate.offload.Parsers` says (a module-level function: it may run in a worker
+    process)."""
+    return parse_fn(decode(body, limits), headers, max_tokens_limit)
 
 
 def decode(body: bytes, limits: LimitsConfig) -> Any:

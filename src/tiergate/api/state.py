@@ -15,6 +15,7 @@ from tiergate.config import Config
 from tiergate.dispatch.pool import Pool
 from tiergate.learning.shadow import Learning
 from tiergate.limits import Limiter
+from tiergate.offload import Parsers
 from tiergate.pipeline.admit import Admission
 from tiergate.pipeline.gateway import Gateway
 from tiergate.routing.reload import Reloader
@@ -39,9 +40,9 @@ class AppState:
     #: The router's learning loop (shadow pairs) and its artifact reloads (issue 14).
     learning: Learning | None = None
     reloader: Reloader | None = None
-    #: Large bodies are parsed off the loop one at a time: ``json.loads`` and pydantic hold the GIL in C, and two
-    #: parses in two threads could hand it to each other while the loop waits for both (api/intake.py).
-    parsing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    #: Where bodies are decoded and validated: large ones off the loop, in a thread one at a time, the largest in a
+    #: worker process (``limits.parse_workers``): ``json.loads`` and pydantic hold the GIL in C (offload.py).
+    parsers: Parsers = field(default_factory=Parsers)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -33,6 +33,7 @@ from tiergate.errors import ConfigError
 from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.knn import KNN_FEATURES, knn_features, split_bank
 from tiergate.guard.windows import Windower, texts_to_check
+from tiergate.offload import off_loop
 from tiergate.signals.encoder import DIM, POOLED_LAYERS
 from tiergate.types import ChatRequest
 
@@ -205,6 +206,9 @@ class Guard:
             raise ValueError(f"{len(windows)} window embeddings are needed for this text, got {states.shape[0]}")
         return float(self.predict(states, windows).max())
 
+    def _windows(self, texts: Sequence[str], encoder: Embedder) -> list[str]:
+        return [w for text in texts for w in self.windower.split(text, encoder.token_count(text))]
+
     def flagged(self, score: float) -> bool:
         return bool(score >= self.threshold)
 
@@ -217,10 +221,11 @@ class Guard:
         skip encoding them again.
         """
         texts = texts_to_check(request)
-        windows = [w for text in texts for w in self.windower.split(text, encoder.token_count(text))]
+        size = sum(map(len, texts))  # long texts are tokenized to cut them, and digested: off the loop
+        windows = await off_loop(size, self._windows, texts, encoder)
         known = known or {}
         todo = [w for w in dict.fromkeys(windows) if w not in known]
         vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed_layers(w) for w in todo)), strict=True))
         matrix = np.stack([known[w] if w in known else vectors[w] for w in windows])
-        score = float(self.predict(matrix, windows).max())
+        score = float((await off_loop(size, self.predict, matrix, windows)).max())
         return GuardResult(score, self.flagged(score), self.threshold, len(texts), len(windows))
