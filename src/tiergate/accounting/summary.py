@@ -36,6 +36,8 @@ __all__ = [
 
 SOVEREIGN = "policy:sovereign"
 GUARD = "guard:"
+#: The hazard category in a guard reason: ``guard:0.93>=0.45:violent_crimes`` (``...:allow`` when let through).
+_GUARD_CATEGORY = re.compile(r"guard:[0-9.]+>=[0-9.]+:([a-z_]+)")
 DOWNGRADE = "budget:downgrade"
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 _WINDOW = re.compile(r"^(\d+)([mhdw])$")
@@ -111,6 +113,8 @@ class Summary:
     reasons: list[Share] = field(default_factory=list)
     keys: list[KeyFigures] = field(default_factory=list)
     backends: list[BackendFigures] = field(default_factory=list)
+    #: Guard flags by hazard category (``tiergate.guard.categories``), most frequent first.
+    guard_categories: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -165,6 +169,7 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
     by_tier: dict[str, list[LedgerRow]] = defaultdict(list)
     by_key: dict[str, list[LedgerRow]] = defaultdict(list)
     by_backend: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
+    categories: Counter[str] = Counter()
     cost = counterfactual = marginal = 0.0
     count = failovers = attempts = sovereign = guarded = downgraded = estimated = 0
     for row in rows:
@@ -178,6 +183,8 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         attempts += row.failovers
         sovereign += SOVEREIGN in row.route
         guarded += GUARD in row.route
+        if (found := _GUARD_CATEGORY.search(row.route)) is not None:
+            categories[found.group(1)] += 1
         downgraded += DOWNGRADE in row.route
         estimated += row.estimated
         if row.tier is not None:
@@ -208,6 +215,7 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         reasons=[Share(label, n, n / served) for label, n in reasons.most_common()],
         keys=[KeyFigures(k, len(rs), sum(r.cost_usd for r in rs)) for k, rs in sorted(by_key.items())],
         backends=[_backend(name, tier, rs) for (name, tier), rs in sorted(by_backend.items())],
+        guard_categories=dict(categories.most_common()),
     )
 
 
