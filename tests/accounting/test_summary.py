@@ -164,3 +164,18 @@ def test_parse_since() -> None:
     assert parse_since("2026-03-01", now) == datetime(2026, 3, 1, tzinfo=UTC)
     with pytest.raises(ValueError, match="use a duration such as 7d"):
         parse_since("last week", now)
+
+
+def test_guard_flags_by_category() -> None:
+    rows = [
+        row("closed", "guard:0.93>=0.86:suicide_self_harm;guard:closed"),
+        row("closed", "guard:0.99>=0.86:jailbreak;guard:closed"),
+        row("closed", "guard:0.91>=0.86:suicide_self_harm;guard:closed"),
+        row("open", "guard:0.90>=0.86:hate:allow;router:0.2<0.5"),
+        row("open", "router:0.2<0.5"),
+    ]
+    s = summarise(rows)
+    assert s.guard_categories == {"suicide_self_harm": 2, "jailbreak": 1, "hate": 1}
+    assert list(s.guard_categories) == ["suicide_self_harm", "jailbreak", "hate"]  # most frequent first
+    assert s.to_json()["guard_categories"] == s.guard_categories
+    assert summarise(ROWS).guard_categories == {}  # a route of the first format names no category

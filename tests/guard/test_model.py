@@ -60,9 +60,9 @@ def test_the_shipped_artifact(guard: Guard) -> None:
     assert Guard.from_config(GuardConfig(enabled=True)).threshold == guard.threshold
 
 
-def test_it_reproduces_its_recorded_held_out_scores(guard: Guard, corpus: Corpus, encoder: Encoder) -> None:
+def test_it_reproduces_its_recorded_held_out_scores(guard: Guard, full_corpus: Corpus, encoder: Encoder) -> None:
     check = guard.meta["check"]
-    text_of = dict(zip(corpus.ids, corpus.texts, strict=True))
+    text_of = dict(zip(full_corpus.ids, full_corpus.texts, strict=True))
     scores = np.array([_score(guard, encoder, text_of[i]) for i in check["ids"]])
     np.testing.assert_allclose(scores, check["scores"], atol=guard.meta["tolerance"]["scores"])
 
