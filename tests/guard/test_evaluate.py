@@ -16,7 +16,10 @@ def corpus_of(rows: list[tuple[str, int, int]]) -> Corpus:
         sources += [source] * count
         labels += [label] * count
     n = len(sources)
-    roles = ["jailbreak" if s == "slabs" and y else ("harmful" if y else "benign") for s, y in zip(sources, labels)]
+    roles = [
+        "jailbreak" if s == "slabs" and y else ("harmful" if y else "benign")
+        for s, y in zip(sources, labels, strict=True)
+    ]
     return Corpus(
         ids=[str(i) for i in range(n)],
         texts=[f"text {i}" for i in range(n)],
