@@ -24,6 +24,7 @@ cross-validation of the recipe takes 10-25 minutes of one core.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing
 import os
 import sys
@@ -54,8 +55,13 @@ SECTION = "guard-quality"
 #: Harmful sources by others shown as columns (the worst is named in its own column).
 HARM_COLUMNS = ("dna_malicious", "dna_toxic", "strongreject", "pyrit_objectives", "harmactions", "advbench")
 JAIL_COLUMNS = ("pyrit_jailbreaks", "slabs", "non_english")
-SHARED_ONLY = "recipe, shared data only (the guard before)"
-HEADS = ("recipe, broadened data: logistic member", "recipe, broadened data: logistic + 3 MLPs")
+SHARED_ONLY = "recipe (logistic + 3 MLPs), shared data only: the guard before"
+#: The recipe on the broadened data, in the variants compared (key: the out-of-fold cache's name).
+HEADS = {
+    "recipe, broadened data: logistic member": ("lr", Recipe(mlps=0)),
+    "the same, contrast set at 15% of the benign weight (not 50%)": ("lr_c15", Recipe(mlps=0, contrast_share=0.15)),
+    "the same, no nearest-neighbour features": ("lr_noknn", Recipe(mlps=0, knn=0)),
+}
 
 
 def pct(value: float) -> str:
@@ -63,13 +69,28 @@ def pct(value: float) -> str:
 
 
 #: The candidates, set by main() before the worker processes fork (they read it; nothing is pickled).
-CANDIDATES: list[tuple[str, Callable[[], ev.Candidate], np.ndarray | None]] = []
+CANDIDATES: list[tuple[str, str, Callable[[], ev.Candidate], np.ndarray | None]] = []
 CORPUS: list[Corpus] = []
+CACHE: list[Path] = []
+
+
+def oof_path(corpus: Corpus, key: str) -> Path:
+    """Where a candidate's out-of-fold scores are kept: named by the candidate and a digest of the corpus (its
+    texts, labels and style groups), so a changed corpus computes them again."""
+    digest = hashlib.sha256(key.encode())
+    for text, group in zip(corpus.texts, corpus.groups.tolist(), strict=True):
+        digest.update(hashlib.sha256(f"{group}|{text}".encode()).digest())
+    digest.update(corpus.labels.tobytes())
+    return CACHE[0] / f"oof-{key}-{digest.hexdigest()[:16]}.npy"
 
 
 def run_candidate(i: int) -> tuple[np.ndarray, float]:
-    name, make, train_only = CANDIDATES[i]
+    name, key, make, train_only = CANDIDATES[i]
     corpus = CORPUS[0]
+    cached = oof_path(corpus, key)
+    if cached.exists():  # the same candidate on the same corpus: the same scores (seeded, deterministic)
+        print(f"{name}: out-of-fold scores read from {cached}", flush=True)
+        return np.load(cached), float("nan")
     held = ev.style_folds(corpus, SEED)
     candidate = make()
     if train_only is not None:  # fitted on these rows only (of the training folds)
@@ -82,6 +103,7 @@ def run_candidate(i: int) -> tuple[np.ndarray, float]:
     scores = ev.out_of_fold(corpus, held, candidate)
     seconds = time.perf_counter() - started
     print(f"{name}: {seconds:.0f} s", flush=True)
+    np.save(cached, scores)
     return scores, seconds
 
 
@@ -104,7 +126,8 @@ def comparison_table(corpus: Corpus, results: dict[str, tuple[np.ndarray, float]
         cells += [pct(report.flagged(s)) for s in JAIL_COLUMNS]
         cells += [f"{report.worst_benign[0]} {pct(report.worst_benign[1])}"]
         cells += [f"{report.worst_lookalike[0]} {pct(report.worst_lookalike[1])}", pct(report.contrast_fpr)]
-        lines.append(f"| {name} | {report.threshold:.3f} | " + " | ".join(cells) + f" | {seconds:.0f} s |")
+        took = "cached" if np.isnan(seconds) else f"{seconds:.0f} s"
+        lines.append(f"| {name} | {report.threshold:.3f} | " + " | ".join(cells) + f" | {took} |")
     return "\n".join(lines), reports
 
 
@@ -170,27 +193,41 @@ class Judge:
 def cascade(corpus: Corpus, scores: np.ndarray, threshold: float, per_source: int) -> str:
     """The band below the head's threshold: how much ordinary traffic falls in it, the recall a perfect judge
     would reach there, and what SmolLM2 reaches on a sample of it (with its latency)."""
-    ordinary = np.zeros(len(corpus), dtype=bool)
-    for source in ev.BENIGN_BY_OTHERS:
-        ordinary |= (corpus.sources == source) & (corpus.labels == 0)
+    ordinary = [
+        (corpus.sources == s) & (corpus.labels == 0)
+        for s in ev.BENIGN_BY_OTHERS
+        if ((corpus.sources == s) & (corpus.labels == 0)).sum() >= ev.MIN_CALIBRATION
+    ]
     lines = [
-        "| band [lo, threshold) | ordinary benign traffic in the band | worst harmful source with a perfect judge | "
-        "dna_malicious | dna_toxic |",
+        "| band [lo, threshold) | ordinary benign traffic in the band (mean of its sources) | worst harmful source "
+        "with a perfect judge | dna_malicious | dna_toxic |",
         "|---|---|---|---|---|",
     ]
-    bands = []
-    for lo in (0.5, 0.3, 0.2, 0.1, 0.05):
-        low = lo * threshold
-        band = (scores >= low) & (scores < threshold)
-        share = float(band[ordinary].mean())
+    below = np.sort(np.concatenate([scores[m][scores[m] < threshold] for m in ordinary]))[::-1]
+    low = threshold
+    for share in (0.01, 0.02, 0.05, 0.10):
+        # the lowest lo whose band holds at most `share` of each ordinary source on average
+        def held_at(lo: float) -> float:
+            return float(np.mean([((scores[m] >= lo) & (scores[m] < threshold)).mean() for m in ordinary]))
+
+        first, last = 0, below.size  # below is descending: the share grows with the index
+        while first < last:
+            mid = (first + last) // 2
+            if held_at(float(below[mid])) <= share:
+                first = mid + 1
+            else:
+                last = mid
+        lo = float(below[first - 1]) if first > 0 else threshold
+        band = (scores >= lo) & (scores < threshold)
+        held = float(np.mean([band[m].mean() for m in ordinary]))
         perfect = ev.Report.of(corpus, np.where(band & (corpus.labels == 1), 1.0, scores), threshold)
-        bands.append((low, share))
         lines.append(
-            f"| [{low:.3f}, {threshold:.3f}) | {pct(share)} | {perfect.worst_harmful[0]} "
+            f"| [{lo:.3f}, {threshold:.3f}) | {pct(held)} | {perfect.worst_harmful[0]} "
             f"{pct(perfect.worst_harmful[1])} | {pct(perfect.flagged('dna_malicious'))} | "
             f"{pct(perfect.flagged('dna_toxic'))} |"
         )
-    low = max((b for b in bands if b[1] <= 0.05), key=lambda b: b[1])[0]  # the widest band within 5% of traffic
+        if share == 0.05:
+            low = lo
     band = (scores >= low) & (scores < threshold)
     rng = np.random.default_rng(SEED)
     picked: list[int] = []
@@ -276,26 +313,35 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-guard.md")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "guard-cache")
     parser.add_argument("--jobs", type=int, default=2, help="candidates cross-validated at once (one process each)")
-    parser.add_argument("--judge-sample", type=int, default=10, help="band texts per source and label for the judge")
+    parser.add_argument("--judge-sample", type=int, default=4, help="band texts per source and label for the judge")
     args = parser.parse_args()
     encoder = Encoder.load(intra_op_num_threads=1)
     corpus = load_corpus(args.data, packages=True)
     vectors = embed_corpus(corpus, encoder.encode_layers, windower=Windower(max_windows=2), cache=args.cache)
     shared = np.isin(corpus.sources, [*SOURCES, *PROJECT_WRITTEN])
     CORPUS[:] = [corpus]
+    CACHE[:] = [args.cache]
+
+    def head(recipe: Recipe) -> Callable[[], ev.Candidate]:
+        return lambda: ev.head_candidate(corpus, vectors, recipe)
+
     CANDIDATES[:] = [
-        ("length (logistic regression on log characters and words)", lambda: ev.length_baseline(corpus), None),
-        ("logistic regression on the sentence vector", lambda: ev.logistic_baseline(corpus, vectors), None),
-        ("10 nearest neighbours (sentence vector)", lambda: ev.knn_baseline(corpus, vectors), None),
-        (SHARED_ONLY, lambda: ev.head_candidate(corpus, vectors, Recipe()), shared),
-        (HEADS[0], lambda: ev.head_candidate(corpus, vectors, Recipe(mlps=0)), None),
-        (HEADS[1], lambda: ev.head_candidate(corpus, vectors, Recipe()), None),
+        (
+            "length (logistic regression on log characters and words)",
+            "length",
+            lambda: ev.length_baseline(corpus),
+            None,
+        ),
+        ("logistic regression on the sentence vector", "lr_vec", lambda: ev.logistic_baseline(corpus, vectors), None),
+        ("10 nearest neighbours (sentence vector)", "knn", lambda: ev.knn_baseline(corpus, vectors), None),
+        (SHARED_ONLY, "shared_only", head(Recipe(logistic_weight=0.5, mlps=3)), shared),
+        *((name, key, head(recipe), None) for name, (key, recipe) in HEADS.items()),
     ]
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
         done = pool.map(run_candidate, range(len(CANDIDATES)), chunksize=1)
-    results = {name: result for (name, _, _), result in zip(CANDIDATES, done, strict=True)}
+    results = {name: result for (name, _, _, _), result in zip(CANDIDATES, done, strict=True)}
     table, reports = comparison_table(corpus, results)
-    chosen = max(HEADS, key=lambda name: reports[name].worst_harmful[1])  # chosen by the worst source
+    chosen = max(HEADS, key=lambda name: (reports[name].worst_harmful[1], reports[name].worst_jailbreak[1]))
     report = reports[chosen]
     scores = results[chosen][0]
     cascade_text = cascade(corpus, scores, report.threshold, args.judge_sample)
@@ -350,6 +396,17 @@ style group, on the sources that carry their own category labels:
 {latency}
 """
     write_section(args.out, SECTION, body, title="# Guard benchmarks")
+    summary = f"""## Guard: held-out styles, the worst source
+
+Measured {machine_line()}. Out-of-fold scores, each style group of sources held out in turn; thresholds
+calibrated on prompts written by others (ordinary benign <= 2%, look-alikes <= 10%). `python
+benchmarks/guard_quality.py`, which writes the details to [benchmarks-guard.md](benchmarks-guard.md).
+
+{table}
+
+{chr(10).join(verdict)}
+"""
+    write_section(args.out.parent / "benchmarks.md", "guard-tradeoff", summary, title="# Benchmarks")
     print(f"wrote {args.out}")
 
 
