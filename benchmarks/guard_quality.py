@@ -9,8 +9,8 @@ look-alike source (Do-Not-Answer's advice questions, HarmActions' safe instructi
 is read on the worst harmful source by others at that threshold.
 
 Side by side: plain baselines (length, logistic regression on the sentence vector, k nearest neighbours), the
-guard's recipe trained on the shared data only (the guard before the broadened data), and the recipe on the
-broadened data (logistic member alone, and the blend with three MLPs); then a cascade with the embedded
+guard before the broadened data (its artifact scored as is: ``--before DIR``), and the recipe on the
+broadened data (its logistic member, and with the contrast set's weight cut); then a cascade with the embedded
 SmolLM2-135M judging the uncertain band, the hazard-category head held out by source, and the cheap path's
 latency.
 
@@ -48,19 +48,17 @@ from tiergate.signals.encoder import Encoder  # noqa: E402
 from tiergate.train.guard import evaluate as ev  # noqa: E402
 from tiergate.train.guard.data import PROJECT_WRITTEN, SOURCES, Corpus, load_corpus  # noqa: E402
 from tiergate.train.guard.embed import WindowVectors, embed_corpus  # noqa: E402
-from tiergate.train.guard.train import Recipe  # noqa: E402
+from tiergate.train.guard.train import Recipe, score_texts  # noqa: E402
 
 SEED = 0
 SECTION = "guard-quality"
 #: Harmful sources by others shown as columns (the worst is named in its own column).
 HARM_COLUMNS = ("dna_malicious", "dna_toxic", "strongreject", "pyrit_objectives", "harmactions", "advbench")
 JAIL_COLUMNS = ("pyrit_jailbreaks", "slabs", "non_english")
-SHARED_ONLY = "recipe (logistic + 3 MLPs), shared data only: the guard before"
+BEFORE = "the guard before (artifact of commit 1842a56, as is: in-sample on the shared sources)"
 #: The recipe on the broadened data, in the variants compared (key: the out-of-fold cache's name).
 HEADS = {
     "recipe, broadened data: logistic member": ("lr", Recipe(mlps=0)),
-    "the same, contrast set at 15% of the benign weight (not 50%)": ("lr_c15", Recipe(mlps=0, contrast_share=0.15)),
-    "the same, no nearest-neighbour features": ("lr_noknn", Recipe(mlps=0, knn=0)),
 }
 
 
@@ -313,6 +311,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-guard.md")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "guard-cache")
     parser.add_argument("--jobs", type=int, default=2, help="candidates cross-validated at once (one process each)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="the guard artifact before the broadened data, scored as is "
+        "(git show 1842a56:src/tiergate/guard/artifacts/guard.json, guard.npz)",
+    )
     parser.add_argument("--judge-sample", type=int, default=4, help="band texts per source and label for the judge")
     args = parser.parse_args()
     encoder = Encoder.load(intra_op_num_threads=1)
@@ -325,6 +329,20 @@ def main() -> None:
     def head(recipe: Recipe) -> Callable[[], ev.Candidate]:
         return lambda: ev.head_candidate(corpus, vectors, recipe)
 
+    def as_is(folder: Path) -> Callable[[], ev.Candidate]:
+        """An artifact's own scores, whatever the fold (it was trained before; nothing is fitted)."""
+
+        def make() -> ev.Candidate:
+            guard = Guard.load(folder)
+
+            def candidate(train: ev.Mask, test: ev.Mask) -> ev.Scores:
+                index = np.flatnonzero(test)
+                return score_texts(guard, vectors.of(index), index.size)
+
+            return candidate
+
+        return make
+
     CANDIDATES[:] = [
         (
             "length (logistic regression on log characters and words)",
@@ -334,7 +352,7 @@ def main() -> None:
         ),
         ("logistic regression on the sentence vector", "lr_vec", lambda: ev.logistic_baseline(corpus, vectors), None),
         ("10 nearest neighbours (sentence vector)", "knn", lambda: ev.knn_baseline(corpus, vectors), None),
-        (SHARED_ONLY, "shared_only", head(Recipe(logistic_weight=0.5, mlps=3)), shared),
+        *([(BEFORE, "before", as_is(args.before), None)] if args.before or oof_path(corpus, "before").exists() else []),
         *((name, key, head(recipe), None) for name, (key, recipe) in HEADS.items()),
     ]
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
