@@ -378,7 +378,7 @@ def main() -> None:
     ]
     body = f"""## Held-out styles: the worst source decides
 
-Measured {machine_line()}. `python benchmarks/guard_quality.py`: {len(corpus):,} texts ({int(shared.sum()):,} from
+{machine_line()}. `python benchmarks/guard_quality.py`: {len(corpus):,} texts ({int(shared.sum()):,} from
 the shared data and the project's own, the rest from the package sources of [guard-sources.md](guard-sources.md)),
 each style group held out in turn ({len(set(ev.style_folds(corpus, SEED).tolist()))} folds; the contrast set's
 kinds in 5 folds). Each candidate's threshold: the lowest at which every ordinary benign source by others
@@ -416,7 +416,7 @@ style group, on the sources that carry their own category labels:
     write_section(args.out, SECTION, body, title="# Guard benchmarks")
     summary = f"""## Guard: held-out styles, the worst source
 
-Measured {machine_line()}. Out-of-fold scores, each style group of sources held out in turn; thresholds
+{machine_line()}. Out-of-fold scores, each style group of sources held out in turn; thresholds
 calibrated on prompts written by others (ordinary benign <= 2%, look-alikes <= 10%). `python
 benchmarks/guard_quality.py`, which writes the details to [benchmarks-guard.md](benchmarks-guard.md).
 
