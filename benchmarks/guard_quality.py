@@ -59,6 +59,7 @@ BEFORE = "the guard before (artifact of commit 1842a56, as is: in-sample on the 
 #: The recipe on the broadened data, in the variants compared (key: the out-of-fold cache's name).
 HEADS = {
     "recipe, broadened data: logistic member": ("lr", Recipe(mlps=0)),
+    "the same, contrast set at 15% of the benign weight (not 50%)": ("lr_c15", Recipe(mlps=0, contrast_share=0.15)),
 }
 
 
