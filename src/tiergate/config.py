@@ -324,6 +324,23 @@ class GuardConfig(_Model):
     threshold: float | None = Field(None, ge=0, le=1)
     #: A folder written by ``tiergate guard train --out``; the shipped guard when unset.
     artifact: str | None = None
+    #: The action for a flag of a hazard category (``tiergate.guard.categories``): ``closed`` (Claude answers
+    #: it), ``refuse``, ``allow`` (recorded, not acted on); a category not named takes ``on_flag``.
+    categories: dict[str, Literal["closed", "refuse", "allow"]] = {}
+
+    @model_validator(mode="after")
+    def _known_categories(self) -> GuardConfig:
+        from tiergate.guard.categories import CATEGORIES, UNSPECIFIED
+
+        unknown = sorted(set(self.categories) - {*CATEGORIES, UNSPECIFIED})
+        if unknown:
+            raise ValueError(f"unknown guard categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; "
+                             f"known: {', '.join(CATEGORIES)}")  # fmt: skip
+        return self
+
+    def action(self, category: str | None) -> str:
+        """What to do with a flag of ``category``."""
+        return self.categories.get(category or "", self.on_flag)
 
 
 class FailoverConfig(_Model):

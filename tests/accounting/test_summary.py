@@ -191,3 +191,18 @@ def test_batch_work_apart_from_live_traffic() -> None:
     assert closed.requests == live_closed.requests + 1
     assert closed.p95_ms == live_closed.p95_ms  # latency is live traffic's: a batch result waits hours
     assert summarise(ROWS).work == [summarise(ROWS).work[0]]  # no batch rows, no batch entry
+
+
+def test_guard_flags_by_category() -> None:
+    rows = [
+        row("closed", "guard:0.93>=0.86:suicide_self_harm;guard:closed"),
+        row("closed", "guard:0.99>=0.86:jailbreak;guard:closed"),
+        row("closed", "guard:0.91>=0.86:suicide_self_harm;guard:closed"),
+        row("open", "guard:0.90>=0.86:hate:allow;router:0.2<0.5"),
+        row("open", "router:0.2<0.5"),
+    ]
+    s = summarise(rows)
+    assert s.guard_categories == {"suicide_self_harm": 2, "jailbreak": 1, "hate": 1}
+    assert list(s.guard_categories) == ["suicide_self_harm", "jailbreak", "hate"]  # most frequent first
+    assert s.to_json()["guard_categories"] == s.guard_categories
+    assert summarise(ROWS).guard_categories == {}  # a route of the first format names no category

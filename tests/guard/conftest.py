@@ -23,3 +23,9 @@ def encoder() -> Iterator[Encoder]:
 @pytest.fixture(scope="session")
 def corpus() -> Corpus:
     return load_corpus(DATA)
+
+
+@pytest.fixture(scope="session")
+def full_corpus() -> Corpus:
+    """The shared data and the package sources (docs/guard-sources.md): what the shipped guard trains on."""
+    return load_corpus(DATA, packages=True)

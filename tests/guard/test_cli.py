@@ -69,7 +69,9 @@ def test_score_jsonl_and_text(tmp_path: Path) -> None:
 
 def test_eval_cross_validates_by_source(data_dir: Path, tmp_path: Path) -> None:
     plot = tmp_path / "curve.png"
-    args = ["eval", str(data_dir), "--sources", "advbench,harmbench,mmlu,gsm8k", "--no-contrast", "--plot", str(plot)]
+    # whole style groups are held out: AdvBench and HarmBench together, MMLU and GSM8K together, so the contrast
+    # set's kinds give each fold both classes
+    args = ["eval", str(data_dir), "--sources", "advbench,harmbench,mmlu,gsm8k", "--no-packages", "--plot", str(plot)]
     result = runner.invoke(guard_app, [*args, "--cache", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     for needle in ("held-out sources", "advbench", "gsm8k", "Trade-off", "recall_harmful", "fpr_benign"):
@@ -84,6 +86,7 @@ def test_eval_cross_validates_by_source(data_dir: Path, tmp_path: Path) -> None:
             "--sources",
             "advbench,mmlu",
             "--no-contrast",
+            "--no-packages",
             "--artifact",
             str(Path(__file__).parents[2] / "src/tiergate/guard/artifacts"),
         ],
@@ -94,12 +97,14 @@ def test_eval_cross_validates_by_source(data_dir: Path, tmp_path: Path) -> None:
 
 def test_train_writes_a_loadable_artifact(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "guard"
-    args = ["train", str(data_dir), "--out", str(out), "--sources", "advbench,harmbench,mmlu,gsm8k", "--no-contrast"]
+    args = ["train", str(data_dir), "--out", str(out), "--sources", "advbench,harmbench,mmlu,gsm8k", "--no-packages"]
     result = runner.invoke(guard_app, args)
     assert result.exit_code == 0, result.output
     guard = Guard.load(out)
     assert guard.meta["seed"] == 0
     assert guard.meta["data"]["rows"] > 0
+    assert guard.category_names  # the hazard-category head, from the contrast set's and the lexicons' labels
+    assert "worst" in guard.meta["cross_validation"]
     bad = runner.invoke(guard_app, ["train", str(tmp_path), "--out", str(out), "--sources", "advbench"])
     assert bad.exit_code == 1
     assert "not found" in bad.output

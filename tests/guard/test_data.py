@@ -30,9 +30,9 @@ def test_every_source_is_read_with_its_role_and_group(corpus: Corpus) -> None:
     assert (corpus.labels[harmful] == 1).all()
     assert (corpus.labels[corpus.roles == "benign"] == 0).all()
     moderation = np.isin(corpus.sources, ["moderation_pos", "moderation_neg"])
-    assert set(corpus.groups[moderation].tolist()) == {"openai_moderation"}  # held out together
-    augmented = corpus.sources == "tense_augmented"
-    assert set(corpus.groups[augmented].tolist()) == {"advbench", "harmbench"}  # held out with their source
+    assert set(corpus.groups[moderation].tolist()) == {"web_text"}  # held out together
+    augmented = np.isin(corpus.sources, ["tense_augmented", "advbench", "harmbench"])
+    assert set(corpus.groups[augmented].tolist()) == {"imperative_behaviours"}  # one style, held out together
     assert len(set(corpus.texts)) == len(corpus)
 
 

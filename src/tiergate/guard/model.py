@@ -7,7 +7,7 @@ benign prompts and the contrast set of risky-looking but safe prompts, and ships
 
     guard = Guard.from_config(config.policy.guard)                # the shipped artifact, or config's threshold
     verdict = await guard.check(request, encoder)                 # embeds texts_to_check(request)'s windows
-    if verdict.flagged: ...                                       # on_flag: closed | refuse
+    if verdict.flagged: ...                                       # verdict.category: an MLCommons hazard
 
 or, with embeddings at hand, ``guard.score(embeddings, text)`` for one text (the encoder's pooled states of
 ``guard.windows(text)``, :meth:`~tiergate.signals.encoder.Encoder.encode_layers`) and ``guard.flagged(score)``.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,10 @@ import numpy.typing as npt
 from tiergate.artifacts import read_folder, read_shipped
 from tiergate.config import GuardConfig
 from tiergate.errors import ConfigError
+from tiergate.guard.categories import CATEGORIES, UNSPECIFIED
 from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.knn import KNN_FEATURES, knn_features, split_bank
-from tiergate.guard.windows import Windower, texts_to_check
+from tiergate.guard.windows import DOCUMENT_WINDOWS, Windower, documents_to_check, texts_to_check
 from tiergate.offload import off_loop
 from tiergate.signals.encoder import DIM, POOLED_LAYERS
 from tiergate.types import ChatRequest
@@ -44,6 +46,8 @@ FORMAT = "tiergate-guard"
 FORMAT_VERSION = 2
 #: Arrays not stored as float32: the nearest-neighbour bank (float16, to keep the artifact small) and its labels.
 _STORED: dict[str, Any] = {"bank": np.float16, "bank_labels": np.int8}
+#: Windows whose pooled states :meth:`Guard.check` keeps (6 KiB each: 12 MiB at most).
+RECENT_WINDOWS = 2048
 META_FILE = "guard.json"
 WEIGHTS_FILE = "guard.npz"
 
@@ -80,6 +84,8 @@ class GuardResult:
     threshold: float
     texts: int
     windows: int
+    #: The hazard category of the highest-scoring window (:mod:`tiergate.guard.categories`), when flagged.
+    category: str | None = None
 
 
 class Guard:
@@ -99,6 +105,10 @@ class Guard:
         self.arrays = {k: np.asarray(v, dtype=_STORED.get(k, np.float32)) for k, v in arrays.items()}
         self.threshold = float(meta["calibration"]["threshold"]) if threshold is None else float(threshold)
         self.windower = Windower(max_windows=int(meta.get("windows", {}).get("max_windows", 2)))
+        self.document_windower = Windower(max_windows=max(DOCUMENT_WINDOWS, self.windower.max_windows))
+        #: Pooled states of recently scored windows: a conversation's earlier turns and tool results come back
+        #: with each of its requests, and are not encoded again.
+        self._recent: OrderedDict[str, Vectors] = OrderedDict()
         self.dim = int(meta.get("encoder", {}).get("dim", DIM))
         #: Rows of the encoder's pooled states given to :meth:`predict` (``Encoder.encode_layers``) and the
         #: ones the head reads: the sentence vector and the artifact's ``pooled_layers``.
@@ -107,6 +117,13 @@ class Guard:
         self._knn = meta.get("head", {}).get("knn")
         has_bank = "bank" in self.arrays and "bank_labels" in self.arrays
         self._split = split_bank(self.arrays["bank"], self.arrays["bank_labels"]) if has_bank else None
+        #: The category head: names of its classes, and its weights over the pooled states (``None``: no head).
+        self.category_names: list[str] = list(meta.get("categories", {}).get("names", []))
+        self._categories = (
+            (self.arrays["category_w"], self.arrays["category_b"])
+            if self.category_names and "category_w" in self.arrays and "category_b" in self.arrays
+            else None
+        )
         members = meta.get("head", {}).get("members", [])
         self._members = [  # (weight, [(w0, b0), (w1, b1), ...]) of each member, read once
             (
@@ -138,6 +155,10 @@ class Guard:
                 for p in ("w", "b")
             }
         )
+        names = list(meta.get("categories", {}).get("names", []))
+        if not set(names) <= set(CATEGORIES):
+            raise ConfigError(f"{where}: unknown categories {sorted(set(names) - set(CATEGORIES))}")
+        needed |= {"category_w", "category_b"} if names else set()
         missing = sorted(needed - set(arrays))
         if not members or missing or "threshold" not in meta.get("calibration", {}):
             raise ConfigError(f"{where}: incomplete artifact (missing {', '.join(missing) or 'head or calibration'})")
@@ -193,6 +214,14 @@ class Guard:
             total += weight / (1.0 + np.exp(-z))
         return total / sum(weight for weight, _ in self._members)
 
+    def category(self, states: npt.NDArray[Any]) -> str:
+        """The hazard category of one window, from its pooled states ``(1 + len(POOLED_LAYERS), 384)``."""
+        if self._categories is None:
+            return UNSPECIFIED
+        w, b = self._categories
+        x = np.asarray(states, dtype=np.float32).reshape(self.rows, self.dim)[state_rows(POOLED_LAYERS)].reshape(-1)
+        return self.category_names[int(np.argmax(x @ w + b))]
+
     def windows(self, text: str) -> list[str]:
         """The windows of ``text`` to embed and score (the text itself when it fits the encoder)."""
         return self.windower.split(text)
@@ -206,8 +235,9 @@ class Guard:
             raise ValueError(f"{len(windows)} window embeddings are needed for this text, got {states.shape[0]}")
         return float(self.predict(states, windows).max())
 
-    def _windows(self, texts: Sequence[str], encoder: Embedder) -> list[str]:
-        return [w for text in texts for w in self.windower.split(text, encoder.token_count(text))]
+    def _windows(self, texts: Sequence[str], docs: Sequence[str], encoder: Embedder) -> list[str]:
+        windows = [w for text in texts for w in self.windower.split(text, encoder.token_count(text))]
+        return windows + [w for doc in docs for w in self.document_windower.split(doc, encoder.token_count(doc))]
 
     def flagged(self, score: float) -> bool:
         return bool(score >= self.threshold)
@@ -215,17 +245,31 @@ class Guard:
     async def check(
         self, request: ChatRequest, encoder: Embedder, known: Mapping[str, Vectors] | None = None
     ) -> GuardResult:
-        """Score a request: every window of :func:`texts_to_check`, embedded together; the highest score wins.
+        """Score a request: every window of :func:`texts_to_check` and of :func:`documents_to_check` (tool
+        results, in up to :data:`DOCUMENT_WINDOWS` windows), embedded together; the highest score wins.
 
         ``known`` maps texts already embedded (the router's text) to their pooled states (``embed_layers``), to
-        skip encoding them again.
+        skip encoding them again; windows scored lately are not encoded again either.
         """
         texts = texts_to_check(request)
-        size = sum(map(len, texts))  # long texts are tokenized to cut them, and digested: off the loop
-        windows = await off_loop(size, self._windows, texts, encoder)
+        docs = documents_to_check(request)
+        size = sum(map(len, texts)) + sum(map(len, docs))  # long texts are tokenized to cut them: off the loop
+        windows = await off_loop(size, self._windows, texts, docs, encoder)
         known = known or {}
-        todo = [w for w in dict.fromkeys(windows) if w not in known]
+        todo = [w for w in dict.fromkeys(windows) if w not in known and w not in self._recent]
         vectors = dict(zip(todo, await asyncio.gather(*(encoder.embed_layers(w) for w in todo)), strict=True))
-        matrix = np.stack([known[w] if w in known else vectors[w] for w in windows])
-        score = float((await off_loop(size, self.predict, matrix, windows)).max())
-        return GuardResult(score, self.flagged(score), self.threshold, len(texts), len(windows))
+        matrix = np.stack(
+            [known[w] if w in known else vectors[w] if w in vectors else self._recent[w] for w in windows]
+        )
+        for w in dict.fromkeys(windows):
+            if w not in known:
+                self._recent[w] = vectors[w] if w in vectors else self._recent[w]
+                self._recent.move_to_end(w)
+        while len(self._recent) > RECENT_WINDOWS:
+            self._recent.popitem(last=False)
+        scores = await off_loop(size, self.predict, matrix, windows)
+        top = int(np.argmax(scores))
+        score = float(scores[top])
+        flagged = self.flagged(score)
+        category = self.category(matrix[top]) if flagged else None
+        return GuardResult(score, flagged, self.threshold, len(texts) + len(docs), len(windows), category)

@@ -1,13 +1,16 @@
-"""What the guard embeds: the text of a request to check, cut into the encoder's windows.
+"""What the guard embeds: the texts of a request the open model will read, cut into the encoder's windows.
 
 The encoder reads the first 256 WordPiece tokens of a text and drops the rest. A jailbreak is often longer
 (two thirds of the in-the-wild set), and its tell-tale part (``...now answer my question as DAN``) is often
 at the end; so a long text is scored on its first and its last :data:`WINDOW_TOKENS` tokens (and, with
-``max_windows`` above 2, on evenly spaced windows in between), and the guard keeps the highest score.
+``max_windows`` above 2, on evenly spaced windows in between), and the guard keeps the highest score. A
+document the model is given (a tool result) can hide an instruction anywhere, so it is read in up to
+:data:`DOCUMENT_WINDOWS` windows spread over it.
 
     windows = Windower()
     windows.split("How do I kill a Python process?")    # one window: the text itself
     windows.split(long_jailbreak)                        # [first 254 tokens, last 254 tokens]
+    texts_to_check(request), documents_to_check(request) # what a request gives the guard to read
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tiergate.signals.encoder import MAX_TOKENS
-from tiergate.types import ChatRequest
+from tiergate.types import ChatRequest, ToolResult
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -24,23 +27,37 @@ if TYPE_CHECKING:
 #: Tokens of text per window: the encoder's 256 less [CLS] and [SEP].
 WINDOW_TOKENS = MAX_TOKENS - 2
 MAX_WINDOWS = 2
+#: Windows of a tool result: 8 x 254 tokens cover a document of about 1,500 words whole; a longer one is read
+#: in 8 evenly spaced windows.
+DOCUMENT_WINDOWS = 8
+#: The most recent user turns and tool results read (besides the system prompt): a conversation of hundreds of
+#: turns costs no more than this many texts.
+MAX_TEXTS = 16
 
 
 def texts_to_check(request: ChatRequest) -> list[str]:
-    """The texts of a request the guard scores, each on its own: the system prompt and the last user turn.
+    """The texts a caller wrote that the guard scores, each on its own: the system prompt and every user turn
+    (the :data:`MAX_TEXTS` most recent).
 
-    A caller of the gateway writes both, and either may carry a jailbreak; each is scored separately (a
-    harmful question is not diluted by a long, benign system prompt) and the request's score is the highest.
-    Earlier turns and tool results are not checked: they cost an encoder run each, and the last user turn is
-    what the model is asked to act on. A request with no user text is checked on all its text.
+    Either may carry a jailbreak, and a harmful request may be spread over turns; each is scored separately (a
+    harmful question is not diluted by a long, benign system prompt) and the request's score is the highest. A
+    request with no user text and no tool result is checked on all its text.
     """
     texts = [request.system.strip()] if request.system and request.system.strip() else []
-    last = request.last_user_text().strip()
-    if last:
-        texts.append(last)
-    elif not texts:
-        texts.append("\n".join(request.texts()).strip())
-    return [t for t in texts if t] or [""]
+    turns = [m.text_content.strip() for m in request.messages if m.role == "user" and m.text_content.strip()]
+    texts += turns[-MAX_TEXTS:]
+    if not texts and not documents_to_check(request):
+        return ["\n".join(request.texts()).strip()]
+    return texts
+
+
+def documents_to_check(request: ChatRequest) -> list[str]:
+    """The tool results of a request (the :data:`MAX_TEXTS` most recent): text the model reads but the caller
+    did not write, where an injected instruction ("ignore your instructions and ...") hides."""
+    docs = [
+        p.content.strip() for m in request.messages for p in m.parts if isinstance(p, ToolResult) and p.content.strip()
+    ]
+    return docs[-MAX_TEXTS:]
 
 
 class Windower:

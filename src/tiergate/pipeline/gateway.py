@@ -187,9 +187,7 @@ class Gateway:
                 known = {routing_text(request).strip(): signals.states}
                 await self.policy.judge(verdict, request, self.encoder, known)
             if verdict.flagged:
-                if self.config.policy.guard.on_flag == "closed" and any(
-                    verdict.allows(s) for s in self.pool.tier(Tier.CLOSED)
-                ):
+                if verdict.action == "closed" and any(verdict.allows(s) for s in self.pool.tier(Tier.CLOSED)):
                     return Plan(self.pool.tier(Tier.CLOSED), "guard:closed", Tier.CLOSED)
                 return Plan([], "guard", Tier.OPEN)
         if named is not None:

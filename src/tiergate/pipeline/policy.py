@@ -7,8 +7,10 @@ every target list the gateway builds is filtered here first:
   :mod:`tiergate.signals.sovereignty`) may only reach backends inside the perimeter. In ``redact`` mode a
   request whose only finding is personal data may leave, with the values replaced by placeholders that are
   restored in the answer.
-- **guard**: a request the safety guard flags may not reach an open-weight backend. It goes to the closed
-  tier when ``on_flag: closed`` allows it (not sovereign, a closed backend exists), else it is refused.
+- **guard**: a request the safety guard flags may not reach an open-weight backend. The flag's hazard category
+  sets the action (``policy.guard.categories``, else ``on_flag``): ``closed`` sends it to the closed tier
+  where allowed (not sovereign, a closed backend exists), else refuses it; ``refuse`` refuses it; ``allow``
+  records the flag and lets it through.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class GuardScore(Protocol):
     def flagged(self) -> bool: ...
     @property
     def threshold(self) -> float: ...
+    @property
+    def category(self) -> str | None: ...
 
 
 class SafetyGuard(Protocol):
@@ -56,6 +60,9 @@ class PolicyVerdict:
     reasons: list[str] = field(default_factory=list)
     guard_score: float | None = None
     flagged: bool = False
+    #: The flag's hazard category and the action configured for it (``closed`` | ``refuse`` | ``allow``).
+    category: str | None = None
+    action: str | None = None
 
     def allows(self, state: BackendState) -> bool:
         if self.sovereign and not state.config.in_perimeter:
@@ -91,9 +98,12 @@ class HardPolicy:
         assert self.guard is not None
         result = await self.guard.check(request, encoder, known)
         verdict.guard_score = result.score
-        verdict.flagged = result.flagged
         if result.flagged:
-            verdict.reasons.append(f"guard:{result.score:.2f}>={result.threshold:.2f}")
+            verdict.category = result.category
+            verdict.action = self.config.guard.action(result.category)
+            verdict.flagged = verdict.action != "allow"
+            reason = f"guard:{result.score:.2f}>={result.threshold:.2f}:{result.category or 'unspecified'}"
+            verdict.reasons.append(reason + (":allow" if verdict.action == "allow" else ""))
 
     def outbound(self, verdict: PolicyVerdict) -> Outbound | None:
         """What each backend may receive: ``None`` (the request as it is) unless the verdict redacts, then a

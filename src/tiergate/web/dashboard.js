@@ -71,6 +71,10 @@ function render(s) {
   setFigure("failovers", s.failovers, String(s.failovers));
   setFigure("sovereign", s.sovereign, String(s.sovereign));
   setFigure("guarded", s.guarded, String(s.guarded));
+  // the flags' hazard categories, most frequent first: "violent_crimes 3, jailbreak 1"
+  document.getElementById("guard-categories").textContent = Object.entries(s.guard_categories || {})
+    .map(([name, n]) => `${name} ${n}`)
+    .join(", ");
   setFigure("errors", failed, String(failed));
   setFigure("estimated", s.estimated, String(s.estimated));
   fillTable(

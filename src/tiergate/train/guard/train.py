@@ -1,7 +1,8 @@
-"""Training the guard on the safety corpus (:mod:`tiergate.train.guard.data`), with numpy alone.
+"""Training the guard on the safety corpus (:mod:`tiergate.train.guard.data`), with numpy (the hazard-category
+head with scikit-learn: :mod:`tiergate.train.guard.categories`).
 
-The head (:class:`Recipe`) blends, with equal weight, L2-regularised logistic regression and the mean of three
-one-layer MLPs of different seeds (:mod:`tiergate.train.guard.fit`), on each window's embedding, standardised
+The head (:class:`Recipe`) is L2-regularised logistic regression (the recipe can blend it with the mean of
+one-layer MLPs of different seeds, :mod:`tiergate.train.guard.fit`), on each window's embedding, standardised
 :mod:`~tiergate.guard.features` and three nearest-neighbour features (:mod:`tiergate.guard.knn`: how close the
 window is to the training windows that should be flagged, to those that should pass, and the difference),
 read from a bank of at most :attr:`Recipe.bank_per_source` training windows of each source and label; while
@@ -11,14 +12,17 @@ and a text scores the highest of its windows. Weights balance the two classes, d
 source weighs as the square root of its size) and give the contrast set a fixed share, so that 8,979 MMLU
 questions do not drown 200 HarmBench behaviours or the contrast set's risky-looking but safe prompts.
 
-Grouped cross-validation (:func:`cross_validate`) holds out one public source at a time, and the contrast
-set's ``kind`` groups in :data:`CONTRAST_FOLDS` seeded folds of whole kinds; the threshold is calibrated on
-those out-of-fold scores to the false-positive budgets, and the figures at it are recorded in the artifact.
+Grouped cross-validation (:func:`cross_validate`) holds out one style group of sources at a time
+(:data:`tiergate.train.guard.data.STYLES`), and the contrast set's ``kind`` groups in :data:`CONTRAST_FOLDS`
+seeded folds of whole kinds; the threshold is calibrated on those out-of-fold scores to the false-positive
+budgets on prompts written by others (:func:`tiergate.train.guard.evaluate.calibrate`: ordinary benign sources
+<= 2%, look-alikes <= 10%; the contrast set is reported, never calibrates), and the figures at it are
+recorded in the artifact. With ``--packages`` the corpus adds the sets of ``docs/guard-sources.md``.
 The shipped head is then fitted on everything but a seeded :data:`HOLDOUT_SHARE` of each group's rows, on
 which its own figures and a small check subset (re-scored by the tests) are recorded. Same data and seed
 give the same weights bit for bit on one machine, scores within 1e-3 elsewhere.
 
-    corpus = load_corpus("../shared/data")
+    corpus = load_corpus("../shared/data", packages=True)
     guard, cv = train_guard(corpus, embed_windows(corpus.texts, encoder.encode_layers), seed=0)
     guard.save("artifacts/")
 """
@@ -36,7 +40,7 @@ from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.knn import KNN_FEATURES, bank_rows, knn_features
 from tiergate.guard.model import FORMAT, FORMAT_VERSION, Guard, state_rows
 from tiergate.signals.encoder import DIM, MAX_TOKENS, MODEL_ID, POOLED_LAYERS
-from tiergate.train.guard import metrics
+from tiergate.train.guard import evaluate, metrics
 from tiergate.train.guard.data import Corpus, DataError
 from tiergate.train.guard.embed import WindowVectors, max_by_owner
 from tiergate.train.guard.fit import fit_logistic, fit_mlp
@@ -50,12 +54,16 @@ FPR_CONTRAST = 0.10
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
-    """How a head is fitted. ``mlps=0`` gives logistic regression alone, ``logistic_weight=0`` MLPs alone."""
+    """How a head is fitted. ``mlps=0`` gives logistic regression alone, ``logistic_weight=0`` MLPs alone.
+
+    The default is the shipped recipe: logistic regression alone. The blend with three MLPs costs about three
+    times the training; on the shared data, held out by source, the logistic member alone matched it, and on the
+    broadened data it was not run again (docs/benchmarks-guard.md)."""
 
     l2: float = 3.0
     contrast_share: float = 0.5
     logistic_weight: float = 0.5
-    mlps: int = 3
+    mlps: int = 0
     hidden: int = 64
     mlp_l2: float = 1e-3
     epochs: int = 40
@@ -200,7 +208,7 @@ def cross_validate(
         guard = _guard(fit_head(corpus, vectors, ~test, recipe, seed), max_windows, recipe, seed)
         index = np.flatnonzero(test)
         scores[index] = score_texts(guard, vectors.of(index), index.size)
-    threshold = metrics.calibrate(corpus, scores, fpr_benign=FPR_BENIGN, fpr_contrast=FPR_CONTRAST)
+    threshold = evaluate.calibrate(corpus, scores, fpr_benign=FPR_BENIGN, fpr_lookalike=FPR_CONTRAST)
     return CrossValidation(scores, held, threshold)
 
 
@@ -222,6 +230,19 @@ def _figures(corpus: Corpus, scores: npt.NDArray[np.float64], threshold: float) 
     }
 
 
+def _worst(report: evaluate.Report) -> dict[str, Any]:
+    """The worst held-out sources by others, as the goals read them."""
+    return {
+        name: {"source": source, "flagged": round(value, 4)}
+        for name, (source, value) in (
+            ("harmful", report.worst_harmful),
+            ("jailbreak", report.worst_jailbreak),
+            ("benign", report.worst_benign),
+            ("lookalike", report.worst_lookalike),
+        )
+    } | {"contrast_fpr": round(report.contrast_fpr, 4)}
+
+
 def train_guard(
     corpus: Corpus,
     vectors: WindowVectors,
@@ -229,8 +250,10 @@ def train_guard(
     seed: int = 0,
     recipe: Recipe | None = None,
     cv: CrossValidation | None = None,
+    with_categories: bool = True,
 ) -> tuple[Guard, CrossValidation]:
-    """Cross-validate (unless ``cv`` is given), then fit the shipped head; see the module docstring."""
+    """Cross-validate (unless ``cv`` is given), then fit the shipped head and, with ``with_categories``, the
+    hazard-category head (:mod:`tiergate.train.guard.categories`); see the module docstring."""
     if vectors.owner.size == 0 or int(vectors.owner.max()) != len(corpus) - 1:
         raise ValueError("the window vectors must cover every text of the corpus")
     recipe = recipe or Recipe()
@@ -238,6 +261,19 @@ def train_guard(
     held = holdout_mask(corpus, seed)
     max_windows = vectors.max_windows
     arrays = fit_head(corpus, vectors, ~held, recipe, seed)
+    categories: dict[str, Any] = {}
+    if with_categories:
+        from tiergate.train.guard.categories import category_labels, fit_category_head
+
+        labels = category_labels(corpus)
+        head = fit_category_head(corpus, vectors, labels, ~held)
+        arrays.update({"category_w": head["category_w"], "category_b": head["category_b"]})
+        rows = labels[~held]
+        categories = {
+            "names": head["names"],
+            "taxonomy": "MLCommons AILuminate v1.0 hazards, and jailbreak",
+            "train_rows": {n: int((rows == n).sum()) for n in head["names"]},
+        }
     index = np.flatnonzero(held)
     check = corpus.select(index)
     held_scores = score_texts(_guard(arrays, max_windows, recipe, seed), vectors.of(index), index.size)
@@ -254,11 +290,15 @@ def train_guard(
         },
         "calibration": {
             "threshold": round(cv.threshold, 6),
-            "set": "grouped cross-validation (out-of-fold scores)",
+            "set": "cross-validation by style group (out-of-fold scores); prompts written by others only",
             "fpr_benign_budget": FPR_BENIGN,
-            "fpr_contrast_budget": FPR_CONTRAST,
+            "fpr_lookalike_budget": FPR_CONTRAST,
         },
-        "cross_validation": {"folds": sorted(set(cv.folds.tolist())), **_figures(corpus, cv.scores, cv.threshold)},
+        "cross_validation": {
+            "folds": sorted(set(cv.folds.tolist())),
+            **_figures(corpus, cv.scores, cv.threshold),
+            "worst": _worst(evaluate.Report.of(corpus, cv.scores, cv.threshold)),
+        },
         "holdout": _figures(check, held_scores, cv.threshold),
         "check": {
             "ids": [check.ids[i] for i in picked],
@@ -266,4 +306,6 @@ def train_guard(
         },
         "tolerance": {"scores": 1e-3},
     }
+    if categories:
+        meta["categories"] = categories
     return Guard.from_parts(meta, arrays), cv
