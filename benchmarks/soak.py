@@ -262,7 +262,8 @@ def openai_replica() -> Injector:
         def _default(self, body: Mapping[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
             return rest_of_reply(body), []
 
-    fake = Continuing(stream_chunks=STREAM_CHUNKS, record=False)
+    # the continuation is rest_of_reply's: the fake's own prefill handling ("continue") would apply it twice
+    fake = Continuing(stream_chunks=STREAM_CHUNKS, record=False, prefill="ignore")
     return Injector(fake, os.environ["SOAK_NAME"], _claims_dir(), anthropic=False)
 
 
@@ -274,7 +275,7 @@ def anthropic_replica() -> Injector:
         def _default_content(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
             return [{"type": "text", "text": rest_of_reply(body)}]
 
-    fake = Continuing(stream_chunks=STREAM_CHUNKS, record=False)
+    fake = Continuing(stream_chunks=STREAM_CHUNKS, record=False, prefill="ignore")  # see openai_replica
     return Injector(fake, os.environ["SOAK_NAME"], _claims_dir(), anthropic=True)
 
 
