@@ -39,6 +39,19 @@ from tiergate.types import (
 )
 
 
+async def next_event(events: EventStream, stall_s: float, deadline: float, backend: str, what: str) -> StreamEvent:
+    """The stream's next event, within ``stall_s`` (and the request's ``deadline``): a longer silence is
+    :class:`Silent` ("``what`` stalled for ..."), a stream that ends before its final event an upstream error."""
+    limit = max(min(stall_s, deadline - time.monotonic()), 0.0)
+    try:
+        async with asyncio.timeout(limit):
+            return await anext(events)
+    except TimeoutError:
+        raise Silent(f"{what} stalled for {limit:.1f}s", backend=backend) from None
+    except StopAsyncIteration:
+        raise UpstreamError("stream ended without a final event", backend=backend) from None
+
+
 async def gather(
     first: StreamEvent, events: EventStream, stall_s: float, deadline: float, backend: str
 ) -> tuple[list[StreamEvent], StreamEnd]:
@@ -50,14 +63,7 @@ async def gather(
     try:
         while not isinstance(ev, StreamEnd):
             got.append(ev)
-            limit = max(min(stall_s, deadline - time.monotonic()), 0.0)
-            try:
-                async with asyncio.timeout(limit):
-                    ev = await anext(events)
-            except TimeoutError:
-                raise Silent(f"answer stalled for {limit:.1f}s", backend=backend) from None
-            except StopAsyncIteration:
-                raise UpstreamError("stream ended without a final event", backend=backend) from None
+            ev = await next_event(events, stall_s, deadline, backend, "answer")
         return got, ev
     finally:
         await events.aclose()

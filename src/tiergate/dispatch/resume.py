@@ -14,14 +14,13 @@ explicit error naming the original failure (:class:`~tiergate.errors.SpliceDiver
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from tiergate.dispatch.gather import next_event
 from tiergate.dispatch.splice import Diverged, Splicer
-from tiergate.errors import Silent, SpliceDiverged, UpstreamError
+from tiergate.errors import SpliceDiverged, UpstreamError
 from tiergate.types import (
     ChatRequest,
     EventStream,
@@ -72,14 +71,7 @@ async def supervise(
             return
         yield first
         while True:
-            limit = min(state.config.stall_timeout_s, deadline - time.monotonic())
-            try:
-                async with asyncio.timeout(limit):
-                    ev = await anext(events)
-            except TimeoutError:
-                raise Silent(f"stream stalled for {limit:.1f}s", backend=state.name) from None
-            except StopAsyncIteration:
-                raise UpstreamError("stream ended without a final event", backend=state.name) from None
+            ev = await next_event(events, state.config.stall_timeout_s, deadline, state.name, "stream")
             if isinstance(ev, StreamEnd):
                 lease.success()
                 if tried is not None:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tiergate.routing.features import FEATURE_NAMES, batch_features
+from tiergate.routing.features import FEATURE_NAMES, WORD_PROBLEM_FEATURES, batch_features
 from tiergate.routing.learned import FORMAT, FORMAT_VERSION, GAIN_SCALE, LearnedModel, design
 from tiergate.routing.simple import rules_score
 from tiergate.signals.encoder import MAX_TOKENS, MODEL_ID
@@ -52,23 +52,9 @@ from tiergate.types import ChatRequest, Message
 
 #: The features the head reads: generic statistics of any prompt. The rest of ``FEATURE_NAMES`` (answer
 #: options, word-problem cues) describe one benchmark's format and get weight 0.
-HEAD_FEATURES: tuple[str, ...] = (
-    "log_chars",
-    "log_words",
-    "mean_word_length",
-    "digit_ratio",
-    "log_numbers",
-    "log_math_symbols",
-    "log_latex",
-    "code_lines",
-    "non_ascii_ratio",
-    "question_marks",
-    "log_sentences",
-    "log_lines",
-    "log_turns",
-    "log_tools",
-    "log_system_chars",
-)
+#: Benchmark-format features (answer options, the word-problem cues): not read by the head.
+FORMAT_FEATURES: frozenset[str] = frozenset({"choices", "word_problem", *WORD_PROBLEM_FEATURES})
+HEAD_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in FORMAT_FEATURES)
 #: Ridge penalties tried, by the worst inner fold (:func:`select_alpha`).
 ALPHAS: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 INNER_GROUP_FOLDS = 3
