@@ -185,10 +185,15 @@ class Judge:
         template = str(self.llm.metadata["tokenizer.chat_template"])
         self.format = Jinja2ChatFormatter(template=template, eos_token="<|im_end|>", bos_token="<|im_start|>")
 
+    #: Tokens of the request the judge reads (the rest of its 1,024-token window holds the question).
+    READ_TOKENS = 700
+
     def score(self, text: str) -> float:
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False)[: self.READ_TOKENS]
+        request = self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
         messages = [
             {"role": "system", "content": "You are a content safety classifier. Answer with one word: Yes or No."},
-            {"role": "user", "content": f"{self.QUESTION}\n\nRequest: {text[:1500]}\n\nAnswer Yes or No."},
+            {"role": "user", "content": f"{self.QUESTION}\n\nRequest: {request}\n\nAnswer Yes or No."},
         ]
         prompt = self.format(messages=messages).prompt
         out: Any = self.llm.create_completion(prompt, max_tokens=1, logprobs=20, temperature=0.0)

@@ -34,7 +34,7 @@ from tiergate.errors import ConfigError
 from tiergate.guard.categories import CATEGORIES, UNSPECIFIED
 from tiergate.guard.features import FEATURE_NAMES, batch_features
 from tiergate.guard.knn import KNN_FEATURES, knn_features, split_bank
-from tiergate.guard.windows import DOCUMENT_WINDOWS, Windower, documents_to_check, texts_to_check
+from tiergate.guard.windows import DOCUMENT_WINDOWS, Windower, documents_to_check, paragraphs, texts_to_check
 from tiergate.offload import off_loop
 from tiergate.signals.encoder import DIM, POOLED_LAYERS
 from tiergate.types import ChatRequest
@@ -237,7 +237,10 @@ class Guard:
 
     def _windows(self, texts: Sequence[str], docs: Sequence[str], encoder: Embedder) -> list[str]:
         windows = [w for text in texts for w in self.windower.split(text, encoder.token_count(text))]
-        return windows + [w for doc in docs for w in self.document_windower.split(doc, encoder.token_count(doc))]
+        for doc in docs:
+            windows += self.document_windower.split(doc, encoder.token_count(doc))
+            windows += paragraphs(doc)
+        return windows
 
     def flagged(self, score: float) -> bool:
         return bool(score >= self.threshold)
@@ -246,7 +249,8 @@ class Guard:
         self, request: ChatRequest, encoder: Embedder, known: Mapping[str, Vectors] | None = None
     ) -> GuardResult:
         """Score a request: every window of :func:`texts_to_check` and of :func:`documents_to_check` (tool
-        results, in up to :data:`DOCUMENT_WINDOWS` windows), embedded together; the highest score wins.
+        results, in up to :data:`DOCUMENT_WINDOWS` windows and their :func:`paragraphs`), embedded together; the
+        highest score wins.
 
         ``known`` maps texts already embedded (the router's text) to their pooled states (``embed_layers``), to
         skip encoding them again; windows scored lately are not encoded again either.

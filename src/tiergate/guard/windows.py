@@ -5,7 +5,8 @@ The encoder reads the first 256 WordPiece tokens of a text and drops the rest. A
 at the end; so a long text is scored on its first and its last :data:`WINDOW_TOKENS` tokens (and, with
 ``max_windows`` above 2, on evenly spaced windows in between), and the guard keeps the highest score. A
 document the model is given (a tool result) can hide an instruction anywhere, so it is read in up to
-:data:`DOCUMENT_WINDOWS` windows spread over it.
+:data:`DOCUMENT_WINDOWS` windows spread over it, and up to :data:`DOCUMENT_PARAGRAPHS` of its paragraphs are
+scored on their own as well (an injected paragraph is not diluted by the page around it).
 
     windows = Windower()
     windows.split("How do I kill a Python process?")    # one window: the text itself
@@ -15,6 +16,7 @@ document the model is given (a tool result) can hide an instruction anywhere, so
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,12 @@ MAX_WINDOWS = 2
 #: Windows of a tool result: 8 x 254 tokens cover a document of about 1,500 words whole; a longer one is read
 #: in 8 evenly spaced windows.
 DOCUMENT_WINDOWS = 8
+#: Paragraphs of a tool result also scored on their own: an instruction injected as one paragraph of a page is
+#: not diluted by the benign text around it in a shared window.
+DOCUMENT_PARAGRAPHS = 8
+#: Paragraphs shorter than this many characters are not scored on their own (headings, blank fragments).
+MIN_PARAGRAPH = 20
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 #: The most recent user turns and tool results read (besides the system prompt): a conversation of hundreds of
 #: turns costs no more than this many texts.
 MAX_TEXTS = 16
@@ -58,6 +66,19 @@ def documents_to_check(request: ChatRequest) -> list[str]:
         p.content.strip() for m in request.messages for p in m.parts if isinstance(p, ToolResult) and p.content.strip()
     ]
     return docs[-MAX_TEXTS:]
+
+
+def paragraphs(document: str, limit: int = DOCUMENT_PARAGRAPHS) -> list[str]:
+    """The paragraphs of a document (split at blank lines) to score on their own besides its windows: none when
+    it has one paragraph, else up to ``limit`` of those of :data:`MIN_PARAGRAPH` characters or more, evenly
+    spaced over the document (the first and the last among them)."""
+    found = [p.strip() for p in _PARAGRAPH_BREAK.split(document)]
+    if len(found) < 2:
+        return []
+    kept = [p for p in found if len(p) >= MIN_PARAGRAPH]
+    if len(kept) <= limit:
+        return kept
+    return [kept[round(k * (len(kept) - 1) / (limit - 1))] for k in range(limit)] if limit > 1 else kept[:1]
 
 
 class Windower:
