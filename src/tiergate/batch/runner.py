@@ -45,7 +45,7 @@ import httpx2
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 from sqlalchemy import select
 
-from tiergate.accounting.schema import LedgerRow
+from tiergate.accounting.schema import LedgerRow, Status
 from tiergate.accounting.schema import requests as ledger_table
 from tiergate.backends import BackendFactory
 from tiergate.backends.anthropic import parse_message
@@ -521,57 +521,25 @@ class Runner:
     def _result(self, row: ItemRow, entry: MessageBatchIndividualResponse, batch_id: str, elapsed: float) -> None:
         result = entry.result
         item = BatchItem(row.idx, row.line, row.custom_id, Dialect(row.dialect))
-        rid = self._request_id(row.idx)
         route = f"{row.route};message-batch:{batch_id}" if row.route else f"message-batch:{batch_id}"
         if result.type == "succeeded":
             response = parse_message(result.message.model_dump(mode="json"), row.backend or "message-batches")
             if "policy:redact" in row.route:  # placeholders back in: the same redaction, computed again
                 restorer = self._restorer(row)
                 response = restorer.restore_response(response) if restorer is not None else response
-            ledger = self.books.row(
-                rid,
-                item.dialect,
-                row.model,
-                tier=row.tier,
-                backend=row.backend,
-                route=route,
-                status="ok",
-                elapsed_s=elapsed,
-                usage=response.usage,
-                message_batch=True,
-            )
+            ledger = self._batch_ledger(row, item.dialect, route, "ok", elapsed, usage=response.usage)
             self._done(item, row, "succeeded", ledger, response=response, batch_id=batch_id)
         elif result.type == "errored":
             err = result.error.error
             status = _STATUS_OF.get(err.type, 500)
             body = json.dumps({"type": "error", "error": {"type": err.type, "message": err.message}}).encode()
             error = from_http_error(row.backend or "claude", status, {}, body)
-            ledger = self.books.row(
-                rid,
-                item.dialect,
-                row.model,
-                tier=row.tier,
-                backend=row.backend,
-                route=route,
-                status="error",
-                elapsed_s=elapsed,
-                http_status=error.status,
-            )
+            ledger = self._batch_ledger(row, item.dialect, route, "error", elapsed, http_status=error.status)
             self._done(item, row, "errored", ledger, error=error, batch_id=batch_id)
         elif result.type == "expired":
             self._again(row, "expired", batch_id, elapsed)
         else:
-            ledger = self.books.row(
-                rid,
-                item.dialect,
-                row.model,
-                tier=row.tier,
-                backend=row.backend,
-                route=route,
-                status="cancelled",
-                elapsed_s=elapsed,
-                http_status=499,
-            )
+            ledger = self._batch_ledger(row, item.dialect, route, "cancelled", elapsed, http_status=499)
             self._done(item, row, "canceled", ledger, batch_id=batch_id)
 
     def _restorer(self, row: ItemRow) -> Restorer | None:
@@ -595,23 +563,39 @@ class Runner:
                 return
         item = BatchItem(row.idx, row.line, row.custom_id, Dialect(row.dialect))
         route = f"{row.route};message-batch:{batch_id}" if batch_id else row.route
-        ledger = self.books.row(
-            self._request_id(row.idx),
-            item.dialect,
-            row.model,
-            tier=row.tier,
-            backend=row.backend,
-            route=route,
-            status="error",
-            elapsed_s=elapsed,
-            http_status=504,
-        )
+        ledger = self._batch_ledger(row, item.dialect, route, "error", elapsed, http_status=504)
         self._done(item, row, "expired", ledger, batch_id=batch_id)
 
     # -- results and the ledger ----------------------------------------------------------------------------
 
     def _request_id(self, idx: int) -> str:
         return f"{self.run}-{idx}"
+
+    def _batch_ledger(
+        self,
+        row: ItemRow,
+        dialect: Dialect,
+        route: str,
+        status: Status,
+        elapsed: float,
+        *,
+        usage: Usage | None = None,
+        http_status: int = 200,
+    ) -> LedgerRow:
+        """The ledger row of an item sent in a Message Batch (billed at the batch price when it was served)."""
+        return self.books.row(
+            self._request_id(row.idx),
+            dialect,
+            row.model,
+            tier=row.tier,
+            backend=row.backend,
+            route=route,
+            status=status,
+            elapsed_s=elapsed,
+            usage=usage,
+            message_batch=usage is not None,
+            http_status=http_status,
+        )
 
     def _done(
         self,
